@@ -1,0 +1,256 @@
+"""`recstack ...`: the command line. `--json` prints exactly one JSON object on stdout;
+progress and logs go to stderr. Errors print one line naming the problem and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from recstack.errors import RecstackError
+
+log = logging.getLogger("recstack")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, indent=None, default=str))
+
+
+# ---- data ---------------------------------------------------------------------------------
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from recstack.data.movielens import fetch_dataset, load_dataset
+
+    folder = fetch_dataset(args.name, args.path)
+    data = load_dataset(args.name, args.path)
+    info = {"name": args.name, "path": str(folder), "n": len(data), "n_users": data.n_users,
+            "n_items": data.n_items, "sha256": data.fingerprint()}
+    if args.json:
+        _emit(info)
+    else:
+        print(folder)
+        _err(f"{args.name}: {len(data):,} interactions, {data.n_users:,} users, {data.n_items:,} items; "
+             f"fingerprint {info['sha256'][:16]}…")
+    return 0
+
+
+# ---- shared model options ------------------------------------------------------------------------
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    from recstack.models.config import parse_params, read_config_file
+
+    params: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        params.update(read_config_file(args.config))
+    params.update(parse_params(args.param or []))
+    return params
+
+
+def _load_data(args: argparse.Namespace):
+    from recstack.data.movielens import load_dataset
+
+    if getattr(args, "train_file", None):
+        from recstack.data.files import read_interactions_file
+
+        return read_interactions_file(args.train_file, duplicates=args.duplicates)
+    return load_dataset(args.dataset, getattr(args, "data_path", None))
+
+
+def _add_model_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model name (see `recstack models`)")
+    p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="hyperparameter; repeatable")
+    p.add_argument("--config", metavar="FILE", help="JSON file of hyperparameters (or a result record)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from recstack.models.base import MODELS
+
+    if args.json:
+        _emit({"models": sorted(MODELS)})
+    else:
+        print("\n".join(sorted(MODELS)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from recstack.models.base import make_model
+    from recstack.persist import export_seed_layout, load_model, save_model
+
+    data = _load_data(args)
+    model = make_model(args.model, _params(args))
+    _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
+    t0 = time.perf_counter()
+    model.fit(data)
+    seconds = time.perf_counter() - t0
+    info: dict[str, Any] = {"fit_seconds": round(seconds, 3)}
+    for key in ("epochs_", "best_epoch_"):
+        if hasattr(model, key):
+            info[key.rstrip("_")] = int(getattr(model, key))
+    hist = getattr(model, "valid_rmse_history_", None)
+    if hist is not None and len(hist):
+        info["valid_rmse"] = float(hist.min())
+        info["train_rmse"] = float(model.train_rmse_history_[info.get("best_epoch", len(hist)) - 1])
+    out = save_model(args.out, model, data, metrics=info)
+    if args.export_seed:
+        export_seed_layout(args.export_seed, load_model(out))
+    record = {"model": args.model, "config": model.config.to_dict(), "out": str(out), **info}
+    if args.json:
+        _emit(record)
+    else:
+        _err(", ".join(f"{k}={v}" for k, v in info.items()))
+        print(out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recstack.evaluate import Fold, run_protocol
+
+    progress: Callable[[str], None] | None = None if args.json else _err
+    if args.protocol == "custom":
+        if not (args.train_file and args.test_file):
+            raise RecstackError("protocol custom needs --train FILE and --test FILE")
+        from recstack.data.files import read_train_test
+
+        train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
+        record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
+                              folds=[Fold("custom", train, test)], task=args.task, k=args.k,
+                              progress=progress)
+    else:
+        data = None
+        if args.dataset != "ml-100k" or args.data_path:
+            from recstack.data.movielens import load_dataset
+
+            data = load_dataset(args.dataset, args.data_path)
+        record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
+                              seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress)
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2, default=str))
+    if args.json:
+        _emit(record)
+    else:
+        sd = record["metrics_sd"]
+        for key, value in record["metrics"].items():
+            extra = f" ± {sd[key]:.4f}" if key in sd else ""
+            print(f"{key:>14}: {value:.4f}{extra}")
+        if record["protocol"] == "ml100k-folds":
+            u1 = record["folds"][0]["metrics"]
+            print(f"{'u1 rmse':>14}: {u1['rmse']:.4f}")
+        print(f"{'fit seconds':>14}: {record['fit_seconds']:.2f}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recstack.persist import load_model
+    from recstack.recommend import Recommender
+
+    rec = Recommender(load_model(args.dir))
+    result = rec.for_user(args.user, k=args.k, fallback=args.fallback)
+    if args.json:
+        _emit(result)
+        return 0
+    if result.get("fallback"):
+        _err(f"user {args.user!r} is unknown to this model; showing the most popular movies")
+    for row in result["items"]:
+        score = f"{row['score']:.2f}" if row.get("score") is not None else "-"
+        genres = "|".join(row.get("genres") or [])
+        print(f"{row['rank']:>3}. {row['label']:<55} {genres:<40} {score}")
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from recstack.web.app import launch
+
+    launch(args.dir, host=args.host, port=args.port)
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recstack", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="fetch and verify data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    fetch = dsub.add_parser("fetch", help="fetch, verify and cache a data set; prints its folder")
+    fetch.add_argument("name", help="ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m")
+    fetch.add_argument("--path", help="use this local folder (or zip) instead of downloading")
+    fetch.add_argument("--json", action="store_true")
+    fetch.set_defaults(func=cmd_data_fetch)
+
+    models = sub.add_parser("models", help="list model names")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    train = sub.add_parser("train", help="fit a model on a whole data set and save it to a folder")
+    _add_model_opts(train)
+    train.add_argument("--dataset", default="ml-100k")
+    train.add_argument("--data-path", help="local folder holding the data set")
+    train.add_argument("--train", dest="train_file", metavar="FILE", help="train on your own ratings file")
+    train.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
+    train.add_argument("--out", required=True, help="folder to write the model to")
+    train.add_argument("--export-seed", metavar="DIR", help="also write .npy embeddings + JSON id maps")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
+    _add_model_opts(ev)
+    ev.add_argument("--protocol", required=True,
+                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, custom")
+    ev.add_argument("--dataset", default="ml-100k")
+    ev.add_argument("--data-path", help="local folder holding the data set")
+    ev.add_argument("--train", dest="train_file", metavar="FILE", help="custom protocol: training file")
+    ev.add_argument("--test", dest="test_file", metavar="FILE", help="custom protocol: test file")
+    ev.add_argument("--task", choices=["rating", "topn"], default="rating", help="custom protocol's task")
+    ev.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
+    ev.add_argument("-k", type=int, default=None, help="cut-off for ranking metrics (default 10)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
+    ev.add_argument("--out", help="also write the record to this JSON file")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rec = sub.add_parser("recommend", help="top-k unseen items for a user of a saved model")
+    rec.add_argument("dir", help="model folder written by `recstack train`")
+    rec.add_argument("--user", required=True, help="external user id")
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--fallback", choices=["none", "popular"], default="none",
+                     help="what an unknown user gets")
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(func=cmd_recommend)
+
+    web = sub.add_parser("web", help="open the web page for a saved model")
+    web.add_argument("dir")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=7860)
+    web.set_defaults(func=cmd_web)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(message)s")
+    from recstack import progress
+
+    progress.enable(not getattr(args, "json", False))
+    try:
+        return int(args.func(args) or 0)
+    except RecstackError as exc:
+        _err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

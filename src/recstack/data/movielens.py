@@ -1,0 +1,156 @@
+"""MovieLens loaders: fetch (verified, cached) and parse into `Interactions`.
+
+ML-100K comes from a local folder, the cache, the official zip (MD5) or the ratings that ship
+inside the PyPI wheel `recbole==1.2.1` (wheel sha256 + ratings-body sha256), in that order.
+Both sources give identical rating arrays in `u.data` row order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recstack.data.fetch import download, materialise, pip_download, verify
+from recstack.data.interactions import Interactions
+from recstack.errors import DataError
+
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"
+MIRROR_WHEEL = "recbole==1.2.1"
+MIRROR_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
+MIRROR_PREFIX = "recbole/dataset_example/ml-100k/"
+MIRROR_INTER_BODY_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
+MIRROR_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user", "ml-100k.kg", "ml-100k.link")
+
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)
+
+
+# ---- fetching -----------------------------------------------------------------------------
+def _from_official(tmp: Path) -> None:
+    z = download(ML100K_URL, tmp / "ml-100k.zip", timeout=15)
+    verify(z, ML100K_MD5, "md5")
+    with zipfile.ZipFile(z) as zf:
+        for member in ("u.data", "u.item", "u.user", "u.genre"):
+            (tmp / member).write_bytes(zf.read(f"ml-100k/{member}"))
+    z.unlink()
+
+
+def _from_mirror(tmp: Path) -> None:
+    wheel = pip_download(MIRROR_WHEEL, tmp / "wheel")
+    verify(wheel, MIRROR_WHEEL_SHA256, "sha256")
+    with zipfile.ZipFile(wheel) as zf:
+        for member in MIRROR_FILES:
+            (tmp / member).write_bytes(zf.read(MIRROR_PREFIX + member))
+    body = (tmp / "ml-100k.inter").read_bytes().split(b"\n", 1)[1]
+    got = hashlib.sha256(body).hexdigest()
+    if got != MIRROR_INTER_BODY_SHA256:
+        raise DataError(f"ratings body sha256 mismatch: expected {MIRROR_INTER_BODY_SHA256}, "
+                        f"got {got}", path=wheel)
+    for f in (tmp / "wheel").iterdir():
+        f.unlink()
+    (tmp / "wheel").rmdir()
+
+
+def fetch_ml100k(path: str | Path | None = None) -> Path:
+    """Folder holding verified ML-100K files (either layout): `path` if given, else the cache."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not ((p / "u.data").exists() or (p / "ml-100k.inter").exists()):
+            raise DataError("no u.data or ml-100k.inter in this folder", path=p)
+        return p
+    return materialise("ml-100k", [("official zip", _from_official), ("PyPI wheel mirror", _from_mirror)])
+
+
+# ---- parsing ------------------------------------------------------------------------------
+def load_ml100k(path: str | Path | None = None) -> Interactions:
+    """ML-100K as `Interactions` (943 users, 1,682 items, 100,000 ratings in `u.data` order).
+
+    Vocabularies are sorted by numeric id (user "1" is index 0). Item features: `title`,
+    `year`, `genres` (list of str); user features: `age`, `gender`, `occupation`, `zip_code`.
+    """
+    folder = fetch_ml100k(path)
+    if (folder / "u.data").exists():
+        ratings = _read_table(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
+        items = _official_items(folder)
+        users = _read_table(folder / "u.user", sep="|",
+                            names=["user", "age", "gender", "occupation", "zip_code"])
+    else:
+        ratings = _read_table(folder / "ml-100k.inter", sep="\t", header=True,
+                              names=["user", "item", "rating", "timestamp"])
+        items = _read_table(folder / "ml-100k.item", sep="\t", header=True,
+                            names=["item", "title", "year", "genres"])
+        items["genres"] = items["genres"].fillna("").map(lambda s: s.split() if s else [])
+        users = _read_table(folder / "ml-100k.user", sep="\t", header=True,
+                            names=["user", "age", "gender", "occupation", "zip_code"])
+    return _assemble(ratings, items, users, "ml-100k")
+
+
+def _read_table(path: Path, *, sep: str, names: list[str], header: bool = False) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, names=names, header=0 if header else None,
+                           encoding="latin-1", dtype=str, keep_default_na=False, quoting=3)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot parse: {exc}", path=path) from None
+
+
+def _official_items(folder: Path) -> pd.DataFrame:
+    cols = ["item", "title", "release", "video", "url", *ML100K_GENRES]
+    raw = _read_table(folder / "u.item", sep="|", names=cols)
+    flags = raw[list(ML100K_GENRES)].to_numpy() == "1"
+    genres = [[g for g, f in zip(ML100K_GENRES, row) if f] for row in flags]
+    years = raw["release"].str.extract(r"(\d{4})$")[0]
+    titles = raw["title"].map(lambda t: re.sub(r"\s*\(\d{4}\)\s*$", "", t))
+    return pd.DataFrame({"item": raw["item"], "title": titles, "year": years, "genres": genres})
+
+
+def _assemble(ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, name: str) -> Interactions:
+    rating = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float32)
+    ts = pd.to_numeric(ratings["timestamp"], errors="coerce").to_numpy(np.float64)
+    if np.isnan(rating).any() or np.isnan(ts).any():
+        row = int(np.flatnonzero(np.isnan(rating) | np.isnan(ts))[0])
+        raise DataError(f"non-numeric rating or timestamp {ratings.iloc[row].tolist()}", line=row + 1)
+    uvocab = sorted(set(ratings["user"]) | set(users["user"]), key=_numeric_key)
+    ivocab = sorted(set(ratings["item"]) | set(items["item"]), key=_numeric_key)
+    item_features = items.set_index("item").reindex(ivocab).reset_index(drop=True)
+    item_features["year"] = pd.to_numeric(item_features["year"], errors="coerce").astype("Int64")
+    item_features["genres"] = item_features["genres"].map(lambda g: g if isinstance(g, list) else [])
+    user_features = users.set_index("user").reindex(uvocab).reset_index(drop=True)
+    user_features["age"] = pd.to_numeric(user_features["age"], errors="coerce").astype("Int64")
+    return Interactions.from_arrays(
+        ratings["user"].to_numpy(), ratings["item"].to_numpy(), rating, ts.astype(np.int64),
+        user_ids=uvocab, item_ids=ivocab, name=name,
+        item_features=item_features, user_features=user_features,
+    )
+
+
+def _numeric_key(s: str) -> tuple[int, str]:
+    return (int(s), s) if s.isdigit() else (1 << 62, s)
+
+
+# name -> (fetch: folder holding verified files, load: Interactions)
+DATASETS = {"ml-100k": (fetch_ml100k, load_ml100k)}
+
+
+def fetch_dataset(name: str, path: str | Path | None = None) -> Path:
+    """Fetch and verify a named data set; return the folder holding its files."""
+    return _entry(name)[0](path)
+
+
+def load_dataset(name: str, path: str | Path | None = None) -> Interactions:
+    """Load a named data set (`ml-100k`, ...) as `Interactions`."""
+    return _entry(name)[1](path)
+
+
+def _entry(name: str):
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]

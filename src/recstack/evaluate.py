@@ -1,0 +1,225 @@
+"""Named evaluation protocols: each runs a model and returns one result record (a dict).
+
+| protocol        | task   | split                                                          |
+|-----------------|--------|----------------------------------------------------------------|
+| ml100k-folds    | rating | GroupLens u1..u5 from file order; mean ± sd over folds, u1 too |
+| random-80-20    | rating | one seeded shuffle, 80% train                                  |
+| msr-75          | top-N  | Microsoft Recommenders' stratified 75/25 by item, seed 42, k=10 |
+| leave-last-out  | top-N  | per user last → test, second-to-last → valid; full ranking     |
+| custom          | either | the user's own train and test files                            |
+
+Models never see a test part while choosing hyperparameters: early stopping carves its
+validation part from the training part (or gets the protocol's validation part).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recstack import metrics as M
+from recstack.data.interactions import Interactions
+from recstack.errors import ConfigError, RecstackError
+from recstack.models.base import Model, get_model_class
+from recstack.recommend import recommend
+from recstack.split import leave_last_out, ml100k_folds, random_split, stratified_split
+
+
+@dataclass
+class Fold:
+    """One train/test pair of a protocol (valid is given to `fit` when the protocol has one)."""
+
+    name: str
+    train: Interactions
+    test: Interactions
+    valid: Interactions | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    task: str  # "rating" | "topn"
+    make_folds: Callable[[Interactions, int], list[Fold]]
+    k: int = 10
+    default_data: str = "ml-100k"
+    candidates: str = "all"  # "all" | "train" (items seen in train)
+    exclude_valid: bool = False  # also remove the validation items from the ranking
+
+
+def _folds_ml100k(data: Interactions, seed: int) -> list[Fold]:
+    return [Fold(n, tr, te) for n, tr, te in ml100k_folds(data)]
+
+
+def _folds_random(data: Interactions, seed: int) -> list[Fold]:
+    tr, te = random_split(data, 0.8, seed)
+    return [Fold("random-80-20", tr, te)]
+
+
+def _folds_msr(data: Interactions, seed: int) -> list[Fold]:
+    tr, te = stratified_split(data, 0.75, "item", 42)
+    return [Fold("msr-75", tr, te)]
+
+
+def _folds_llo(data: Interactions, seed: int) -> list[Fold]:
+    tr, va, te = leave_last_out(data)
+    return [Fold("leave-last-out", tr, te, va)]
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "ml100k-folds": Protocol("ml100k-folds", "rating", _folds_ml100k),
+    "random-80-20": Protocol("random-80-20", "rating", _folds_random),
+    "msr-75": Protocol("msr-75", "topn", _folds_msr, candidates="train"),
+    "leave-last-out": Protocol("leave-last-out", "topn", _folds_llo, exclude_valid=True),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))}, custom")
+    return PROTOCOLS[name]
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+# ---- one fold ---------------------------------------------------------------------------------
+def rating_metrics(model: Model, train: Interactions, test: Interactions) -> tuple[dict[str, float], float]:
+    """RMSE and MAE on `test`; NaN estimates fall back to the training mean. Returns (metrics, seconds)."""
+    if not model.explicit:
+        raise RecstackError(f"model {model.name!r} does not estimate ratings; use a top-N protocol")
+    t0 = time.perf_counter()
+    pred = model.predict(test.user, test.item).astype(np.float64)
+    seconds = time.perf_counter() - t0
+    missing = np.isnan(pred)
+    pred[missing] = train.global_mean
+    out = {"rmse": M.rmse(test.rating, pred), "mae": M.mae(test.rating, pred)}
+    if missing.any():
+        out["fallback_predictions"] = int(missing.sum())
+    return out, seconds
+
+
+def genre_matrix(data: Interactions) -> np.ndarray | None:
+    """(n_items, n_genres) 0/1 matrix from the `genres` item feature, or None."""
+    f = data.item_features
+    if f is None or "genres" not in f:
+        return None
+    names = sorted({g for gs in f["genres"] for g in gs})
+    col = {g: j for j, g in enumerate(names)}
+    mat = np.zeros((data.n_items, len(names)), np.float32)
+    for i, gs in enumerate(f["genres"]):
+        for g in gs:
+            mat[i, col[g]] = 1.0
+    return mat
+
+
+def topn_metrics(model: Model, train: Interactions, test: Interactions, k: int = 10,
+                 candidates: str = "all", extra_exclude: Interactions | None = None) -> tuple[dict[str, float], float]:
+    """Ranking metrics at k for users present in both train and test; every test row is relevant.
+
+    Each user's training items (and `extra_exclude`'s) are removed; with candidates="train"
+    only items seen in train can be recommended. Returns (metrics, seconds).
+    """
+    users = np.intersect1d(np.unique(train.user), np.unique(test.user))
+    exclude = train.csr
+    if extra_exclude is not None:
+        exclude = (exclude + extra_exclude.csr).tocsr()
+    mask = train.item_popularity > 0 if candidates == "train" else None
+    t0 = time.perf_counter()
+    rec, _ = recommend(model, users, k, exclude=exclude, candidates=mask)
+    seconds = time.perf_counter() - t0
+    hits, n_rel = M.hit_matrix(rec, test.csr[users])
+    out = M.ranking_metrics(hits, n_rel, k)
+    out["coverage"] = M.coverage(rec, train.n_items)
+    out["novelty"] = M.novelty(rec, train.item_popularity, train.n_users)
+    genres = genre_matrix(train)
+    if genres is not None:
+        out["diversity"] = M.diversity(rec, genres)
+    return out, seconds
+
+
+# ---- a whole protocol ---------------------------------------------------------------------------
+def run_protocol(
+    model_name: str,
+    protocol: str,
+    data: Interactions | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    folds: list[Fold] | None = None,
+    task: str | None = None,
+    k: int | None = None,
+    fold_limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fit `model_name` with `params` on each fold of `protocol` and return the result record.
+
+    `data` defaults to the protocol's data set; `folds` (with `task`) runs a custom protocol.
+    """
+    cls = get_model_class(model_name)
+    params = dict(params or {})
+    if "seed" in cls.config_class.field_names():
+        params.setdefault("seed", seed)
+    if folds is None:
+        proto = get_protocol(protocol)
+        if data is None:
+            from recstack.data.movielens import load_dataset
+
+            data = load_dataset(proto.default_data)
+        folds = proto.make_folds(data, seed)
+        task, k = proto.task, k or proto.k
+        candidates, exclude_valid = proto.candidates, proto.exclude_valid
+    else:
+        if task not in ("rating", "topn"):
+            raise ConfigError(f"task must be 'rating' or 'topn', got {task!r}")
+        k, candidates, exclude_valid = k or 10, "all", False
+        data = folds[0].train
+    if fold_limit:
+        folds = folds[:fold_limit]
+    config = cls(params).config
+    records = []
+    for fold in folds:
+        model = cls(config)
+        t0 = time.perf_counter()
+        model.fit(fold.train, fold.valid)
+        fit_s = time.perf_counter() - t0
+        if task == "rating":
+            m, pred_s = rating_metrics(model, fold.train, fold.test)
+        else:
+            extra = fold.valid if exclude_valid else None
+            m, pred_s = topn_metrics(model, fold.train, fold.test, k, candidates, extra)
+        fold_rec = {"name": fold.name, "metrics": m, "fit_seconds": round(fit_s, 4),
+                    "predict_seconds": round(pred_s, 4)}
+        for key in ("epochs_", "best_epoch_"):
+            if hasattr(model, key):
+                fold_rec[key.rstrip("_")] = int(getattr(model, key))
+        records.append(fold_rec)
+        if progress:
+            shown = ", ".join(f"{a}={b:.4f}" for a, b in m.items() if isinstance(b, float))
+            progress(f"{fold.name}: {shown} (fit {fit_s:.2f}s)")
+    keys = [key for key in records[0]["metrics"] if key != "fallback_predictions"]
+    agg = {key: float(np.mean([r["metrics"][key] for r in records])) for key in keys}
+    sd = ({key: float(np.std([r["metrics"][key] for r in records], ddof=1)) for key in keys}
+          if len(records) > 1 else {})
+    return {
+        "protocol": protocol,
+        "model": model_name,
+        "config": config.to_dict(),
+        "data": {"name": data.name, "sha256": data.fingerprint()},
+        "seed": seed,
+        "task": task,
+        "k": k if task == "topn" else None,
+        "metrics": agg,
+        "metrics_sd": sd,
+        "folds": records,
+        "fit_seconds": round(sum(r["fit_seconds"] for r in records), 4),
+        "predict_seconds": round(sum(r["predict_seconds"] for r in records), 4),
+        "peak_memory_mb": peak_memory_mb(),
+    }

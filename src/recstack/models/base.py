@@ -1,0 +1,159 @@
+"""The model protocol and the one registry of model names.
+
+A model subclasses `Model`, declares its `Config` dataclass, and implements two methods:
+
+    _fit(train, valid)         learn; store learned state in attributes ending in `_`
+    _score(users, items)       (len(users), n_items | len(items)) float32 scores for known users
+
+`fit`, `score`, `predict`, persistence, recommending and evaluation come from here and the
+free functions built on `score`. A score of NaN means "cannot score" (e.g. an unknown user).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from recstack.data.interactions import Interactions
+from recstack.errors import ConfigError, MissingExtraError, RecstackError
+from recstack.models.config import Config
+
+# name -> "module:Class". Explicit, one place; modules load lazily so optional extras
+# (torch for the deep models) are only needed by the models that use them.
+MODELS: dict[str, str] = {
+    "mf": "recstack.models.mf:MF",
+    "biased-mf": "recstack.models.mf:BiasedMF",
+}
+
+# which optional extra a module needs, for a clear message when it is missing
+EXTRAS: dict[str, str] = {"torch": "deep"}
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_model_class(name: str) -> type[Model]:
+    """The class registered under `name`; `ConfigError` lists the known names when absent."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(model_names())}")
+    module, _, cls = MODELS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        raise MissingExtraError(
+            f"model {name!r} needs the optional extra [{extra}]: pip install -e '.[{extra}]'"
+            + (" (install torch==2.13.0 first)" if extra == "deep" else "")
+        ) from None
+    return getattr(mod, cls)
+
+
+def make_model(name: str, config: Mapping[str, Any] | Config | None = None, **params: Any) -> Model:
+    return get_model_class(name)(config, **params)
+
+
+class NotFittedError(RecstackError):
+    """`score`/`predict` called before `fit`."""
+
+
+class Model:
+    """Base class: typed config in, learned state (attributes ending in `_`) out."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[Config]] = Config
+    explicit: ClassVar[bool] = False  # True: scores are rating estimates (RMSE applies)
+
+    def __init__(self, config: Config | Mapping[str, Any] | None = None, **params: Any) -> None:
+        self.config = self.config_class.build(config, params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- learning --------------------------------------------------------------------------
+    def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
+        """Learn from `train` (refitting starts from scratch); `valid` may drive early stopping."""
+        for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, key)
+        if len(train) == 0:
+            raise RecstackError("cannot fit on an empty training set")
+        self.n_users_ = train.n_users
+        self.n_items_ = train.n_items
+        self._fit(train, valid)
+        return self
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        raise NotImplementedError
+
+    @property
+    def fitted(self) -> bool:
+        return hasattr(self, "n_items_")
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def score(self, users: np.ndarray | list[int], items: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """(len(users), n_items or len(items)) float32 scores; NaN rows for unknown users."""
+        if not self.fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        item_arr = None if items is None else np.asarray(items, dtype=np.int64).reshape(-1)
+        if item_arr is not None and len(item_arr) and (item_arr.min() < 0 or item_arr.max() >= self.n_items_):
+            raise RecstackError(f"item index out of range 0..{self.n_items_ - 1}")
+        width = self.n_items_ if item_arr is None else len(item_arr)
+        known = (users >= 0) & (users < self.n_users_)
+        if known.all():
+            return np.asarray(self._score(users, item_arr), dtype=np.float32)
+        out = np.full((len(users), width), np.nan, dtype=np.float32)
+        if known.any():
+            out[known] = self._score(users[known], item_arr)
+        return out
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Rating estimates for (user, item) pairs, shape (n,); explicit-feedback models only.
+
+        Unknown users give NaN. The default scores each distinct user once against the items
+        it needs; models override it with a direct pairwise formula when they have one.
+        """
+        if not self.explicit:
+            raise RecstackError(f"{self.name} ranks items but does not estimate ratings")
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        out = np.empty(len(users), np.float32)
+        order = np.argsort(users, kind="stable")
+        bounds = np.flatnonzero(np.diff(users[order])) + 1
+        for group in np.split(order, bounds):
+            if len(group):
+                out[group] = self.score(users[group[:1]], items[group])[0]
+        return out
+
+    # ---- persistence -----------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Learned state as (arrays, JSON scalars): every public attribute ending in `_`."""
+        arrays, scalars = {}, {}
+        for key, value in vars(self).items():
+            if not key.endswith("_") or key.startswith("_"):
+                continue
+            if isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif isinstance(value, (bool, int, float, str)) or value is None:
+                scalars[key] = value
+            elif isinstance(value, (np.integer, np.floating)):
+                scalars[key] = value.item()
+            else:
+                raise RecstackError(f"{type(self).__name__}.{key}: override get_state() "
+                                    f"to save a {type(value).__name__}")
+        return arrays, scalars
+
+    def set_state(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> None:
+        for key, value in scalars.items():
+            setattr(self, key, value)
+        for key, value in arrays.items():
+            setattr(self, key, np.asarray(value))

@@ -1,0 +1,235 @@
+"""Matrix factorization trained by SGD, written from scratch.
+
+`MF` (name `mf`): r̂(u, i) = p_u · q_i, squared error with L2, SGD, early stopping — the
+level-1 model. `BiasedMF` (`biased-mf`): r̂(u, i) = μ + b_u + b_i + p_u · q_i (Funk 2006;
+Koren, Bell & Volinsky 2009), the same update as Surprise's SVD.
+
+The epoch is a numba kernel (`sgd_epoch`); `sgd_epoch_slow` is its plain NumPy twin with the
+same update order, used by the tests to check the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from recstack.data.interactions import Interactions
+from recstack.models.base import Model
+from recstack.models.config import Config, require
+from recstack.progress import Bar
+from recstack.split import validation_split
+
+
+@numba.njit(cache=True, nogil=True)
+def sgd_epoch(users, items, ratings, order, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):  # pragma: no cover - numba
+    """One SGD pass over rows in `order`; updates P, Q (and bu, bi) in place; returns train RMSE."""
+    sq = 0.0
+    k = P.shape[1]
+    for idx in order:
+        u = users[idx]
+        i = items[idx]
+        pred = mu
+        if biased:
+            pred += bu[u] + bi[i]
+        for f in range(k):
+            pred += P[u, f] * Q[i, f]
+        err = ratings[idx] - pred
+        sq += err * err
+        if biased:
+            bu[u] += lr * (err - reg_bias * bu[u])
+            bi[i] += lr * (err - reg_bias * bi[i])
+        for f in range(k):
+            pf = P[u, f]
+            qf = Q[i, f]
+            P[u, f] += lr * (err * qf - reg * pf)
+            Q[i, f] += lr * (err * pf - reg * qf)
+    return np.sqrt(sq / max(len(order), 1))
+
+
+def sgd_epoch_slow(users, items, ratings, order, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):
+    """Plain NumPy twin of `sgd_epoch`: same arguments, same update order, same result."""
+    sq = 0.0
+    for idx in order:
+        u, i = users[idx], items[idx]
+        pred = mu + (bu[u] + bi[i] if biased else 0.0) + float(np.sum(P[u] * Q[i]))
+        err = ratings[idx] - pred
+        sq += err * err
+        if biased:
+            bu[u] += lr * (err - reg_bias * bu[u])
+            bi[i] += lr * (err - reg_bias * bi[i])
+        pu = P[u].copy()
+        P[u] += lr * (err * Q[i] - reg * pu)
+        Q[i] += lr * (err * pu - reg * Q[i])
+    return np.sqrt(sq / max(len(order), 1))
+
+
+@dataclass(frozen=True)
+class MFConfig(Config):
+    """Hyperparameters of `mf`; defaults are the seed project's settings."""
+
+    factors: int = 100
+    epochs: int = 100
+    learning_rate: float = 0.01
+    reg: float = 0.02
+    init_std: float = 0.1
+    early_stopping: bool = True
+    patience: int = 3
+    valid_fraction: float = 0.1
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
+        require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        require(self.reg >= 0, "reg", self.reg, "must be ≥ 0")
+        require(self.init_std >= 0, "init_std", self.init_std, "must be ≥ 0")
+        require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
+        require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class BiasedMFConfig(MFConfig):
+    """Hyperparameters of `biased-mf`; `reg_bias` < 0 means "same as reg"."""
+
+    factors: int = 100
+    epochs: int = 100
+    learning_rate: float = 0.01
+    reg: float = 0.05
+    reg_bias: float = -1.0
+
+
+class MF(Model):
+    """Matrix factorization without biases: r̂(u, i) = p_u · q_i.
+
+    State: `user_factors_` (n_users, factors), `item_factors_` (n_items, factors), float32.
+    """
+
+    name = "mf"
+    config_class = MFConfig
+    explicit = True
+    biased = False
+    kernel = staticmethod(sgd_epoch)
+
+    # ---- training ----------------------------------------------------------------------
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        c = self.config
+        if valid is None and c.early_stopping:
+            train, valid = validation_split(train, c.valid_fraction, c.seed)
+        rng = np.random.default_rng(c.seed)
+        P = rng.normal(0.0, c.init_std, (train.n_users, c.factors))
+        Q = rng.normal(0.0, c.init_std, (train.n_items, c.factors))
+        bu = np.zeros(train.n_users)
+        bi = np.zeros(train.n_items)
+        mu = train.global_mean if self.biased else 0.0
+        reg_bias = getattr(c, "reg_bias", -1.0)
+        reg_bias = c.reg if reg_bias < 0 else reg_bias
+        users = train.user.astype(np.int64)
+        items = train.item.astype(np.int64)
+        ratings = train.rating.astype(np.float64)
+        best = (np.inf, 0, None)
+        train_hist, valid_hist = [], []
+        bar = Bar(f"{self.name} epochs", total=c.epochs)
+        for epoch in range(1, c.epochs + 1):
+            order = rng.permutation(len(users))
+            train_hist.append(float(self.kernel(users, items, ratings, order, P, Q, bu, bi, mu,
+                                                c.learning_rate, c.reg, reg_bias, self.biased)))
+            if valid is not None and len(valid):
+                err = self._raw(valid.user, valid.item, P, Q, bu, bi, mu) - valid.rating
+                valid_hist.append(float(np.sqrt(np.mean(err * err))))
+                bar.update(train_rmse=train_hist[-1], valid_rmse=valid_hist[-1])
+                if valid_hist[-1] < best[0]:
+                    best = (valid_hist[-1], epoch, (P.copy(), Q.copy(), bu.copy(), bi.copy()))
+                elif c.early_stopping and epoch - best[1] >= c.patience:
+                    break
+            else:
+                bar.update(train_rmse=train_hist[-1])
+        bar.close()
+        if c.early_stopping and best[2] is not None:
+            P, Q, bu, bi = best[2]
+        self.epochs_ = epoch
+        self.best_epoch_ = best[1] if (c.early_stopping and best[2] is not None) else epoch
+        self.train_rmse_history_ = np.asarray(train_hist)
+        self.valid_rmse_history_ = np.asarray(valid_hist)
+        self.user_factors_ = P.astype(np.float32)
+        self.item_factors_ = Q.astype(np.float32)
+        self.global_mean_ = float(mu)
+        self.min_rating_ = float(train.rating.min())
+        self.max_rating_ = float(train.rating.max())
+        if self.biased:
+            self.user_bias_ = bu.astype(np.float32)
+            self.item_bias_ = bi.astype(np.float32)
+
+    def _raw(self, u, i, P, Q, bu, bi, mu) -> np.ndarray:
+        out = mu + np.einsum("nf,nf->n", P[u], Q[i])
+        if self.biased:
+            out += bu[u] + bi[i]
+        return out
+
+    # ---- scoring -------------------------------------------------------------------------
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        Q = self.item_factors_ if items is None else self.item_factors_[items]
+        s = self.user_factors_[users] @ Q.T + self.global_mean_
+        if self.biased:
+            bi = self.item_bias_ if items is None else self.item_bias_[items]
+            s += self.user_bias_[users][:, None] + bi[None, :]
+        return s
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Clipped rating estimates for (user, item) pairs; NaN for users outside the model."""
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        known = (users >= 0) & (users < self.n_users_)
+        out = np.full(len(users), np.nan, np.float32)
+        u, i = users[known], items[known]
+        est = self.global_mean_ + np.einsum("nf,nf->n", self.user_factors_[u], self.item_factors_[i])
+        if self.biased:
+            est += self.user_bias_[u] + self.item_bias_[i]
+        out[known] = np.clip(est, self.min_rating_, self.max_rating_)
+        return out
+
+    # ---- optional abilities ------------------------------------------------------------
+    @property
+    def item_embeddings_(self) -> np.ndarray:
+        return self.item_factors_
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
+        """A new user's (factor vector, bias) from their ratings, item factors fixed.
+
+        Ridge regression of (rating - μ - b_i) on q_i with penalty reg·n + 1 — no retraining.
+        """
+        items = np.asarray(items, np.int64)
+        r = np.asarray(ratings, np.float64) - self.global_mean_
+        Q = self.item_factors_[items].astype(np.float64)
+        if self.biased:
+            r = r - self.item_bias_[items]
+            Q = np.hstack([Q, np.ones((len(items), 1))])
+        lam = self.config.reg * len(items) + 1.0
+        p = np.linalg.solve(Q.T @ Q + lam * np.eye(Q.shape[1]), Q.T @ r)
+        return (p[:-1], float(p[-1])) if self.biased else (p, 0.0)
+
+    def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """(n_items,) scores for a user known only by `ratings` of `items` (see `fold_in`)."""
+        p, b = self.fold_in(items, ratings)
+        s = self.item_factors_ @ p.astype(np.float32) + self.global_mean_ + b
+        if self.biased:
+            s = s + self.item_bias_
+        return s.astype(np.float32)
+
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k items nearest to `item` by cosine similarity of item factors (itself excluded)."""
+        Q = self.item_factors_
+        norms = np.linalg.norm(Q, axis=1) + 1e-12
+        sims = (Q @ Q[item]) / (norms * norms[item])
+        sims[item] = -np.inf
+        top = np.argsort(-sims, kind="stable")[:k]
+        return top, sims[top].astype(np.float32)
+
+
+class BiasedMF(MF):
+    """Biased matrix factorization: r̂(u, i) = μ + b_u + b_i + p_u · q_i (SVD in Surprise's terms)."""
+
+    name = "biased-mf"
+    config_class = BiasedMFConfig
+    biased = True

@@ -1,0 +1,97 @@
+"""Splits: GroupLens folds, random, stratified (per user or item), leave-last-out, time cutoff.
+
+Every split returns `Interactions` parts that share the input's vocabularies, so indices
+agree between parts. Row order inside a part follows the input's row order.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from recstack.data.interactions import Interactions
+from recstack.errors import DataError
+
+
+def ml100k_folds(data: Interactions, n_folds: int = 5) -> list[tuple[str, Interactions, Interactions]]:
+    """GroupLens u1..u5: fold i tests rows (i-1)·n/5 … i·n/5 - 1 in file order, trains on the rest.
+
+    For ML-100K (100,000 rows in `u.data` order) this is exactly `u{i}.base` / `u{i}.test`.
+    """
+    n = len(data)
+    if n % n_folds:
+        raise DataError(f"{n} rows do not divide into {n_folds} equal folds")
+    size = n // n_folds
+    out = []
+    for f in range(n_folds):
+        test = np.zeros(n, bool)
+        test[f * size:(f + 1) * size] = True
+        out.append((f"u{f + 1}", data.subset(~test), data.subset(test)))
+    return out
+
+
+def random_split(data: Interactions, ratio: float = 0.8, seed: int = 0) -> tuple[Interactions, Interactions]:
+    """One seeded shuffle of all rows; the first `round(ratio·n)` go to train."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(data))
+    n_train = int(round(ratio * len(data)))
+    train = np.zeros(len(data), bool)
+    train[perm[:n_train]] = True
+    return data.subset(train), data.subset(~train)
+
+
+def stratified_split(
+    data: Interactions, ratio: float = 0.75, filter_by: Literal["user", "item"] = "item", seed: int = 42
+) -> tuple[Interactions, Interactions]:
+    """Microsoft Recommenders' `python_stratified_split`, row for row.
+
+    The rule: `np.random.seed(seed)`; one uniform draw per row in input order; within each
+    group (user or item) rows are ranked by their draw (ascending, 1-based); a row goes to
+    train when rank ≤ round(ratio · group size), with NumPy's round (half to even).
+    """
+    if filter_by not in ("user", "item"):
+        raise DataError(f"filter_by must be 'user' or 'item', got {filter_by!r}")
+    group = data.user if filter_by == "user" else data.item
+    np.random.seed(seed)
+    draw = np.random.rand(len(data))
+    order = np.lexsort((draw, group))  # by group, then draw
+    sorted_group = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    rank_sorted = np.arange(len(order)) - np.repeat(starts, counts) + 1
+    limit_sorted = np.repeat(np.round(ratio * counts), counts)
+    train = np.zeros(len(data), bool)
+    train[order] = rank_sorted <= limit_sorted
+    return data.subset(train), data.subset(~train)
+
+
+def leave_last_out(data: Interactions, min_train: int = 1) -> tuple[Interactions, Interactions, Interactions]:
+    """Per user, ordered by (timestamp, input order): last → test, second-to-last → validation.
+
+    A user with fewer than `min_train + 2` interactions keeps them all in train.
+    Returns (train, valid, test).
+    """
+    order = np.lexsort((np.arange(len(data)), data.timestamp, data.user))
+    u = data.user[order]
+    counts = np.bincount(u, minlength=data.n_users)
+    ends = np.cumsum(counts)
+    pos_from_end = ends[u] - np.arange(len(order))  # 1 for a user's last row
+    enough = counts[u] >= min_train + 2
+    part = np.zeros(len(data), np.int8)  # 0 train, 1 valid, 2 test
+    part[order[(pos_from_end == 1) & enough]] = 2
+    part[order[(pos_from_end == 2) & enough]] = 1
+    return data.subset(part == 0), data.subset(part == 1), data.subset(part == 2)
+
+
+def time_split(data: Interactions, cutoff: int) -> tuple[Interactions, Interactions]:
+    """Rows with timestamp < cutoff train; the rest test."""
+    train = data.timestamp < cutoff
+    return data.subset(train), data.subset(~train)
+
+
+def validation_split(train: Interactions, fraction: float = 0.1, seed: int = 0) -> tuple[Interactions, Interactions]:
+    """Carve a validation part out of a training part (for early stopping and tuning only)."""
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
+    return random_split(train, 1.0 - fraction, seed)
