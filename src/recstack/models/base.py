@@ -24,8 +24,28 @@ from recstack.models.config import Config
 # name -> "module:Class". Explicit, one place; modules load lazily so optional extras
 # (torch for the deep models) are only needed by the models that use them.
 MODELS: dict[str, str] = {
+    # level 1
     "mf": "recstack.models.mf:MF",
     "biased-mf": "recstack.models.mf:BiasedMF",
+    # level 2: factorization
+    "baseline": "recstack.models.baseline:Baseline",
+    "svdpp": "recstack.models.svdpp:SVDpp",
+    "nmf": "recstack.models.nmf:NMF",
+    "als": "recstack.models.als:ALS",
+    # level 2: neighbourhood, linear, popularity, content
+    "user-knn": "recstack.models.knn:UserKNN",
+    "item-knn": "recstack.models.knn:ItemKNN",
+    "ease": "recstack.models.ease:EASE",
+    "popular": "recstack.models.popular:Popular",
+    "content": "recstack.models.content:ContentBased",
+    # level 3: sequential baseline and deep models (torch: the [deep] extra)
+    "markov": "recstack.models.markov:Markov",
+    "ncf": "recstack.models.ncf:NCF",
+    "cdae": "recstack.models.autoencoders:CDAE",
+    "multvae": "recstack.models.autoencoders:MultVAE",
+    "multdae": "recstack.models.autoencoders:MultDAE",
+    "lightgcn": "recstack.models.lightgcn:LightGCN",
+    "sasrec": "recstack.models.sasrec:SASRec",
 }
 
 # which optional extra a module needs, for a clear message when it is missing
@@ -45,6 +65,8 @@ def get_model_class(name: str) -> type[Model]:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if exc.name == module:
+            raise ConfigError(f"model {name!r} is registered but its module {module} is missing") from None
         if extra is None:
             raise
         raise MissingExtraError(
