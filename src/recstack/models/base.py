@@ -113,6 +113,14 @@ class Model:
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Hyperparameters to try for one Optuna `trial` (`trial.suggest_*`); used by `recstack tune`.
+
+        Each model declares its own space next to its code; the default has none.
+        """
+        raise ConfigError(f"model {cls.name!r} declares no search space for tuning")
+
     @property
     def fitted(self) -> bool:
         return hasattr(self, "n_items_")

@@ -11,6 +11,7 @@ same update order, used by the tests to check the kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -111,6 +112,15 @@ class MF(Model):
     explicit = True
     biased = False
     kernel = staticmethod(sgd_epoch)
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {
+            "factors": trial.suggest_categorical("factors", [10, 25, 50, 100, 200]),
+            "learning_rate": trial.suggest_float("learning_rate", 1e-3, 3e-2, log=True),
+            "reg": trial.suggest_float("reg", 1e-3, 0.3, log=True),
+            "init_std": trial.suggest_float("init_std", 0.01, 0.3, log=True),
+        }
 
     # ---- training ----------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
