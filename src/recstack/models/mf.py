@@ -68,13 +68,15 @@ def sgd_epoch_slow(users, items, ratings, order, P, Q, bu, bi, mu, lr, reg, reg_
 
 @dataclass(frozen=True)
 class MFConfig(Config):
-    """Hyperparameters of `mf`; defaults are the seed project's settings."""
+    """Hyperparameters of `mf`: the seed project's settings (100 factors, SGD at 0.01, L2 0.02,
+    early stopping with patience 3); `init_std` = 0.01 was chosen on a validation part carved
+    from the random-80-20 training part (0.01 / 0.05 / 0.1 gave 0.917 / 0.926 / 0.959)."""
 
     factors: int = 100
     epochs: int = 100
     learning_rate: float = 0.01
     reg: float = 0.02
-    init_std: float = 0.1
+    init_std: float = 0.01
     early_stopping: bool = True
     patience: int = 3
     valid_fraction: float = 0.1
@@ -92,13 +94,19 @@ class MFConfig(Config):
 
 @dataclass(frozen=True)
 class BiasedMFConfig(MFConfig):
-    """Hyperparameters of `biased-mf`; `reg_bias` < 0 means "same as reg"."""
+    """Hyperparameters of `biased-mf`; `reg_bias` < 0 means "same as reg".
 
-    factors: int = 100
+    Defaults chosen by a grid on a 10% validation part carved from GroupLens u1's training
+    part (never a test fold): factors {50,100,200,400} × reg {0.05…0.2} × lr {0.005, 0.01}
+    × reg_bias {same, 0.02, 0.005} × init_std {0.01, 0.1}.
+    """
+
+    factors: int = 200
     epochs: int = 100
     learning_rate: float = 0.01
-    reg: float = 0.05
-    reg_bias: float = -1.0
+    reg: float = 0.12
+    reg_bias: float = 0.02
+    init_std: float = 0.1
 
 
 class MF(Model):
