@@ -37,7 +37,9 @@ def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 # ---- hits -------------------------------------------------------------------------------------
-def hit_matrix(recommended: np.ndarray, relevant: sp.csr_matrix | Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def hit_matrix(
+    recommended: np.ndarray, relevant: sp.csr_matrix | Sequence[Sequence[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(hits (n_users, K) bool, n_relevant (n_users,)) for recommended lists against relevant sets.
 
     `relevant` is a CSR matrix with one row per recommended row (nonzeros = relevant items) or a

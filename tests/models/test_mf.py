@@ -29,7 +29,7 @@ def test_kernel_matches_slow_twin(blocks, biased):
              np.zeros(blocks.n_users), np.zeros(blocks.n_items)]
     twin = [a.copy() for a in state]
     mu = float(r.mean()) if biased else 0.0
-    for epoch in range(3):
+    for _ in range(3):
         order = rng.permutation(len(u))
         a = sgd_epoch(u, i, r, order, *state, mu, 0.01, 0.02, 0.03, biased)
         b = sgd_epoch_slow(u, i, r, order, *twin, mu, 0.01, 0.02, 0.03, biased)
