@@ -27,7 +27,21 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     kk = min(k, n_items)
     if kk == 0:
         return np.full((n_users, k), -1, np.int64), np.full((n_users, k), np.nan, np.float32)
-    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n_items else np.tile(np.arange(n_items), (n_users, 1))
+    if kk < n_items:
+        # argpartition picks an arbitrary subset of the items tied at the k-th value; keep the
+        # lowest indices among those ties so the result is the first k of a full stable sort
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
+        above = s > kth
+        tied = s == kth
+        need = kk - above.sum(axis=1)
+        rows = np.flatnonzero(tied.sum(axis=1) > need)  # rows where the cut splits a tie
+        if len(rows):
+            t = tied[rows]
+            chosen = above[rows] | (t & (np.cumsum(t, axis=1) <= need[rows, None]))
+            part[rows] = np.nonzero(chosen)[1].reshape(len(rows), kk)
+    else:
+        part = np.tile(np.arange(n_items), (n_users, 1))
     vals = np.take_along_axis(s, part, axis=1)
     order = np.lexsort((part, -vals), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
@@ -119,6 +133,9 @@ class Recommender:
         return row
 
     def _rows(self, idx: np.ndarray, scores: np.ndarray | None) -> list[dict[str, Any]]:
+        if scores is not None and self.model.explicit and len(self.train):
+            # explicit models: a score is a rating estimate, shown on the rating scale
+            scores = np.clip(scores, self.train.rating.min(), self.train.rating.max())
         return [self.item_row(int(i), r + 1, None if scores is None else float(scores[r]))
                 for r, i in enumerate(idx) if i >= 0]
 
