@@ -148,6 +148,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from recstack.tune import tune, tuning_split
+
+    data = None
+    if args.dataset != "ml-100k" or args.data_path:
+        from recstack.data.movielens import load_dataset
+
+        data = load_dataset(args.dataset, args.data_path)
+    split = tuning_split(args.protocol, data, seed=args.seed)
+    _err(f"tuning {args.model} on {args.protocol}'s validation part: {len(split.train):,} train, "
+         f"{len(split.valid):,} validation rows (the test part is never used)")
+    result = tune(args.model, split, args.trials, fixed=_params(args), seed=args.seed,
+                  timeout=args.timeout, progress=None if args.json else _err)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result.config, indent=2) + "\n")
+    if args.json:
+        _emit({**result.to_dict(), "out": args.out})
+    else:
+        _err(f"best {result.objective} = {result.best_value:.4f} after {len(result.trials)} trials "
+             f"({result.seconds:.1f}s)")
+        print(json.dumps(result.config, indent=2) if not args.out else args.out)
+    return 0
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recstack.persist import load_model
     from recstack.recommend import Recommender
@@ -216,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
     ev.set_defaults(func=cmd_evaluate)
+
+    tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")
+    _add_model_opts(tn)
+    tn.add_argument("--protocol", required=True, help="ml100k-folds, random-80-20, msr-75, leave-last-out")
+    tn.add_argument("--trials", type=int, default=20, help="number of Optuna trials (default 20)")
+    tn.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    tn.add_argument("--dataset", default="ml-100k")
+    tn.add_argument("--data-path", help="local folder holding the data set")
+    tn.add_argument("--seed", type=int, default=0)
+    tn.add_argument("--out", help="write the best full config (JSON) here, for --config FILE")
+    tn.set_defaults(func=cmd_tune)
 
     rec = sub.add_parser("recommend", help="top-k unseen items for a user of a saved model")
     rec.add_argument("dir", help="model folder written by `recstack train`")

@@ -1,0 +1,206 @@
+"""Hyperparameter search with Optuna on a protocol's validation part — never its test part.
+
+`tuning_split(protocol, data)` keeps only what a protocol lets a model learn from and discards
+the test part before anything else sees it:
+
+| protocol        | tuning train / tuning validation                                           |
+|-----------------|----------------------------------------------------------------------------|
+| ml100k-folds    | `validation_split` of fold u1's training part                              |
+| random-80-20    | `validation_split` of the 80% training part                                |
+| msr-75          | the same stratified rule (75/25 by item, seed 42) applied to the train part |
+| leave-last-out  | the protocol's own train / validation parts                                |
+
+`tune(model, split, trials)` then searches the model's own `search_space(trial)` with a seeded
+TPE sampler, scoring RMSE (minimised) for rating protocols and NDCG@k (maximised) for top-N.
+It receives a `TuningSplit` only, so the test part cannot reach it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from recstack import progress as progress_bars
+from recstack.data.interactions import Interactions
+from recstack.errors import ConfigError, RecstackError
+from recstack.evaluate import get_protocol, rating_metrics, topn_metrics
+from recstack.models.base import Model, get_model_class
+from recstack.split import stratified_split, validation_split
+
+
+@dataclass(frozen=True)
+class TuningSplit:
+    """What a search may see: a training part and a validation part, both carved from train."""
+
+    protocol: str
+    task: str  # "rating" | "topn"
+    train: Interactions
+    valid: Interactions
+    k: int = 10
+    candidates: str = "all"
+
+
+def tuning_split(protocol: str, data: Interactions | None = None, seed: int = 0,
+                 valid_fraction: float = 0.1) -> TuningSplit:
+    """The protocol's validation setup (see the module table); the test part is dropped here."""
+    proto = get_protocol(protocol)
+    if data is None:
+        from recstack.data.movielens import load_dataset
+
+        data = load_dataset(proto.default_data)
+    fold = proto.make_folds(data, seed)[0]
+    if fold.valid is not None:  # leave-last-out: the protocol's own validation part
+        train, valid = fold.train, fold.valid
+    elif protocol == "msr-75":
+        train, valid = stratified_split(fold.train, 0.75, "item", 42)
+    else:
+        train, valid = validation_split(fold.train, valid_fraction, seed)
+    del fold  # the test part goes no further
+    if len(valid) == 0:
+        raise RecstackError(f"protocol {protocol}: the validation part is empty; not enough data to tune")
+    return TuningSplit(protocol, proto.task, train, valid, proto.k, proto.candidates)
+
+
+def objective_name(task: str, k: int = 10) -> str:
+    return "rmse" if task == "rating" else f"ndcg@{k}"
+
+
+def validation_score(model: Model, split: TuningSplit) -> float:
+    """Fit `model` on the tuning train part and score it on the validation part.
+
+    The model never receives the validation part while fitting (models with early stopping
+    carve their own from the train part), so the score is an honest held-out number.
+    """
+    model.fit(split.train)
+    if split.task == "rating":
+        metrics, _ = rating_metrics(model, split.train, split.valid)
+    else:
+        metrics, _ = topn_metrics(model, split.train, split.valid, split.k, split.candidates)
+    return float(metrics[objective_name(split.task, split.k)])
+
+
+class _FixedTrial:
+    """A trial proxy: names given with `--param` keep their fixed value and are not searched."""
+
+    def __init__(self, trial: Any, fixed: Mapping[str, Any]) -> None:
+        self._trial = trial
+        self._fixed = fixed
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._trial, attr)
+        if not attr.startswith("suggest_"):
+            return value
+
+        def suggest(name: str, *args: Any, **kwargs: Any) -> Any:
+            if name in self._fixed:
+                return self._fixed[name]
+            return value(name, *args, **kwargs)
+
+        return suggest
+
+
+@dataclass
+class TuneResult:
+    """The outcome of a search: the best full config and every trial's value and params."""
+
+    model: str
+    protocol: str
+    objective: str
+    direction: str
+    best_value: float
+    best_params: dict[str, Any]
+    config: dict[str, Any]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "protocol": self.protocol, "objective": self.objective,
+                "direction": self.direction, "best_value": self.best_value,
+                "best_params": self.best_params, "config": self.config, "n_trials": len(self.trials),
+                "trials": self.trials, "seconds": round(self.seconds, 2)}
+
+
+def tune(
+    model_name: str,
+    split: TuningSplit,
+    n_trials: int = 20,
+    fixed: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    timeout: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TuneResult:
+    """Search `model_name`'s `search_space` on `split`; returns the best full config.
+
+    `fixed` parameters hold for every trial and are not searched. The sampler is
+    `TPESampler(seed)`, so the same seed on the same split proposes the same trials.
+    """
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise ConfigError("tuning needs optuna: pip install -e '.[tune]'") from None
+    if n_trials < 1:
+        raise ConfigError(f"--trials must be ≥ 1, got {n_trials}")
+    cls = get_model_class(model_name)
+    base = dict(fixed or {})
+    if "seed" in cls.config_class.field_names():
+        base.setdefault("seed", seed)
+    if split.task == "rating" and not cls(base).explicit:  # an instance: `explicit` may follow the config
+        raise RecstackError(f"model {model_name!r} does not estimate ratings; tune it on a top-N protocol")
+    typed = cls.config_class.build(None, base).to_dict()  # validates and coerces --param strings
+    names = {cls.config_class.aliases.get(name, name) for name in base}
+    fixed_typed = {name: typed[name] for name in names}
+    metric = objective_name(split.task, split.k)
+    direction = "minimize" if split.task == "rating" else "maximize"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
+    records: list[dict[str, Any]] = []
+
+    def objective(trial: Any) -> float:
+        params = {**cls.search_space(_FixedTrial(trial, fixed_typed)), **fixed_typed}
+        t0 = time.perf_counter()
+        try:
+            value = validation_score(cls(params), split)
+        except ConfigError as exc:  # a combination the config refuses: not a result
+            records.append({"number": trial.number, "params": params, "error": str(exc)})
+            if progress:
+                progress(f"trial {trial.number + 1}/{n_trials}: skipped ({exc})")
+            raise optuna.TrialPruned() from None
+        seconds = time.perf_counter() - t0
+        records.append({"number": trial.number, "params": params, "value": value,
+                        "seconds": round(seconds, 3)})
+        if progress:
+            done = [t.value for t in study.trials if t.value is not None]
+            best = min([*done, value]) if direction == "minimize" else max([*done, value])
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items() if k not in fixed_typed)
+            progress(f"trial {trial.number + 1}/{n_trials}: {metric}={value:.4f} (best {best:.4f}) "
+                     f"{shown} [{seconds:.1f}s]")
+        if not math.isfinite(value):
+            raise optuna.TrialPruned()
+        return value
+
+    t0 = time.perf_counter()
+    bars_were_on = getattr(progress_bars, "_enabled", False)
+    progress_bars.enable(False)  # one line per trial, not a bar per epoch of every trial
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False)
+    finally:
+        progress_bars.enable(bars_were_on)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RecstackError(f"no trial of {model_name} finished with a finite {metric}")
+    best = study.best_trial
+    best_params = next(r["params"] for r in records if r["number"] == best.number)
+    config = cls(best_params).config.to_dict()
+    return TuneResult(model_name, split.protocol, metric, direction, float(best.value),
+                      {k: v for k, v in best_params.items() if k not in fixed_typed}, config, records,
+                      time.perf_counter() - t0)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
