@@ -32,6 +32,7 @@ MODELS: dict[str, str] = {
     "svdpp": "recstack.models.svdpp:SVDpp",
     "nmf": "recstack.models.nmf:NMF",
     "als": "recstack.models.als:ALS",
+    "bpmf": "recstack.models.bpmf:BPMF",
     # level 2: neighbourhood, linear, popularity, content
     "user-knn": "recstack.models.knn:UserKNN",
     "item-knn": "recstack.models.knn:ItemKNN",
