@@ -39,10 +39,10 @@ LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov"}
 
 # protocol -> recstack models run on it (rating lists keep only models that estimate ratings)
 PLAN: dict[str, list[str]] = {
-    "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn"],
+    "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn", "bpmf"],
     "msr-75": ["popular", "mf", "biased-mf", "svdpp", "nmf", "als", "item-knn", "user-knn", "ease",
                "content", "ncf", "cdae", "multvae", "multdae", "lightgcn"],
-    "leave-last-out": ["popular", "als", "ease", "markov", "sasrec"],
+    "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec"],
 }
 QUICK_PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["mf", "biased-mf", "baseline"],
