@@ -1,0 +1,326 @@
+"""Neighbourhood models: item-based and user-based k-nearest-neighbours.
+
+Rating mode follows Koren (2010, "Factor in the neighbors", sec. 2.2) and Surprise's
+KNNBasic / KNNWithMeans / KNNBaseline: to estimate r(u, i) (item-based) take the k items
+most similar to i among the items u rated, keep those with positive similarity, and return
+    plain     Σ s·r_uj / Σ s
+    means     μ_i + Σ s·(r_uj − μ_j) / Σ s
+    baseline  b_ui + Σ s·(r_uj − b_uj) / Σ s,   b_ui = μ + b_u + b_i (ALS baselines)
+falling back to the global mean (plain) or the first term (means, baseline) when fewer than
+`min_k` neighbours qualify. User-based swaps the roles of users and items.
+
+Ranking mode is implicit's item-kNN (CosineRecommender / BM25Recommender): similarities of
+L2-normalised or BM25-weighted vectors, each row pruned to its top k, and
+scores = user row · S (item-based) or S[u] · X (user-based).
+
+Similarities are computed in blocks of rows and pruned to the best `max_neighbours` positive
+ones per row (rating mode; 0 keeps every positive one) or the best `k` (ranking mode), so the
+stored state is a sparse neighbour matrix and no dense n×n matrix is ever built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from recstack.data.interactions import Interactions
+from recstack.errors import RecstackError
+from recstack.models.base import Model
+from recstack.models.baseline import als_biases
+from recstack.models.config import Config, require
+from recstack.models.similarity import (
+    BASELINE,
+    COSINE,
+    DOT,
+    MEANS,
+    PEARSON,
+    PLAIN,
+    estimate_pairs,
+    n_chunks,
+    top_neighbours,
+)
+
+_ESTIMATORS = {"plain": PLAIN, "means": MEANS, "baseline": BASELINE}
+
+
+@dataclass(frozen=True)
+class KNNConfig(Config):
+    """Hyperparameters of the kNN models (defaults: Surprise's KNNBaseline, item-based).
+
+    similarity: cosine | pearson | pearson_baseline (rating mode); cosine | bm25 (ranking mode);
+        None: pearson_baseline (rating) or bm25 (ranking).
+    shrinkage: similarities × (n−1)/(n−1+shrinkage), n = common raters (0: none); None means
+        Surprise's default: 100 for pearson_baseline, 0 for the others.
+    reg_user, reg_item, baseline_epochs: the ALS baselines (Surprise's bsl_options).
+    bm25_k1, bm25_b: BM25 weights (ranking mode); binary: score 0/1 rows instead of ratings.
+    """
+
+    k: int = 40
+    min_k: int = 1
+    similarity: Literal["cosine", "pearson", "pearson_baseline", "bm25"] | None = None
+    shrinkage: float | None = None
+    min_support: int = 1
+    estimator: Literal["plain", "means", "baseline"] = "baseline"
+    mode: Literal["rating", "ranking"] = "rating"
+    user_based: bool = False
+    max_neighbours: int = 0
+    reg_user: float = 15.0
+    reg_item: float = 10.0
+    baseline_epochs: int = 10
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    binary: bool = False
+
+    def check(self) -> None:
+        require(self.k >= 1, "k", self.k, "must be ≥ 1")
+        require(self.min_k >= 0, "min_k", self.min_k, "must be ≥ 0")
+        require(self.min_k <= self.k, "min_k", self.min_k, f"must be ≤ k = {self.k}")
+        require(self.shrinkage is None or self.shrinkage >= 0, "shrinkage", self.shrinkage, "must be ≥ 0")
+        require(self.min_support >= 1, "min_support", self.min_support, "must be ≥ 1")
+        require(self.max_neighbours == 0 or self.max_neighbours >= self.k, "max_neighbours",
+                self.max_neighbours, f"must be 0 (keep all) or ≥ k = {self.k}")
+        require(self.reg_user >= 0, "reg_user", self.reg_user, "must be ≥ 0")
+        require(self.reg_item >= 0, "reg_item", self.reg_item, "must be ≥ 0")
+        require(self.baseline_epochs >= 1, "baseline_epochs", self.baseline_epochs, "must be ≥ 1")
+        require(self.bm25_k1 >= 0, "bm25_k1", self.bm25_k1, "must be ≥ 0")
+        require(0 <= self.bm25_b <= 1, "bm25_b", self.bm25_b, "must be in [0, 1]")
+        if self.mode == "rating":
+            require(self.sim != "bm25", "similarity", self.similarity,
+                    "bm25 is for mode=ranking; use cosine, pearson or pearson_baseline")
+        else:
+            require(self.sim in ("cosine", "bm25"), "similarity", self.similarity,
+                    "mode=ranking uses cosine or bm25")
+
+
+    @property
+    def sim(self) -> str:
+        """The similarity in use (`similarity`, or the mode's default when None)."""
+        if self.similarity is not None:
+            return self.similarity
+        return "pearson_baseline" if self.mode == "rating" else "bm25"
+
+
+def bm25_weight(x: sp.csr_matrix, k1: float, b: float) -> sp.csr_matrix:
+    """BM25-weighted copy of (n_docs, n_terms) CSR `x` (implicit's `bm25_weight`, same formula)."""
+    x = sp.csr_matrix(x, dtype=np.float64, copy=True)
+    n = float(x.shape[0])
+    idf = np.log(n) - np.log1p(np.bincount(x.indices, minlength=x.shape[1]))
+    lengths = np.asarray(x.sum(axis=1)).ravel()
+    norm = (1.0 - b) + b * lengths / max(lengths.mean(), 1e-12)
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    x.data = x.data * (k1 + 1.0) / (k1 * norm[rows] + x.data) * idf[x.indices]
+    return x
+
+
+def _l2_rows(x: sp.csr_matrix) -> sp.csr_matrix:
+    x = sp.csr_matrix(x, dtype=np.float64, copy=True)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    x.data = x.data / np.maximum(norms[rows], 1e-12)
+    return x
+
+
+class ItemKNN(Model):
+    """Item-based k-nearest-neighbours (set `user_based=True` for user-based).
+
+    State: the neighbour matrix as CSR arrays `neighbour_indptr_`, `neighbour_indices_`,
+    `neighbour_sims_` (rows ordered best first, ≤ max_neighbours or k per row); the training
+    ratings `train_indptr_`, `train_indices_`, `train_values_` (user-major CSR); baselines
+    `global_mean_`, `user_bias_`, `item_bias_`; means `user_mean_`, `item_mean_`.
+    """
+
+    name = "item-knn"
+    config_class = KNNConfig
+    default_user_based = False
+
+    def __init__(self, config: Config | dict[str, Any] | None = None, **params: Any) -> None:
+        given = config.to_dict() if isinstance(config, Config) else {**(config or {}), **params}
+        if "user_based" not in given:
+            params["user_based"] = self.default_user_based
+        super().__init__(config, **params)
+
+    @property
+    def explicit(self) -> bool:  # type: ignore[override]
+        """Rating mode estimates ratings (RMSE applies); ranking mode only ranks."""
+        return self.config.mode == "rating"
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Rating-mode space unless `mode=ranking` is fixed (`--param mode=ranking`)."""
+        mode = trial.suggest_categorical("mode", ["rating"])
+        if mode == "rating":
+            return {
+                "mode": mode,
+                "k": trial.suggest_int("k", 10, 100, log=True),
+                "min_k": trial.suggest_int("min_k", 1, 10),
+                "similarity": trial.suggest_categorical("similarity", ["cosine", "pearson", "pearson_baseline"]),
+                "shrinkage": trial.suggest_float("shrinkage", 0.0, 300.0),
+                "estimator": trial.suggest_categorical("estimator", ["plain", "means", "baseline"]),
+                "reg_user": trial.suggest_float("reg_user", 1.0, 30.0, log=True),
+                "reg_item": trial.suggest_float("reg_item", 1.0, 30.0, log=True),
+            }
+        return {
+            "mode": mode,
+            "k": trial.suggest_int("k", 10, 400, log=True),
+            "similarity": trial.suggest_categorical("similarity", ["cosine", "bm25"]),
+            "shrinkage": trial.suggest_float("shrinkage", 0.0, 50.0),
+            "bm25_k1": trial.suggest_float("bm25_k1", 0.1, 100.0, log=True),
+            "bm25_b": trial.suggest_float("bm25_b", 0.0, 1.0),
+            "binary": trial.suggest_categorical("binary", [True, False]),
+        }
+
+    # ---- training ----------------------------------------------------------------------
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        c = self.config
+        x = train.csr.astype(np.float64)
+        self.train_indptr_ = x.indptr.astype(np.int64)
+        self.train_indices_ = x.indices.astype(np.int64)
+        self.train_values_ = x.data.astype(np.float64)
+        # baselines b_ui = μ + b_u + b_i by ALS (Koren 2010, sec. 2.1)
+        mu = float(np.mean(train.rating, dtype=np.float64))
+        bu, bi = als_biases(train.user, train.item, train.rating.astype(np.float64), train.n_users,
+                            train.n_items, mu, c.baseline_epochs, c.reg_user, c.reg_item)
+        self.global_mean_, self.user_bias_, self.item_bias_ = mu, bu, bi
+        self.user_mean_ = _row_means(x, mu)
+        self.item_mean_ = _row_means(x.T.tocsr(), mu)
+        self.min_rating_ = float(train.rating.min())
+        self.max_rating_ = float(train.rating.max())
+        # rows to compare: items (item-based, A = Xᵀ) or users (user-based, A = X)
+        a = x if c.user_based else x.T.tocsr()
+        if c.mode == "ranking":
+            if c.binary:
+                a.data[:] = 1.0
+            a = bm25_weight(a, c.bm25_k1, c.bm25_b) if c.sim == "bm25" else _l2_rows(a)
+            kind, keep = DOT, c.k
+        else:
+            kind = {"cosine": COSINE, "pearson": PEARSON, "pearson_baseline": COSINE}[c.sim]
+            if c.sim == "pearson_baseline":
+                a = a.tocoo()
+                u, i = (a.row, a.col) if c.user_based else (a.col, a.row)
+                resid = a.data - (mu + bu[u] + bi[i])
+                a = sp.csr_matrix((resid, (a.row, a.col)), shape=a.shape)
+            keep = c.max_neighbours or a.shape[0]
+        shrinkage = c.shrinkage
+        if shrinkage is None:
+            shrinkage = 100.0 if c.sim == "pearson_baseline" else 0.0
+        nb = top_neighbours(a, kind, shrinkage, c.min_support, keep)
+        self.neighbour_indptr_ = nb.indptr.astype(np.int64)
+        self.neighbour_indices_ = nb.indices.astype(np.int64)
+        self.neighbour_sims_ = nb.data.astype(np.float32)
+
+    # ---- state views -------------------------------------------------------------------
+    def neighbours(self) -> sp.csr_matrix:
+        """(n, n) sparse neighbour matrix (items or users), rows ordered best first."""
+        n = self.n_users_ if self.config.user_based else self.n_items_
+        m = sp.csr_matrix((self.neighbour_sims_, self.neighbour_indices_, self.neighbour_indptr_),
+                          shape=(n, n))
+        m.has_sorted_indices = False
+        return m
+
+    def _ratings(self) -> sp.csr_matrix:
+        return sp.csr_matrix((self.train_values_, self.train_indices_, self.train_indptr_),
+                             shape=(self.n_users_, self.n_items_))
+
+    # ---- scoring -------------------------------------------------------------------------
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        cols = np.arange(self.n_items_) if items is None else items
+        if self.config.mode == "ranking":
+            return self._rank_scores(users, cols)
+        uu = np.repeat(users, len(cols))
+        ii = np.tile(cols, len(users))
+        return self._estimate(uu, ii).reshape(len(users), len(cols))
+
+    def _rank_scores(self, users: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        x = self._ratings()
+        if self.config.binary:
+            x.data = np.ones_like(x.data)
+        s = self.neighbours()
+        out = s[users] @ x if self.config.user_based else x[users] @ s
+        return np.asarray(out[:, cols].toarray(), dtype=np.float32)
+
+    def _estimate(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        c = self.config
+        x = self._ratings()
+        if c.user_based:
+            xs, ys, lists = users, items, x.T.tocsr()
+            bias_x, bias_y, mean_x = self.user_bias_, self.item_bias_, self.user_mean_
+        else:
+            xs, ys, lists = items, users, x
+            bias_x, bias_y, mean_x = self.item_bias_, self.user_bias_, self.item_mean_
+        order = np.argsort(ys, kind="stable")
+        ys_sorted = ys[order]
+        bounds = np.r_[0, np.flatnonzero(np.diff(ys_sorted)) + 1, len(ys_sorted)].astype(np.int64)
+        est = estimate_pairs(xs[order].astype(np.int64), ys_sorted.astype(np.int64), bounds,
+                             self.neighbour_indptr_, self.neighbour_indices_,
+                             self.neighbour_sims_.astype(np.float64),
+                             lists.indptr.astype(np.int64), lists.indices.astype(np.int64),
+                             lists.data.astype(np.float64), c.k, c.min_k, _ESTIMATORS[c.estimator],
+                             self.global_mean_, bias_x, bias_y, mean_x,
+                             self.min_rating_, self.max_rating_, n_chunks())
+        out = np.empty(len(est), np.float64)
+        out[order] = est
+        return out
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n,) clipped rating estimates for (user, item) pairs (rating mode); NaN for unknown users."""
+        if not self.explicit:
+            return super().predict(users, items)  # raises: ranking mode
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        known = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
+        out = np.full(len(users), np.nan, np.float32)
+        if known.any():
+            out[known] = self._estimate(users[known], items[known])
+        return out
+
+    def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """(n_items,) scores for a user known only by `ratings` of `items` (item-based only).
+
+        Ranking mode: x · S. Rating mode: the same estimates as for a trained user, with the new
+        user's bias from one ALS step, b_u = Σ(r − μ − b_i) / (reg_user + n).
+        """
+        c = self.config
+        if c.user_based:
+            raise RecstackError("user-knn cannot fold in a new user without refitting; use item-knn")
+        items = np.asarray(items, np.int64)
+        r = np.asarray(ratings, np.float64)
+        row = sp.csr_matrix((np.ones_like(r) if c.binary else r, (np.zeros(len(items), np.int64), items)),
+                            shape=(1, self.n_items_))
+        if c.mode == "ranking":
+            return np.asarray((row @ self.neighbours()).toarray()[0], dtype=np.float32)
+        row = sp.csr_matrix((r, (np.zeros(len(items), np.int64), items)), shape=(1, self.n_items_))
+        row.sort_indices()
+        bu = np.array([np.sum(r - self.global_mean_ - self.item_bias_[items]) / (c.reg_user + len(r))])
+        xs = np.arange(self.n_items_, dtype=np.int64)
+        est = estimate_pairs(xs, np.zeros(len(xs), np.int64), np.array([0, len(xs)], np.int64),
+                             self.neighbour_indptr_, self.neighbour_indices_,
+                             self.neighbour_sims_.astype(np.float64), row.indptr.astype(np.int64),
+                             row.indices.astype(np.int64), row.data.astype(np.float64), c.k, c.min_k,
+                             _ESTIMATORS[c.estimator], self.global_mean_, self.item_bias_, bu,
+                             self.item_mean_, self.min_rating_, self.max_rating_, 1)
+        return est.astype(np.float32)
+
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k stored neighbours of `item`, best first (item-based only)."""
+        if self.config.user_based:
+            raise RecstackError("user-knn stores user neighbours; use item-knn for similar items")
+        lo, hi = self.neighbour_indptr_[item], self.neighbour_indptr_[item + 1]
+        hi = min(hi, lo + k)
+        return self.neighbour_indices_[lo:hi].copy(), self.neighbour_sims_[lo:hi].copy()
+
+
+class UserKNN(ItemKNN):
+    """User-based k-nearest-neighbours: `ItemKNN` with `user_based=True` by default."""
+
+    name = "user-knn"
+    default_user_based = True
+
+
+def _row_means(x: sp.csr_matrix, default: float) -> np.ndarray:
+    """(n_rows,) mean of each row's stored values; `default` for empty rows."""
+    counts = np.diff(x.indptr)
+    sums = np.asarray(x.sum(axis=1)).ravel()
+    return np.where(counts > 0, sums / np.maximum(counts, 1), default)

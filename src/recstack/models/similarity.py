@@ -1,0 +1,277 @@
+"""Sparse top-k neighbour similarities and neighbourhood rating estimates (numba kernels).
+
+Rows of a sparse matrix A (entities: items for item-based kNN, users for user-based) are
+compared over their common columns. For each row the kernel accumulates co-occurrence sums
+in dense per-thread buffers (no n×n matrix), turns them into similarities and keeps only
+the best `keep` positive ones, sorted by (similarity desc, index asc). Kinds:
+
+- COSINE: Σab / sqrt(Σa² · Σb²), sums over common columns (Surprise's `cosine`; with
+  baseline residuals as values it is `pearson_baseline`, Koren 2010 eq. 3)
+- PEARSON: Pearson correlation over common columns (Surprise's `pearson`)
+- DOT: Σab (values pre-weighted: L2-normalised rows or BM25, as in implicit's item-kNN)
+
+Shrinkage multiplies a similarity by (n−1)/(n−1+λ), n = number of common columns.
+Each kernel has a plain NumPy twin (`*_slow`) used by the tests.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+COSINE, PEARSON, DOT = 0, 1, 2
+PLAIN, MEANS, BASELINE = 0, 1, 2
+
+
+def n_chunks() -> int:
+    """Work pieces per parallel kernel call: a few per numba thread, for load balance."""
+    return 4 * numba.get_num_threads()
+
+
+# ---- similarities ---------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _finish(cnt, num, sa, sb, sqa, sqb, kind, shrinkage, min_support):  # pragma: no cover - numba
+    if cnt < min_support or cnt == 0:
+        return 0.0
+    if kind == DOT:
+        sim = num
+    elif kind == COSINE:
+        den = sqa * sqb
+        sim = num / np.sqrt(den) if den > 0 else 0.0
+    else:
+        n = float(cnt)
+        den = (n * sqa - sa * sa) * (n * sqb - sb * sb)
+        sim = (n * num - sa * sb) / np.sqrt(den) if den > 0 else 0.0
+    if shrinkage > 0:
+        sim *= (cnt - 1.0) / (cnt - 1.0 + shrinkage)
+    return sim
+
+
+@numba.njit(cache=True, nogil=True)
+def _best(cand, sims, keep):  # pragma: no cover - numba
+    """The `keep` best (cand, sim) pairs ordered by (sim desc, cand asc)."""
+    if len(sims) > keep:
+        threshold = -np.partition(-sims, keep - 1)[keep - 1]
+        sel = sims >= threshold
+        cand, sims = cand[sel], sims[sel]
+    by_index = np.argsort(cand)
+    cand, sims = cand[by_index], sims[by_index]
+    order = np.argsort(-sims, kind="mergesort")[:keep]
+    return cand[order], sims[order]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def neighbour_block(indptr, indices, values, t_indptr, t_indices, t_values, start, stop,
+                    kind, shrinkage, min_support, keep, n_chunks):  # pragma: no cover - numba
+    """Top-`keep` positive neighbours of rows start..stop-1 of A (CSR arrays; t_* = Aᵀ as CSR).
+
+    Returns (counts (n,), idx (n, keep) int32, sims (n, keep) float32), n = stop - start;
+    row r's neighbours are idx[r, :counts[r]], best first.
+    """
+    n_rows = stop - start
+    n_ent = len(indptr) - 1
+    counts = np.zeros(n_rows, np.int64)
+    out_idx = np.full((n_rows, keep), -1, np.int32)
+    out_sim = np.zeros((n_rows, keep), np.float32)
+    n_chunks = max(1, min(n_rows, n_chunks))
+    size = (n_rows + n_chunks - 1) // max(n_chunks, 1)
+    for c in numba.prange(n_chunks):
+        acc = np.zeros((n_ent, 6))  # per neighbour: count, Σab, Σa, Σb, Σa², Σb² (one cache line)
+        touched = np.empty(n_ent, np.int64)
+        for r in range(c * size, min((c + 1) * size, n_rows)):
+            e = start + r
+            nt = 0
+            for p in range(indptr[e], indptr[e + 1]):
+                o = indices[p]
+                a = values[p]
+                for q in range(t_indptr[o], t_indptr[o + 1]):
+                    f = t_indices[q]
+                    if f == e:
+                        continue
+                    b = t_values[q]
+                    if acc[f, 0] == 0.0:
+                        touched[nt] = f
+                        nt += 1
+                    acc[f, 0] += 1.0
+                    acc[f, 1] += a * b
+                    acc[f, 2] += a
+                    acc[f, 3] += b
+                    acc[f, 4] += a * a
+                    acc[f, 5] += b * b
+            cand = np.empty(nt, np.int64)
+            sims = np.empty(nt)
+            m = 0
+            for t in range(nt):
+                f = touched[t]
+                sim = _finish(acc[f, 0], acc[f, 1], acc[f, 2], acc[f, 3], acc[f, 4], acc[f, 5],
+                              kind, shrinkage, min_support)
+                acc[f, :] = 0.0
+                if sim > 0:
+                    cand[m] = f
+                    sims[m] = sim
+                    m += 1
+            cand, sims = _best(cand[:m], sims[:m], keep)
+            m = len(cand)
+            out_idx[r, :m] = cand
+            out_sim[r, :m] = sims
+            counts[r] = m
+    return counts, out_idx, out_sim
+
+
+def neighbour_block_slow(indptr, indices, values, t_indptr, t_indices, t_values, start, stop,
+                         kind, shrinkage, min_support, keep, n_chunks=1):
+    """Dense NumPy twin of `neighbour_block` (same arguments and result), for small data only."""
+    n_ent = len(indptr) - 1
+    n_other = len(t_indptr) - 1
+    a = sp.csr_matrix((values, indices, indptr), shape=(n_ent, n_other)).toarray().astype(np.float64)
+    mask = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n_ent, n_other)).toarray()
+    rows = slice(start, stop)
+    cnt = mask[rows] @ mask.T
+    num = a[rows] @ a.T
+    sa, sb = a[rows] @ mask.T, mask[rows] @ a.T
+    sqa, sqb = (a[rows] ** 2) @ mask.T, mask[rows] @ (a.T ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == DOT:
+            sim = num.copy()
+        elif kind == COSINE:
+            sim = num / np.sqrt(sqa * sqb)
+        else:
+            sim = (cnt * num - sa * sb) / np.sqrt((cnt * sqa - sa ** 2) * (cnt * sqb - sb ** 2))
+        if shrinkage > 0:
+            sim = sim * (cnt - 1.0) / (cnt - 1.0 + shrinkage)
+    sim[~np.isfinite(sim) | (cnt < max(min_support, 1))] = 0.0
+    n_rows = stop - start
+    sim[np.arange(n_rows), np.arange(start, stop)] = 0.0  # never your own neighbour
+    counts = np.zeros(n_rows, np.int64)
+    out_idx = np.full((n_rows, keep), -1, np.int32)
+    out_sim = np.zeros((n_rows, keep), np.float32)
+    for r in range(n_rows):
+        order = np.lexsort((np.arange(n_ent), -sim[r]))
+        order = order[sim[r, order] > 0][:keep]
+        counts[r] = len(order)
+        out_idx[r, :len(order)] = order
+        out_sim[r, :len(order)] = sim[r, order]
+    return counts, out_idx, out_sim
+
+
+def top_neighbours(a: sp.csr_matrix, kind: int, shrinkage: float, min_support: int, keep: int,
+                   block_elements: int = 1 << 22, slow: bool = False) -> sp.csr_matrix:
+    """(n, n) sparse matrix whose row e holds e's best `keep` positive neighbours, best first.
+
+    a: (n, m) CSR whose rows are compared over common columns. Rows are processed in blocks
+    of at most `block_elements` // keep rows, so memory is O(n·keep + block), never O(n²).
+    """
+    a = sp.csr_matrix(a, dtype=np.float64)
+    a.sort_indices()
+    t = a.T.tocsr()
+    t.sort_indices()
+    n = a.shape[0]
+    keep = max(1, min(keep, n - 1)) if n > 1 else 1
+    rows_per_block = max(1, block_elements // keep)
+    fn = neighbour_block_slow if slow else neighbour_block
+    counts, idx, sims = [], [], []
+    for start in range(0, n, rows_per_block):
+        stop = min(n, start + rows_per_block)
+        c, i, s = fn(a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data,
+                     t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data,
+                     start, stop, kind, float(shrinkage), int(min_support), keep, n_chunks())
+        valid = np.arange(keep)[None, :] < c[:, None]
+        counts.append(c)
+        idx.append(i[valid])
+        sims.append(s[valid])
+    indptr = np.r_[0, np.cumsum(np.concatenate(counts))].astype(np.int64)
+    out = sp.csr_matrix((np.concatenate(sims), np.concatenate(idx), indptr), shape=(n, n))
+    out.has_sorted_indices = False  # rows are ordered by similarity, not by index
+    return out
+
+
+# ---- rating estimates -----------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _estimate(x, y, nb_indptr, nb_indices, nb_sims, marked, k, min_k, estimator,
+              mu, bias_x, bias_y, mean_x):  # pragma: no cover - numba
+    """One estimate: neighbours of x (best first) that y rated; `marked[j]` = y's rating of j or NaN."""
+    sum_sim = 0.0
+    sum_r = 0.0
+    used = 0
+    for p in range(nb_indptr[x], nb_indptr[x + 1]):
+        if used >= k:
+            break
+        j = nb_indices[p]
+        r = marked[j]
+        if r != r:  # NaN: y did not rate j
+            continue
+        s = nb_sims[p]
+        if estimator == PLAIN:
+            sum_r += s * r
+        elif estimator == MEANS:
+            sum_r += s * (r - mean_x[j])
+        else:
+            sum_r += s * (r - (mu + bias_y[y] + bias_x[j]))
+        sum_sim += s
+        used += 1
+    if estimator == PLAIN:
+        if used < min_k or sum_sim <= 0:
+            return mu  # impossible: the global mean, as Surprise's default prediction
+        return sum_r / sum_sim
+    base = mean_x[x] if estimator == MEANS else mu + bias_y[y] + bias_x[x]
+    if used < min_k or sum_sim <= 0:
+        return base
+    return base + sum_r / sum_sim
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def estimate_pairs(xs, ys, bounds, nb_indptr, nb_indices, nb_sims, y_indptr, y_indices, y_values,
+                   k, min_k, estimator, mu, bias_x, bias_y, mean_x, lo, hi, n_chunks):  # pragma: no cover - numba
+    """Clipped estimates for (x, y) pairs sorted by y; bounds[g]..bounds[g+1] is one y's group.
+
+    Item-based: x = item, y = user, y-lists = users' rated items. User-based: the reverse.
+    Returns (n_pairs,) float64.
+    """
+    n_groups = len(bounds) - 1
+    n_x = len(nb_indptr) - 1
+    out = np.empty(len(xs))
+    n_chunks = max(1, min(n_groups, n_chunks))
+    size = (n_groups + n_chunks - 1) // max(n_chunks, 1)
+    for c in numba.prange(n_chunks):
+        marked = np.full(n_x, np.nan)
+        for g in range(c * size, min((c + 1) * size, n_groups)):
+            y = ys[bounds[g]]
+            for p in range(y_indptr[y], y_indptr[y + 1]):
+                marked[y_indices[p]] = y_values[p]
+            for q in range(bounds[g], bounds[g + 1]):
+                est = _estimate(xs[q], y, nb_indptr, nb_indices, nb_sims, marked, k, min_k, estimator,
+                                mu, bias_x, bias_y, mean_x)
+                out[q] = min(max(est, lo), hi)
+            for p in range(y_indptr[y], y_indptr[y + 1]):
+                marked[y_indices[p]] = np.nan
+    return out
+
+
+def estimate_pairs_slow(xs, ys, bounds, nb_indptr, nb_indices, nb_sims, y_indptr, y_indices, y_values,
+                        k, min_k, estimator, mu, bias_x, bias_y, mean_x, lo, hi, n_chunks=1):
+    """Plain twin of `estimate_pairs`: per pair, the top-k neighbours of x among y's items."""
+    out = np.empty(len(xs))
+    for q in range(len(xs)):
+        x, y = xs[q], ys[q]
+        rated = dict(zip(y_indices[y_indptr[y]:y_indptr[y + 1]].tolist(),
+                         y_values[y_indptr[y]:y_indptr[y + 1]].tolist()))
+        nbrs = nb_indices[nb_indptr[x]:nb_indptr[x + 1]]
+        sims = nb_sims[nb_indptr[x]:nb_indptr[x + 1]]
+        chosen = [(j, s) for j, s in zip(nbrs.tolist(), sims.tolist()) if j in rated][:k]
+        if estimator == PLAIN:
+            dev = [rated[j] for j, _ in chosen]
+            base = 0.0
+        elif estimator == MEANS:
+            dev = [rated[j] - mean_x[j] for j, _ in chosen]
+            base = mean_x[x]
+        else:
+            dev = [rated[j] - (mu + bias_y[y] + bias_x[j]) for j, _ in chosen]
+            base = mu + bias_y[y] + bias_x[x]
+        w = np.array([s for _, s in chosen])
+        if len(chosen) < min_k or w.sum() <= 0:
+            est = mu if estimator == PLAIN else base
+        else:
+            est = base + float(np.dot(w, dev) / w.sum())
+        out[q] = min(max(est, lo), hi)
+    return out
