@@ -37,6 +37,8 @@ MODELS: dict[str, str] = {
     "user-knn": "recstack.models.knn:UserKNN",
     "item-knn": "recstack.models.knn:ItemKNN",
     "ease": "recstack.models.ease:EASE",
+    "rp3beta": "recstack.models.graph:RP3Beta",
+    "slim": "recstack.models.slim:SLIM",
     "popular": "recstack.models.popular:Popular",
     "content": "recstack.models.content:ContentBased",
     # level 3: sequential baseline and deep models (torch: the [deep] extra)
