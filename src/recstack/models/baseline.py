@@ -88,13 +88,14 @@ class Baseline(Model):
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         method = trial.suggest_categorical("method", ["als", "sgd"])
+        params = {"method": method, "epochs": trial.suggest_int("epochs", 5, 60)}
         if method == "als":
-            return {"method": "als", "epochs": trial.suggest_int("epochs", 5, 30),
-                    "reg_u": trial.suggest_float("reg_u", 1.0, 50.0, log=True),
-                    "reg_i": trial.suggest_float("reg_i", 1.0, 50.0, log=True)}
-        return {"method": "sgd", "epochs": trial.suggest_int("epochs", 10, 60),
-                "learning_rate": trial.suggest_float("learning_rate", 1e-3, 2e-2, log=True),
-                "reg": trial.suggest_float("reg", 1e-3, 0.3, log=True)}
+            params["reg_u"] = trial.suggest_float("reg_u", 1.0, 50.0, log=True)
+            params["reg_i"] = trial.suggest_float("reg_i", 1.0, 50.0, log=True)
+        else:
+            params["learning_rate"] = trial.suggest_float("learning_rate", 1e-3, 2e-2, log=True)
+            params["reg"] = trial.suggest_float("reg", 1e-3, 0.3, log=True)
+        return params
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         c = self.config

@@ -110,6 +110,25 @@ def sgd_epoch_slow(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, b
     return np.sqrt(sq / max(len(users), 1))
 
 
+class EarlyStopping:
+    """The early-stopping rule of the SGD models: keep the state of the best validation epoch;
+    stop once `patience` epochs have passed without a new best (only when enabled)."""
+
+    def __init__(self, patience: int, enabled: bool = True) -> None:
+        self.patience = patience
+        self.enabled = enabled
+        self.best = np.inf
+        self.best_epoch = 0
+        self.state: tuple[np.ndarray, ...] | None = None
+
+    def update(self, epoch: int, loss: float, *state: np.ndarray) -> bool:
+        """Record `loss` of `epoch` (copying `state` when it is a new best); True means stop."""
+        if loss < self.best:
+            self.best, self.best_epoch, self.state = loss, epoch, tuple(a.copy() for a in state)
+            return False
+        return self.enabled and epoch - self.best_epoch >= self.patience
+
+
 @dataclass(frozen=True)
 class MFConfig(Config):
     """Hyperparameters of `mf`: the seed project's settings (100 factors, SGD at 0.01, L2 0.02,
@@ -193,7 +212,7 @@ class MF(Model):
         reg_bias = c.reg if reg_bias < 0 else reg_bias
         users, items = train.user, train.item
         ratings = train.rating.astype(f32)
-        best = (np.inf, 0, None)
+        stopper = EarlyStopping(c.patience, c.early_stopping)
         train_hist, valid_hist = [], []
         bar = Bar(f"{self.name} epochs", total=c.epochs)
         for epoch in range(1, c.epochs + 1):
@@ -210,17 +229,16 @@ class MF(Model):
                 err = self._raw(valid.user, valid.item, P, Q, bu, bi, mu) - valid.rating
                 valid_hist.append(float(np.sqrt(np.mean(err * err))))
                 bar.update(train_rmse=train_hist[-1], valid_rmse=valid_hist[-1])
-                if valid_hist[-1] < best[0]:
-                    best = (valid_hist[-1], epoch, (P.copy(), Q.copy(), bu.copy(), bi.copy()))
-                elif c.early_stopping and epoch - best[1] >= c.patience:
+                if stopper.update(epoch, valid_hist[-1], P, Q, bu, bi):
                     break
             else:
                 bar.update(train_rmse=train_hist[-1])
         bar.close()
-        if c.early_stopping and best[2] is not None:
-            P, Q, bu, bi = best[2]
+        restore = c.early_stopping and stopper.state is not None
+        if restore:
+            P, Q, bu, bi = stopper.state
         self.epochs_ = epoch
-        self.best_epoch_ = best[1] if (c.early_stopping and best[2] is not None) else epoch
+        self.best_epoch_ = stopper.best_epoch if restore else epoch
         self.train_rmse_history_ = np.asarray(train_hist)
         self.valid_rmse_history_ = np.asarray(valid_hist)
         self.user_factors_ = P.astype(np.float32)

@@ -1,0 +1,313 @@
+"""Alternating least squares, for explicit ratings or implicit feedback.
+
+Each half-step solves every user's (then every item's) factor vector with the other side fixed,
+as one ridge regression per row, in parallel over rows (numba `prange`).
+
+- `mode="explicit"`: weighted-λ regularisation (Zhou, Wilkinson, Schreiber & Pan 2008, ALS-WR):
+  x_u = (Σ_{i∈I(u)} y_i y_iᵀ + λ·n_u·I)⁻¹ Σ_{i∈I(u)} (r_ui - μ) y_i; r̂(u, i) = μ + x_u · y_i.
+  Solved exactly (`als_solve`).
+- `mode="implicit"`: Hu, Koren & Volinsky 2008. Every (u, i) counts, with preference p_ui = 1 if
+  u interacted with i, else 0, and confidence c_ui = 1 + alpha·r_ui (r = the rating, or 1 with
+  `confidence="binary"`): x_u = (YᵀY + Σ_{i∈I(u)} (c_ui - 1) y_i y_iᵀ + λI)⁻¹ Σ_{i∈I(u)} c_ui y_i.
+  Solved by a few conjugate-gradient steps warm-started from the previous x_u (`als_cg`, the
+  method of Takács, Pilászy & Tikk 2011 as used by the `implicit` library), or exactly
+  (`solver="exact"`). Scores rank items; they are not rating estimates.
+
+Kernels: `als_solve` (exact, numba) and `als_cg` (CG, numba), both run on float32 arrays (one
+compiled signature each; sums and solves in float64); `als_solve_slow` is the plain NumPy twin
+of the exact solve, the reference both are tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from recstack.data.interactions import Interactions
+from recstack.errors import RecstackError
+from recstack.models.config import Config, require
+from recstack.models.mf import MF
+from recstack.progress import Bar
+
+CHUNK = 64  # rows per parallel task: scratch arrays are allocated once per chunk
+EXPLICIT_REG = 0.1  # λ per rating (ALS-WR)
+IMPLICIT_REG = 30.0  # λ (Hu et al.)
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def cholesky_solve(A, b, out):  # pragma: no cover - numba
+    """Solve A x = b for symmetric positive definite A (k, k) into `out` (k,); A and b are overwritten."""
+    k = len(b)
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= A[j, m] * A[j, m]
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, k):
+            s = A[i, j]
+            for m in range(j):
+                s -= A[i, m] * A[j, m]
+            A[i, j] = s / d
+    for i in range(k):  # L y = b (y in b)
+        s = b[i]
+        for m in range(i):
+            s -= A[i, m] * b[m]
+        b[i] = s / A[i, i]
+    for i in range(k - 1, -1, -1):  # Lᵀ x = y
+        s = b[i]
+        for m in range(i + 1, k):
+            s -= A[m, i] * out[m]
+        out[i] = s / A[i, i]
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def als_solve(indptr, indices, weight, target, X, Y, base, reg, reg_per_count):  # pragma: no cover - numba
+    """Exact solve of every row: X[u] = (base + Σ_j w_uj y_j y_jᵀ + λ_u I)⁻¹ Σ_j t_uj y_j, in place.
+
+    indptr, indices (CSR rows of X over rows of Y), weight, target: (nnz,) per entry;
+    X (n, f), Y (m, f), base (f, f) positive semi-definite; λ_u = reg + reg_per_count·n_u (a row
+    whose system is then singular — no entries and λ_u = 0 — gets 0). Cholesky per row.
+    """
+    n, k = X.shape
+    for c in numba.prange((n + CHUNK - 1) // CHUNK):
+        A = np.empty((k, k))
+        b = np.empty(k)
+        x = np.empty(k)
+        for u in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            start, end = indptr[u], indptr[u + 1]
+            for a in range(k):
+                b[a] = 0.0
+                for e in range(k):
+                    A[a, e] = base[a, e]
+            for jj in range(start, end):
+                j = indices[jj]
+                w = weight[jj]
+                t = target[jj]
+                for a in range(k):
+                    ya = Y[j, a]
+                    b[a] += t * ya
+                    wa = w * ya
+                    for e in range(k):
+                        A[a, e] += wa * Y[j, e]
+            lam = reg + reg_per_count * (end - start)
+            for a in range(k):
+                A[a, a] += lam
+            if end == start and lam == 0.0:
+                X[u, :] = 0.0
+            else:
+                cholesky_solve(A, b, x)
+                for a in range(k):
+                    X[u, a] = x[a]
+
+
+def als_solve_slow(indptr, indices, weight, target, X, Y, base, reg, reg_per_count):
+    """Plain NumPy twin of `als_solve`: one `np.linalg.solve` per row."""
+    k = X.shape[1]
+    for u in range(X.shape[0]):
+        rows = slice(indptr[u], indptr[u + 1])
+        Yu = Y[indices[rows]].astype(np.float64)
+        n = len(Yu)
+        lam = reg + reg_per_count * n
+        if n == 0 and lam == 0.0:
+            X[u] = 0.0
+            continue
+        A = base + (Yu * weight[rows][:, None]).T @ Yu + lam * np.eye(k)
+        X[u] = np.linalg.solve(A, Yu.T @ target[rows])
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def als_cg(indptr, indices, conf, X, Y, YtY, cg_steps):  # pragma: no cover - numba
+    """Implicit-feedback half-step by conjugate gradient, warm-started from X, in place.
+
+    Solves (YtY + Σ_j (c_uj - 1) y_j y_jᵀ) x_u = Σ_j c_uj y_j for every row u, `cg_steps` steps;
+    YtY (f, f) must already hold YᵀY + λI. indptr, indices, conf: the CSR of confidences.
+    """
+    n, k = X.shape
+    for c in numba.prange((n + CHUNK - 1) // CHUNK):
+        r = np.empty(k)
+        p = np.empty(k)
+        Ap = np.empty(k)
+        for u in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            start, end = indptr[u], indptr[u + 1]
+            # residual r = b - A x
+            for a in range(k):
+                s = 0.0
+                for e in range(k):
+                    s -= YtY[a, e] * X[u, e]
+                r[a] = s
+            for jj in range(start, end):
+                j = indices[jj]
+                cj = conf[jj]
+                yx = 0.0
+                for a in range(k):
+                    yx += Y[j, a] * X[u, a]
+                coef = cj - (cj - 1.0) * yx
+                for a in range(k):
+                    r[a] += coef * Y[j, a]
+            rs_old = 0.0
+            for a in range(k):
+                p[a] = r[a]
+                rs_old += r[a] * r[a]
+            if rs_old < 1e-20:
+                continue
+            for _ in range(cg_steps):
+                for a in range(k):
+                    s = 0.0
+                    for e in range(k):
+                        s += YtY[a, e] * p[e]
+                    Ap[a] = s
+                for jj in range(start, end):
+                    j = indices[jj]
+                    yp = 0.0
+                    for a in range(k):
+                        yp += Y[j, a] * p[a]
+                    yp *= conf[jj] - 1.0
+                    for a in range(k):
+                        Ap[a] += yp * Y[j, a]
+                pAp = 0.0
+                for a in range(k):
+                    pAp += p[a] * Ap[a]
+                alpha = rs_old / pAp
+                rs_new = 0.0
+                for a in range(k):
+                    X[u, a] += alpha * p[a]
+                    r[a] -= alpha * Ap[a]
+                    rs_new += r[a] * r[a]
+                if rs_new < 1e-20:
+                    break
+                beta = rs_new / rs_old
+                for a in range(k):
+                    p[a] = r[a] + beta * p[a]
+                rs_old = rs_new
+
+
+@dataclass(frozen=True)
+class ALSConfig(Config):
+    """Hyperparameters of `als`. `alpha` and `confidence` only matter in implicit mode, `cg_steps`
+    only with solver "cg"; `cg_steps` = 3 as in `implicit`.
+
+    `reg` is λ: per rating in explicit mode (ALS-WR, λ·n_u), absolute in implicit mode. Left at
+    None it becomes the mode's default when the config is built (explicit 0.1, implicit 30).
+    Implicit defaults were chosen on a stratified 75/25 validation split (seed 7) of msr-75's
+    training part: factors {8…128} × reg {0.1…200} × alpha {0.3…30} × confidence × epochs
+    {15, 30}; validation NDCG@10 0.286.
+    """
+
+    mode: Literal["explicit", "implicit"] = "implicit"
+    factors: int = 16
+    epochs: int = 30
+    reg: float | None = None
+    alpha: float = 1.0
+    confidence: Literal["rating", "binary"] = "rating"
+    solver: Literal["cg", "exact"] = "cg"
+    cg_steps: int = 3
+    init_std: float = 0.01
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
+        require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
+        if self.reg is None:  # resolved once, so to_dict() and saved configs carry the number
+            object.__setattr__(self, "reg", EXPLICIT_REG if self.mode == "explicit" else IMPLICIT_REG)
+        require(self.reg > 0, "reg", self.reg, "must be > 0 (keeps every solve positive definite)")
+        require(self.alpha >= 0, "alpha", self.alpha, "must be ≥ 0")
+        require(self.cg_steps >= 1, "cg_steps", self.cg_steps, "must be ≥ 1")
+        require(self.init_std > 0, "init_std", self.init_std, "must be > 0")
+
+
+class ALS(MF):
+    """ALS in explicit (ALS-WR) or implicit (Hu et al.) mode. State: `user_factors_` (n_users, f),
+    `item_factors_` (n_items, f) float32, `global_mean_` (μ in explicit mode, else 0)."""
+
+    name = "als"
+    config_class = ALSConfig
+    biased = False
+
+    @property
+    def explicit(self) -> bool:  # type: ignore[override]
+        """Rating estimates only in explicit mode; implicit mode ranks."""
+        return self.config.mode == "explicit"
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {
+            "factors": trial.suggest_categorical("factors", [16, 32, 64, 128]),
+            "epochs": trial.suggest_int("epochs", 5, 30),
+            "reg": trial.suggest_float("reg", 1e-3, 100.0, log=True),
+            "alpha": trial.suggest_float("alpha", 0.1, 50.0, log=True),
+            "confidence": trial.suggest_categorical("confidence", ["rating", "binary"]),
+        }
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        c = self.config
+        rng = np.random.default_rng(c.seed)
+        mu = train.global_mean if self.explicit else 0.0
+        if not self.explicit and train.rating.min() < 0:
+            raise RecstackError("implicit ALS needs non-negative ratings (confidence 1 + alpha·r)")
+        # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
+        X = rng.normal(0.0, c.init_std, (train.n_users, c.factors)).astype(np.float32)
+        Y = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(np.float32)
+        ui = train.csr.astype(np.float32)
+        ui.data = (ui.data - np.float32(mu)) if self.explicit else self._confidence(ui.data)
+        iu = ui.T.tocsr()
+        parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
+        bar = Bar(f"{self.name} epochs", total=c.epochs)
+        for _ in range(c.epochs):
+            for (indptr, indices, data), solve, fixed in parts:
+                self._half_step(indptr, indices, data, solve, fixed)
+            bar.update()
+        bar.close()
+        self.epochs_ = c.epochs
+        self.user_factors_ = X.astype(np.float32)
+        self.item_factors_ = Y.astype(np.float32)
+        self.global_mean_ = float(mu)
+        self.min_rating_ = float(train.rating.min())
+        self.max_rating_ = float(train.rating.max())
+
+    def _confidence(self, values: np.ndarray) -> np.ndarray:
+        r = np.ones_like(values) if self.config.confidence == "binary" else values
+        return (1.0 + self.config.alpha * r).astype(values.dtype)
+
+    def _half_step(self, indptr, indices, data, X, Y) -> None:
+        c = self.config
+        k = X.shape[1]
+        if self.explicit:
+            als_solve(indptr, indices, np.ones_like(data), data, X, Y, np.zeros((k, k), np.float32), 0.0,
+                      c.reg)
+            return
+        YtY = Y.T.astype(np.float64) @ Y
+        if c.solver == "exact":
+            als_solve(indptr, indices, data - 1, data, X, Y, YtY.astype(np.float32), c.reg, 0.0)
+        else:
+            als_cg(indptr, indices, data, X, Y, (YtY + c.reg * np.eye(k)).astype(np.float32), c.cg_steps)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Rating estimates (explicit mode only); implicit mode raises `RecstackError`."""
+        if not self.explicit:
+            raise RecstackError("als in implicit mode ranks items but does not estimate ratings")
+        return super().predict(users, items)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
+        """A new user's factor vector from their ratings, item factors fixed: one exact row solve."""
+        items = np.asarray(items, np.int64)
+        r = np.asarray(ratings, np.float64)
+        Y = self.item_factors_.astype(np.float64)
+        k = Y.shape[1]
+        x = np.zeros((1, k))
+        indptr = np.array([0, len(items)])
+        if self.explicit:
+            als_solve_slow(indptr, items, np.ones(len(items)), r - self.global_mean_, x, Y,
+                           np.zeros((k, k)), 0.0, self.config.reg)
+        else:
+            conf = self._confidence(r)
+            als_solve_slow(indptr, items, conf - 1, conf, x, Y, Y.T @ Y, self.config.reg, 0.0)
+        return x[0], 0.0
+
+
+def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data
