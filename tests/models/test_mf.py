@@ -63,29 +63,3 @@ def test_fold_in_recovers_a_known_user(ml100k_u1):
     s_new = m.score_new_user(train.item[rows], train.rating[rows])
     s_old = m.score([u])[0]
     assert np.corrcoef(s_new, s_old)[0, 1] > 0.8
-
-
-@pytest.mark.parametrize("n_blocks", [2, 3])
-def test_blocked_kernel_matches_slow_twin(blocks, n_blocks):
-    """Stratified parallel SGD equals the serial update over the same row order."""
-    from recstack.models.mf import sgd_epoch_blocked, stratify
-
-    rng = np.random.default_rng(2)
-    u, i = blocks.user.astype(np.int64), blocks.item.astype(np.int64)
-    r = blocks.rating.astype(np.float64)
-    state = [rng.normal(0, 0.1, (blocks.n_users, 6)), rng.normal(0, 0.1, (blocks.n_items, 6)),
-             np.zeros(blocks.n_users), np.zeros(blocks.n_items)]
-    twin = [a.copy() for a in state]
-    ub, ib = rng.integers(0, n_blocks, blocks.n_users), rng.integers(0, n_blocks, blocks.n_items)
-    order, bounds = stratify(u, i, ub, ib, n_blocks)
-    assert bounds[-1] == len(u)
-    uo, io, ro = u[order], i[order], r[order]
-    for s in range(n_blocks):  # each block of a stratum pairs one user block with one item block
-        for b in range(n_blocks):
-            seg = slice(bounds[s * n_blocks + b], bounds[s * n_blocks + b + 1])
-            assert set(ub[uo[seg]]) <= {b} and set(ib[io[seg]]) <= {(b + s) % n_blocks}
-    a = sgd_epoch_blocked(uo, io, ro, bounds, *state, 3.0, 0.01, 0.02, 0.03, True)
-    b = sgd_epoch_slow(uo, io, ro, *twin, 3.0, 0.01, 0.02, 0.03, True)
-    assert a == pytest.approx(b, rel=1e-9)
-    for x, y in zip(state, twin):
-        np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-11)

@@ -4,9 +4,8 @@
 level-1 model. `BiasedMF` (`biased-mf`): r̂(u, i) = μ + b_u + b_i + p_u · q_i (Funk 2006;
 Koren, Bell & Volinsky 2009), the same update as Surprise's SVD.
 
-The epoch is a numba kernel (`sgd_epoch`, or `sgd_epoch_blocked`: the same updates run B
-blocks at a time on B threads, deterministic whatever the thread count); `sgd_epoch_slow` is
-their plain NumPy twin with the same update order, used by the tests to check the kernels.
+The epoch is a numba kernel (`sgd_epoch`, float32, over pre-shuffled rows); `sgd_epoch_slow` is
+its plain NumPy twin with the same update order, used by the tests to check the kernel.
 """
 
 from __future__ import annotations
@@ -64,36 +63,6 @@ def sgd_epoch(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, biased
     return np.sqrt(sq / max(n, 1))
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def sgd_epoch_blocked(users, items, ratings, bounds, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):  # pragma: no cover
-    """Stratified SGD (Gemulla et al. 2011, DSGD): the same updates, B blocks at a time in parallel.
-
-    Rows come sorted by (stratum, user block) with offsets `bounds` (B·B + 1). In stratum s,
-    user block b only meets item block (b + s) mod B, so the B blocks of a stratum touch
-    disjoint rows of P, Q, bu, bi and run in parallel with a result that does not depend on
-    the thread count: it equals `sgd_epoch` over the rows in this order.
-    """
-    nb = int(np.sqrt(len(bounds) - 1) + 0.5)
-    sq = np.zeros(nb)
-    for s in range(nb):
-        for b in numba.prange(nb):
-            lo = bounds[s * nb + b]
-            hi = bounds[s * nb + b + 1]
-            sq[b] += _sgd_rows(users, items, ratings, lo, hi, P, Q, bu, bi, mu, lr, reg, reg_bias, biased)
-    return np.sqrt(sq.sum() / max(len(users), 1))
-
-
-def stratify(users: np.ndarray, items: np.ndarray, user_block: np.ndarray, item_block: np.ndarray,
-             n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stable order of rows by (stratum, user block) and the (B·B + 1) block offsets."""
-    ub = user_block[users]
-    stratum = (item_block[items] - ub) % n_blocks
-    key = (stratum * n_blocks + ub).astype(np.int16)
-    order = np.argsort(key, kind="stable")  # radix sort for small ints
-    bounds = np.searchsorted(key[order], np.arange(n_blocks * n_blocks + 1)).astype(np.int64)
-    return order, bounds
-
-
 def sgd_epoch_slow(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):
     """Plain NumPy twin of `sgd_epoch`: same arguments, same update order, same result."""
     sq = 0.0
@@ -140,7 +109,6 @@ class MFConfig(Config):
     learning_rate: float = 0.01
     reg: float = 0.02
     init_std: float = 0.01
-    blocks: int = 1
     early_stopping: bool = True
     patience: int = 3
     valid_fraction: float = 0.1
@@ -153,7 +121,6 @@ class MFConfig(Config):
         require(self.reg >= 0, "reg", self.reg, "must be ≥ 0")
         require(self.init_std >= 0, "init_std", self.init_std, "must be ≥ 0")
         require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
-        require(1 <= self.blocks <= 64, "blocks", self.blocks, "must be in 1..64")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
 
 
@@ -205,8 +172,6 @@ class MF(Model):
         Q = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(f32)
         bu = np.zeros(train.n_users, f32)
         bi = np.zeros(train.n_items, f32)
-        ublock = rng.integers(0, c.blocks, train.n_users)
-        iblock = rng.integers(0, c.blocks, train.n_items)
         mu = train.global_mean if self.biased else 0.0
         reg_bias = getattr(c, "reg_bias", -1.0)
         reg_bias = c.reg if reg_bias < 0 else reg_bias
@@ -218,12 +183,7 @@ class MF(Model):
         for epoch in range(1, c.epochs + 1):
             order = rng.permutation(len(users))
             scalars = (f32(mu), f32(c.learning_rate), f32(c.reg), f32(reg_bias), self.biased)
-            if c.blocks > 1:
-                sub, bounds = stratify(users[order], items[order], ublock, iblock, c.blocks)
-                order = order[sub]
-                rmse = sgd_epoch_blocked(users[order], items[order], ratings[order], bounds, P, Q, bu, bi, *scalars)
-            else:
-                rmse = sgd_epoch(users[order], items[order], ratings[order], P, Q, bu, bi, *scalars)
+            rmse = sgd_epoch(users[order], items[order], ratings[order], P, Q, bu, bi, *scalars)
             train_hist.append(float(rmse))
             if valid is not None and len(valid):
                 err = self._raw(valid.user, valid.item, P, Q, bu, bi, mu) - valid.rating
