@@ -26,9 +26,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
-from recstack.models.base import Model
 from recstack.models.config import Config, require
 from recstack.models.ease import side_matrix
+from recstack.models.itemitem import ItemItemModel
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def rp3beta_weights_slow(x: np.ndarray, alpha: float, beta: float, k: int, norma
     return out
 
 
-class RP3Beta(Model):
+class RP3Beta(ItemItemModel):
     """Graph-based item-item model: score(u) = x_u · W, W the RP3beta walk weights.
 
     State: W as CSR arrays `weights_indptr_`, `weights_indices_`, `weights_data_` (≤ k per row);
@@ -138,7 +138,6 @@ class RP3Beta(Model):
 
     name = "rp3beta"
     config_class = RP3BetaConfig
-    explicit = False
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -160,33 +159,4 @@ class RP3Beta(Model):
             f = side_matrix(train.item_features, c.side_year_bucket)
             graph = sp.vstack([x, sp.csr_matrix(c.side_weight * f.T)]).tocsr()
         w = rp3beta_weights(graph, c.alpha, c.beta, c.k, c.normalize)
-        self.weights_indptr_ = w.indptr.astype(np.int64)
-        self.weights_indices_ = w.indices.astype(np.int64)
-        self.weights_data_ = w.data.astype(np.float32)
-        self.train_indptr_ = x.indptr.astype(np.int64)
-        self.train_indices_ = x.indices.astype(np.int64)
-        self.train_values_ = x.data.astype(np.float32)
-
-    def weights(self) -> sp.csr_matrix:
-        """(n_items, n_items) sparse W."""
-        return sp.csr_matrix((self.weights_data_, self.weights_indices_, self.weights_indptr_),
-                             shape=(self.n_items_, self.n_items_))
-
-    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        x = sp.csr_matrix((self.train_values_, self.train_indices_, self.train_indptr_),
-                          shape=(self.n_users_, self.n_items_))
-        w = self.weights() if items is None else self.weights()[:, items]
-        return np.asarray((x[users] @ w).toarray(), dtype=np.float32)
-
-    def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        """(n_items,) scores for a user known only by `ratings` of `items` (no refit needed)."""
-        x = np.ones(len(items)) if self.config.binary else np.asarray(ratings, np.float64)
-        rows = self.weights()[np.asarray(items, np.int64)]
-        return np.asarray(rows.T @ x, dtype=np.float32).ravel()
-
-    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The k items with the largest walk weight W[item, j] (item itself excluded)."""
-        lo, hi = self.weights_indptr_[item], self.weights_indptr_[item + 1]
-        cols, vals = self.weights_indices_[lo:hi], self.weights_data_[lo:hi]
-        order = np.lexsort((cols, -vals))[:k]
-        return cols[order], vals[order]
+        self._store(x, w)

@@ -26,9 +26,9 @@ import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
 from recstack.errors import DataError
-from recstack.models.base import Model
 from recstack.models.config import Config, require
 from recstack.models.ease import side_matrix
+from recstack.models.itemitem import ItemItemModel
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def slim_columns_slow(x: np.ndarray, l1: float, l2: float, max_iter: int, tol: f
     return out
 
 
-class SLIM(Model):
+class SLIM(ItemItemModel):
     """Sparse linear item-item model: score(u) = x_u · W, W ≥ 0, diag(W) = 0.
 
     State: W as CSR arrays `weights_indptr_`, `weights_indices_`, `weights_data_` (row k,
@@ -173,7 +173,6 @@ class SLIM(Model):
 
     name = "slim"
     config_class = SLIMConfig
-    explicit = False
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -205,33 +204,4 @@ class SLIM(Model):
         cols = np.repeat(np.arange(x.shape[1]), keep).reshape(rows.shape)
         ok = rows >= 0
         w = sp.csr_matrix((vals[ok], (rows[ok], cols[ok])), shape=(x.shape[1], x.shape[1]))
-        self.weights_indptr_ = w.indptr.astype(np.int64)
-        self.weights_indices_ = w.indices.astype(np.int64)
-        self.weights_data_ = w.data.astype(np.float32)
-        self.train_indptr_ = x.indptr.astype(np.int64)
-        self.train_indices_ = x.indices.astype(np.int64)
-        self.train_values_ = x.data.astype(np.float32)
-
-    def weights(self) -> sp.csr_matrix:
-        """(n_items, n_items) sparse W."""
-        return sp.csr_matrix((self.weights_data_, self.weights_indices_, self.weights_indptr_),
-                             shape=(self.n_items_, self.n_items_))
-
-    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        x = sp.csr_matrix((self.train_values_, self.train_indices_, self.train_indptr_),
-                          shape=(self.n_users_, self.n_items_))
-        w = self.weights() if items is None else self.weights()[:, items]
-        return np.asarray((x[users] @ w).toarray(), dtype=np.float32)
-
-    def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        """(n_items,) scores for a user known only by `ratings` of `items` (no refit needed)."""
-        x = np.ones(len(items)) if self.config.binary else np.asarray(ratings, np.float64)
-        rows = self.weights()[np.asarray(items, np.int64)]
-        return np.asarray(rows.T @ x, dtype=np.float32).ravel()
-
-    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The k items j whose regression gives `item` the largest weight W[item, j]."""
-        lo, hi = self.weights_indptr_[item], self.weights_indptr_[item + 1]
-        cols, vals = self.weights_indices_[lo:hi], self.weights_data_[lo:hi]
-        order = np.lexsort((cols, -vals))[:k]
-        return cols[order], vals[order]
+        self._store(x, w)
