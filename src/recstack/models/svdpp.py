@@ -27,8 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
-from recstack.models.config import Config, require
-from recstack.models.mf import BiasedMF, EarlyStopping
+from recstack.models.mf import BiasedMF, BiasedMFConfig, EarlyStopping
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -135,7 +134,7 @@ def shuffled_positions(indptr: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
 
 @dataclass(frozen=True)
-class SVDppConfig(Config):
+class SVDppConfig(BiasedMFConfig):
     """Hyperparameters of `svdpp`; `reg_bias`, `reg_y` < 0 mean "same as reg". Early stopping as
     in `mf` (a `valid_fraction` part carved from the training data when no `valid` is given).
 
@@ -152,19 +151,6 @@ class SVDppConfig(Config):
     reg_bias: float = 0.05
     reg_y: float = -1.0
     init_std: float = 0.01
-    early_stopping: bool = True
-    patience: int = 3
-    valid_fraction: float = 0.1
-    seed: int = 0
-
-    def check(self) -> None:
-        require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
-        require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
-        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
-        require(self.reg >= 0, "reg", self.reg, "must be ≥ 0")
-        require(self.init_std >= 0, "init_std", self.init_std, "must be ≥ 0")
-        require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
-        require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
 
 
 def implicit_matrix(train: Interactions) -> sp.csr_matrix:
