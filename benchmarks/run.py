@@ -189,8 +189,8 @@ def run_speed(args: argparse.Namespace, data: Any, config_dir: Path) -> list[dic
         ours_config = config_for(case.ours, case.protocol, config_dir)[0] if case.mirror else None
         _err(f"[speed] {case.name} …")
         try:
-            row = speed.run_case(case, data, repeats=1 if args.quick else 3,
-                                 reference_repeats=1, ours_config=ours_config)
+            n = 1 if args.quick else 3
+            row = speed.run_case(case, data, repeats=n, reference_repeats=n, ours_config=ours_config)
         except RecstackError as exc:
             rows.append({"name": case.name, "error": str(exc), "target_text": case.describe_target()})
             continue
