@@ -1,4 +1,4 @@
-"""Progress bars on stderr for long loops (epochs, folds, trials); off unless switched on.
+"""Progress bars on stderr for long loops (epochs); off unless switched on.
 
 The CLI switches them on (except in `--json` mode); library callers may call `enable()`.
 """
@@ -6,30 +6,13 @@ The CLI switches them on (except in `--json` mode); library callers may call `en
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
 
-T = TypeVar("T")
 _enabled = False
 
 
 def enable(on: bool = True) -> None:
     global _enabled
     _enabled = on
-
-
-def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """Wrap `iterable` in a tqdm bar on stderr when progress is enabled."""
-    if not _enabled:
-        yield from iterable
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
-    try:
-        yield from bar
-    finally:
-        bar.close()
 
 
 class Bar:

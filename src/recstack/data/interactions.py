@@ -106,10 +106,6 @@ class Interactions:
         return m
 
     @cached_property
-    def csc(self) -> sp.csc_matrix:
-        return self.csr.tocsc()
-
-    @cached_property
     def user_index(self) -> dict[str, int]:
         return {u: k for k, u in enumerate(self.user_ids.tolist())}
 
@@ -150,9 +146,6 @@ class Interactions:
             timestamp=self.timestamp[rows],
             meta=dict(self.meta),
         )
-
-    def with_ratings(self, rating: np.ndarray) -> Interactions:
-        return replace(self, rating=np.asarray(rating, np.float32), meta=dict(self.meta))
 
     def to_frame(self) -> pd.DataFrame:
         """Rows as a frame with external ids: user, item, rating, timestamp."""
