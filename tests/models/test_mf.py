@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recstack.evaluate import rating_metrics
-from recstack.models.mf import BiasedMF, sgd_epoch, sgd_epoch_slow
+from recstack.models.mf import MF, BiasedMF, sgd_epoch, sgd_epoch_slow, shuffle_rows, shuffle_rows_slow
 from tests.models.conformance import ModelConformance
 
 
@@ -36,6 +36,44 @@ def test_kernel_matches_slow_twin(blocks, biased):
         assert a == pytest.approx(b, rel=1e-9)
     for x, y in zip(state, twin):  # fastmath may reassociate the dot product: ulp-level differences
         np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-11)
+
+
+def test_shuffle_matches_slow_twin_and_permutes():
+    rng = np.random.default_rng(3)
+    u = rng.integers(0, 50, 500).astype(np.int32)
+    i = rng.integers(0, 80, 500).astype(np.int32)
+    r = rng.random(500).astype(np.float32)
+    rows = set(zip(u.tolist(), i.tolist(), r.tolist()))
+    twin = [u.copy(), i.copy(), r.copy()]
+    for seed in (0, 1, 2**63 - 1):
+        shuffle_rows(seed, u, i, r)
+        shuffle_rows_slow(seed, *twin)
+        for a, b in zip((u, i, r), twin):
+            np.testing.assert_array_equal(a, b)
+    assert set(zip(u.tolist(), i.tolist(), r.tolist())) == rows  # the same rows, reordered
+    before = u.copy()
+    shuffle_rows(7, u, i, r)
+    assert (u != before).mean() > 0.9
+
+
+def test_shuffle_positions_are_uniform():
+    """Each of 5 rows lands in each of 5 places about 1/5 of the time over many seeds."""
+    counts = np.zeros((5, 5))
+    for seed in range(4000):
+        a = np.arange(5, dtype=np.int32)
+        shuffle_rows(seed, a, a.copy(), np.zeros(5, np.float32))
+        counts[a, np.arange(5)] += 1
+    np.testing.assert_allclose(counts / 4000, 0.2, atol=0.03)
+
+
+def test_shuffle_once_and_every_epoch_both_train(blocks):
+    """`shuffle` changes the visiting order (so the factors) but both orders learn the blocks."""
+    fits = [MF(factors=4, epochs=30, early_stopping=False, learning_rate=0.02, shuffle=s).fit(blocks)
+            for s in ("once", "epoch")]
+    assert not np.allclose(fits[0].user_factors_, fits[1].user_factors_)
+    for m in fits:
+        err = m.predict(blocks.user, blocks.item) - blocks.rating
+        assert np.sqrt(np.mean(err**2)) < 0.5 * blocks.rating.std()
 
 
 def test_early_stopping_restores_best_epoch(ml100k_u1):

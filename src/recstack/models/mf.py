@@ -4,14 +4,15 @@
 level-1 model. `BiasedMF` (`biased-mf`): r̂(u, i) = μ + b_u + b_i + p_u · q_i (Funk 2006;
 Koren, Bell & Volinsky 2009), the same update as Surprise's SVD.
 
-The epoch is a numba kernel (`sgd_epoch`, float32, over pre-shuffled rows); `sgd_epoch_slow` is
-its plain NumPy twin with the same update order, used by the tests to check the kernel.
+The epoch is a numba kernel (`sgd_epoch`, float32, over rows shuffled in place by
+`shuffle_rows` before each pass); `sgd_epoch_slow` and `shuffle_rows_slow` are their plain
+twins, used by the tests to check the kernels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numba
 import numpy as np
@@ -24,14 +25,24 @@ from recstack.split import validation_split
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _sgd_rows(users, items, ratings, lo, hi, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):  # pragma: no cover
-    """SGD updates for rows lo..hi-1 in order; returns their summed squared error."""
-    sq = 0.0
+def sgd_epoch(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):  # pragma: no cover - numba
+    """One SGD pass over the rows in the order given; updates P, Q (and bu, bi) in place.
+
+    users/items: (n,) int, ratings: (n,) — the caller shuffles them (`shuffle_rows`). Works in
+    the dtype of P/Q (float32 in training); scalars must share it so the inner loops vectorise.
+    The factor step p ← p + lr·(e·q − reg·p) is written (1 − lr·reg)·p + (lr·e)·q: the same
+    update, one multiply fewer per element. `fastmath` only lets the dot product be
+    reassociated. Returns the pass's train RMSE.
+    """
+    n = len(users)
     k = P.shape[1]
-    for idx in range(lo, hi):
+    zero, one = np.zeros(1, P.dtype)[0], np.ones(1, P.dtype)[0]  # kept in P's dtype
+    keep = one - lr * reg
+    sq = 0.0
+    for idx in range(n):
         u = users[idx]
         i = items[idx]
-        dot = np.float32(0.0)
+        dot = zero
         for f in range(k):
             dot += P[u, f] * Q[i, f]
         pred = mu + dot
@@ -42,30 +53,19 @@ def _sgd_rows(users, items, ratings, lo, hi, P, Q, bu, bi, mu, lr, reg, reg_bias
         if biased:
             bu[u] += lr * (err - reg_bias * bu[u])
             bi[i] += lr * (err - reg_bias * bi[i])
+        step = lr * err
         for f in range(k):
             pf = P[u, f]
             qf = Q[i, f]
-            P[u, f] = pf + lr * (err * qf - reg * pf)
-            Q[i, f] = qf + lr * (err * pf - reg * qf)
-    return sq
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def sgd_epoch(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):  # pragma: no cover - numba
-    """One SGD pass over the rows in the order given; updates P, Q (and bu, bi) in place.
-
-    users/items: (n,) int, ratings: (n,) — the caller shuffles them. Works in the dtype of
-    P/Q (float32 in training); scalars must share it so the inner loops vectorise.
-    `fastmath` only lets the dot product be reassociated. Returns the pass's train RMSE.
-    """
-    n = len(users)
-    sq = _sgd_rows(users, items, ratings, 0, n, P, Q, bu, bi, mu, lr, reg, reg_bias, biased)
+            P[u, f] = keep * pf + step * qf
+            Q[i, f] = keep * qf + step * pf
     return np.sqrt(sq / max(n, 1))
 
 
 def sgd_epoch_slow(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, biased):
     """Plain NumPy twin of `sgd_epoch`: same arguments, same update order, same result."""
     sq = 0.0
+    keep = 1 - lr * reg
     for u, i, r in zip(users, items, ratings):
         pred = mu + (bu[u] + bi[i] if biased else 0.0) + float(np.sum(P[u] * Q[i]))
         err = r - pred
@@ -74,9 +74,48 @@ def sgd_epoch_slow(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, b
             bu[u] += lr * (err - reg_bias * bu[u])
             bi[i] += lr * (err - reg_bias * bi[i])
         pu = P[u].copy()
-        P[u] += lr * (err * Q[i] - reg * pu)
-        Q[i] += lr * (err * pu - reg * Q[i])
+        P[u] = keep * pu + lr * err * Q[i]
+        Q[i] = keep * Q[i] + lr * err * pu
     return np.sqrt(sq / max(len(users), 1))
+
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+@numba.njit(cache=True, nogil=True)
+def shuffle_rows(seed, users, items, ratings):  # pragma: no cover - numba
+    """Shuffle three parallel (n,) arrays in place with one random permutation.
+
+    Fisher-Yates driven by SplitMix64 (Steele, Lea & Flood 2014) from the integer `seed`; the
+    index for position j is the top half of (32 random bits × (j + 1)) (Lemire 2019), so rows
+    counts below 2³² are supported. About ten times cheaper than `Generator.permutation` plus
+    three gathers, which dominated the fit at Surprise's defaults.
+    """
+    s = np.uint64(seed)
+    for j in range(len(users) - 1, 0, -1):
+        s += np.uint64(_GOLDEN)
+        z = s
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        z = z ^ (z >> np.uint64(31))
+        r = np.int64(((z >> np.uint64(32)) * np.uint64(j + 1)) >> np.uint64(32))
+        users[j], users[r] = users[r], users[j]
+        items[j], items[r] = items[r], items[j]
+        ratings[j], ratings[r] = ratings[r], ratings[j]
+
+
+def shuffle_rows_slow(seed: int, *arrays: np.ndarray) -> None:
+    """Plain-Python twin of `shuffle_rows`: the same permutation of each array, in place."""
+    s = seed & _MASK64
+    for j in range(len(arrays[0]) - 1, 0, -1):
+        s = (s + _GOLDEN) & _MASK64
+        z = ((s ^ (s >> 30)) * _MIX1) & _MASK64
+        z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+        z ^= z >> 31
+        r = ((z >> 32) * (j + 1)) >> 32
+        for a in arrays:
+            a[j], a[r] = a[r], a[j]
 
 
 class EarlyStopping:
@@ -102,7 +141,12 @@ class EarlyStopping:
 class MFConfig(Config):
     """Hyperparameters of `mf`: the seed project's settings (100 factors, SGD at 0.01, L2 0.02,
     early stopping with patience 3); `init_std` = 0.01 was chosen on a validation part carved
-    from the random-80-20 training part (0.01 / 0.05 / 0.1 gave 0.917 / 0.926 / 0.959)."""
+    from the random-80-20 training part (0.01 / 0.05 / 0.1 gave 0.917 / 0.926 / 0.959).
+
+    `shuffle`: "epoch" reshuffles the rows before every pass; "once" shuffles them before the
+    first pass and keeps that order (Surprise's SVD never reshuffles either). For `mf`, "epoch"
+    was better on that validation part (mean over seeds 0–2: 0.9122 vs 0.9138).
+    """
 
     factors: int = 100
     epochs: int = 100
@@ -112,6 +156,7 @@ class MFConfig(Config):
     early_stopping: bool = True
     patience: int = 3
     valid_fraction: float = 0.1
+    shuffle: Literal["epoch", "once"] = "epoch"
     seed: int = 0
 
     def check(self) -> None:
@@ -130,7 +175,9 @@ class BiasedMFConfig(MFConfig):
 
     Defaults chosen by a grid on a 10% validation part carved from GroupLens u1's training
     part (never a test fold): factors {50,100,200,400} × reg {0.05…0.2} × lr {0.005, 0.01}
-    × reg_bias {same, 0.02, 0.005} × init_std {0.01, 0.1}.
+    × reg_bias {same, 0.02, 0.005} × init_std {0.01, 0.1}. `shuffle` = "once" then beat "epoch"
+    on the same part (mean over seeds 0–2: 0.9228 vs 0.9245; on the random-80-20 carve 0.9136
+    vs 0.9147) and saves the per-pass shuffle.
     """
 
     factors: int = 200
@@ -139,6 +186,7 @@ class BiasedMFConfig(MFConfig):
     reg: float = 0.12
     reg_bias: float = 0.02
     init_std: float = 0.1
+    shuffle: Literal["epoch", "once"] = "once"
 
 
 class MF(Model):
@@ -168,22 +216,24 @@ class MF(Model):
             train, valid = validation_split(train, c.valid_fraction, c.seed)
         rng = np.random.default_rng(c.seed)
         f32 = np.float32
-        P = rng.normal(0.0, c.init_std, (train.n_users, c.factors)).astype(f32)
-        Q = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(f32)
+        P = rng.standard_normal((train.n_users, c.factors), dtype=f32) * f32(c.init_std)
+        Q = rng.standard_normal((train.n_items, c.factors), dtype=f32) * f32(c.init_std)
         bu = np.zeros(train.n_users, f32)
         bi = np.zeros(train.n_items, f32)
         mu = train.global_mean if self.biased else 0.0
         reg_bias = getattr(c, "reg_bias", -1.0)
         reg_bias = c.reg if reg_bias < 0 else reg_bias
-        users, items = train.user, train.item
+        # private copies: shuffle_rows permutes them in place before each pass
+        users, items = train.user.copy(), train.item.copy()
         ratings = train.rating.astype(f32)
         stopper = EarlyStopping(c.patience, c.early_stopping)
         train_hist, valid_hist = [], []
         bar = Bar(f"{self.name} epochs", total=c.epochs)
         for epoch in range(1, c.epochs + 1):
-            order = rng.permutation(len(users))
+            if epoch == 1 or c.shuffle == "epoch":
+                shuffle_rows(int(rng.integers(1 << 63)), users, items, ratings)
             scalars = (f32(mu), f32(c.learning_rate), f32(c.reg), f32(reg_bias), self.biased)
-            rmse = sgd_epoch(users[order], items[order], ratings[order], P, Q, bu, bi, *scalars)
+            rmse = sgd_epoch(users, items, ratings, P, Q, bu, bi, *scalars)
             train_hist.append(float(rmse))
             if valid is not None and len(valid):
                 err = self._raw(valid.user, valid.item, P, Q, bu, bi, mu) - valid.rating

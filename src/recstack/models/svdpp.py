@@ -20,7 +20,7 @@ and similar items are `BiasedMF`'s batched matrix code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numba
 import numpy as np
@@ -141,7 +141,9 @@ class SVDppConfig(BiasedMFConfig):
     Defaults were chosen on a 90/10 validation split of ML-100K u1's training part (validation RMSE
     0.8941, best epoch 32; factors {20,50,100,200} × learning_rate {0.003,0.005,0.007} × reg
     {0.02…0.12} × reg_bias × init_std {0.01,0.03,0.1}). Surprise's defaults: factors 20, epochs 20,
-    learning_rate 0.007, reg 0.02, init_std 0.1, no early stopping.
+    learning_rate 0.007, reg 0.02, init_std 0.1, no early stopping. `shuffle` = "epoch" (the
+    user order and each user's item order are redrawn before every pass) beat "once" there
+    (mean over seeds 0–2 with configs/svdpp.ml100k-folds.json: 0.9086 vs 0.9093).
     """
 
     factors: int = 100
@@ -151,6 +153,7 @@ class SVDppConfig(BiasedMFConfig):
     reg_bias: float = 0.05
     reg_y: float = -1.0
     init_std: float = 0.01
+    shuffle: Literal["epoch", "once"] = "epoch"
 
 
 def implicit_matrix(train: Interactions) -> sp.csr_matrix:
@@ -200,8 +203,10 @@ class SVDpp(BiasedMF):
         train_hist, valid_hist = [], []
         bar = Bar(f"{self.name} epochs", total=c.epochs)
         for epoch in range(1, c.epochs + 1):
+            if epoch == 1 or c.shuffle == "epoch":
+                user_order, positions = rng.permutation(train.n_users), shuffled_positions(indptr, rng)
             train_hist.append(float(svdpp_epoch(
-                indptr, indices, ratings, rng.permutation(train.n_users), shuffled_positions(indptr, rng),
+                indptr, indices, ratings, user_order, positions,
                 P, Q, Y, bu, bi, mu, c.learning_rate, c.reg, reg_bias, reg_y)))
             if valid is not None and len(valid):
                 Z = P + implicit @ Y
