@@ -41,7 +41,7 @@ LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov"}
 PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn", "bpmf"],
     "msr-75": ["popular", "mf", "biased-mf", "svdpp", "nmf", "als", "item-knn", "user-knn", "ease",
-               "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn"],
+               "ease-als", "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn"],
     "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec"],
 }
 QUICK_PLAN: dict[str, list[str]] = {

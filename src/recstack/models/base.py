@@ -37,6 +37,7 @@ MODELS: dict[str, str] = {
     "user-knn": "recstack.models.knn:UserKNN",
     "item-knn": "recstack.models.knn:ItemKNN",
     "ease": "recstack.models.ease:EASE",
+    "ease-als": "recstack.models.ease_als:EASEALS",
     "rp3beta": "recstack.models.graph:RP3Beta",
     "slim": "recstack.models.slim:SLIM",
     "popular": "recstack.models.popular:Popular",
