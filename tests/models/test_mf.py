@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from recstack.evaluate import rating_metrics
-from recstack.models.mf import MF, BiasedMF, sgd_epoch, sgd_epoch_slow, shuffle_rows, shuffle_rows_slow
+from recstack.models.mf import (
+    MF,
+    BiasedMF,
+    Strata,
+    dsgd_epoch,
+    sgd_epoch,
+    sgd_epoch_slow,
+    shuffle_rows,
+    shuffle_rows_slow,
+)
 from tests.models.conformance import ModelConformance
 
 
@@ -18,6 +27,67 @@ class TestMF(ModelConformance):
 class TestBiasedMF(ModelConformance):
     model_name = "biased-mf"
     params = {"factors": 8, "epochs": 40, "early_stopping": False, "learning_rate": 0.02}
+
+
+class TestBiasedMFTwoThreads(ModelConformance):
+    model_name = "biased-mf"
+    params = {"factors": 8, "epochs": 40, "early_stopping": False, "learning_rate": 0.02, "threads": 2,
+              "shuffle": "epoch"}
+
+
+def test_strata_blocks_are_balanced_and_independent():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 60, 3000)
+    items = (rng.zipf(1.5, 3000) % 90).astype(np.int64)  # skewed item popularity
+    st = Strata(users, items, 60, 90, 3)
+    assert st.bounds[0] == 0 and st.bounds[-1] == 3000 and np.all(np.diff(st.bounds) >= 0)
+    u, i = users[st.order], items[st.order]
+    blocks = [(set(u[lo:hi].tolist()), set(i[lo:hi].tolist())) for lo, hi in zip(st.bounds[:-1], st.bounds[1:])]
+    for s in range(3):  # the blocks of one stratum share no user and no item
+        stratum = [blocks[a * 3 + (a + s) % 3] for a in range(3)]
+        for x in range(3):
+            for y in range(x + 1, 3):
+                assert not stratum[x][0] & stratum[y][0] and not stratum[x][1] & stratum[y][1]
+    rows_per_user_range = np.diff(st.bounds).reshape(3, 3).sum(axis=1)
+    assert rows_per_user_range.min() > 0.25 * 3000  # about a third each
+
+
+@pytest.mark.parametrize("reshuffle", [False, True])
+def test_dsgd_epoch_matches_blockwise_slow_twin(blocks, reshuffle):
+    """dsgd_epoch = the slow twins run block by block in stratum order (g = 2)."""
+    rng = np.random.default_rng(2)
+    u, i = blocks.user.astype(np.int64), blocks.item.astype(np.int64)
+    r = blocks.rating.astype(np.float64)
+    st = Strata(u, i, blocks.n_users, blocks.n_items, 2)
+    u, i, r = u[st.order], i[st.order], r[st.order]
+    state = [rng.normal(0, 0.1, (blocks.n_users, 5)), rng.normal(0, 0.1, (blocks.n_items, 5)),
+             np.zeros(blocks.n_users), np.zeros(blocks.n_items)]
+    twin = [a.copy() for a in state]
+    tu, ti, tr = u.copy(), i.copy(), r.copy()
+    seeds = np.arange(11, 15) if reshuffle else np.full(4, -1)
+    mu = float(r.mean())
+    rmse = dsgd_epoch(u, i, r, st.bounds, seeds, *state, mu, 0.01, 0.02, 0.03, True)
+    sq = 0.0
+    for s in range(2):
+        for a in range(2):
+            j = a * 2 + (a + s) % 2
+            rows = slice(st.bounds[j], st.bounds[j + 1])
+            if seeds[j] >= 0:
+                shuffle_rows_slow(int(seeds[j]), tu[rows], ti[rows], tr[rows])
+            e = sgd_epoch_slow(tu[rows], ti[rows], tr[rows], *twin, mu, 0.01, 0.02, 0.03, True)
+            sq += e**2 * (rows.stop - rows.start)
+    assert rmse == pytest.approx(np.sqrt(sq / len(u)), rel=1e-9)
+    np.testing.assert_array_equal(u, tu)
+    for x, y in zip(state, twin):
+        np.testing.assert_allclose(x, y, rtol=1e-8, atol=1e-11)
+
+
+def test_two_threads_reach_the_serial_quality_on_u1(ml100k_u1):
+    train, test = ml100k_u1
+    params = {"factors": 20, "epochs": 20, "learning_rate": 0.005, "reg": 0.02, "early_stopping": False}
+    serial, parallel = (rating_metrics(BiasedMF({**params, "threads": t}).fit(train), train, test)[0]["rmse"]
+                        for t in (1, 2))
+    assert parallel < 0.96 and abs(parallel - serial) < 0.005
 
 
 @pytest.mark.parametrize("biased", [False, True])
