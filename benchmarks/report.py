@@ -7,7 +7,8 @@ from typing import Any
 
 RATING_COLUMNS = [("rmse", "RMSE"), ("mae", "MAE")]
 TOPN_COLUMNS = [("precision@10", "P@10"), ("recall@10", "R@10"), ("ndcg@10", "NDCG@10"), ("map", "MAP"),
-                ("hr@10", "HR@10"), ("mrr@10", "MRR@10"), ("coverage", "coverage")]
+                ("hr@10", "HR@10"), ("mrr@10", "MRR@10"), ("coverage", "coverage"), ("novelty", "novelty"),
+                ("diversity", "diversity")]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
