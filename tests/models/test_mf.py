@@ -171,3 +171,17 @@ def test_fold_in_recovers_a_known_user(ml100k_u1):
     s_new = m.score_new_user(train.item[rows], train.rating[rows])
     s_old = m.score([u])[0]
     assert np.corrcoef(s_new, s_old)[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("name", ["mf", "biased-mf", "svdpp"])
+def test_user_and_item_without_training_rows_get_no_random_factors(blocks, name):
+    """A user (item) whose rows all sit outside the training part scores as μ + b_i (μ + b_u)."""
+    from recstack.models.base import make_model
+
+    train = blocks.subset((blocks.user != 0) & (blocks.item != 0))
+    m = make_model(name, factors=4, epochs=5, early_stopping=False).fit(train)
+    assert not m.user_factors_[0].any() and not m.item_factors_[0].any()
+    assert m.user_factors_[1:].any(axis=1).all()
+    expected = m.global_mean_ + (m.item_bias_[5] if name != "mf" else 0.0)
+    clipped = np.clip(expected, m.min_rating_, m.max_rating_)
+    assert m.predict(np.array([0]), np.array([5]))[0] == pytest.approx(clipped, abs=1e-5)

@@ -135,6 +135,11 @@ class Interactions:
         """(n_items,) number of interactions per item."""
         return np.bincount(self.item, minlength=self.n_items)
 
+    @cached_property
+    def user_activity(self) -> np.ndarray:
+        """(n_users,) number of interactions per user."""
+        return np.bincount(self.user, minlength=self.n_users)
+
     # ---- derived parts ---------------------------------------------------------------------
     def subset(self, rows: np.ndarray) -> Interactions:
         """A new `Interactions` with the chosen rows (bool mask or indices), same vocabularies."""

@@ -326,6 +326,10 @@ class MF(Model):
         self.best_epoch_ = stopper.best_epoch if restore else epoch
         self.train_rmse_history_ = np.asarray(train_hist)
         self.valid_rmse_history_ = np.asarray(valid_hist)
+        # users / items with no training row never got an update: drop their random start, so
+        # they score as μ + b_i (+ b_u) — what the data says about them — not as noise
+        P[train.user_activity == 0] = 0.0
+        Q[train.item_popularity == 0] = 0.0
         self.user_factors_ = P.astype(np.float32)
         self.item_factors_ = Q.astype(np.float32)
         self.global_mean_ = float(mu)
