@@ -6,7 +6,11 @@ symmetric-normalised adjacency Â = D^-1/2 A D^-1/2 ((n_users + n_items)², a to
 tensor). The ego embeddings E⁰ are propagated `layers` times, E^{k+1} = Â E^k, and the final
 embedding is the layer average (E⁰ + … + E^K) / (K + 1). Training: BPR on (user, positive,
 sampled negative) triples with L2 `reg` on the batch's ego embeddings, as in the paper's code
-(so Adam runs without weight decay). Scoring: user embeddings @ item embeddings.T in batches.
+(so Adam runs without weight decay). Options (off by default): `negatives` > 1 draws several
+negatives per positive and averages their BPR terms, or with `hard_negatives` keeps only the
+highest-scored one (dynamic negative sampling, Zhang et al. SIGIR 2013); `lr_decay` multiplies
+the learning rate by that factor after every epoch. Scoring: user embeddings @ item
+embeddings.T in batches.
 
 Training, early stopping on validation NDCG@10, seeding and save/load come from
 `recstack.models.torch_base`. The graph is the training part's (after early stopping on a carved
@@ -42,12 +46,17 @@ class LightGCNConfig(TorchConfig):
     learning_rate: float = 5e-3
     reg: float = 1e-3
     patience: int = 10
+    negatives: int = 1  # negatives sampled per positive
+    hard_negatives: bool = False  # BPR on the highest-scored of the `negatives`, else their mean
+    lr_decay: float = 1.0  # learning rate × lr_decay after every epoch
 
     def check(self) -> None:
         super().check()
         require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
         require(self.layers >= 0, "layers", self.layers, "must be ≥ 0 (0: plain BPR-MF)")
         require(self.init_std > 0, "init_std", self.init_std, "must be > 0")
+        require(self.negatives >= 1, "negatives", self.negatives, "must be ≥ 1")
+        require(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")
 
 
 def normalized_adjacency(graph: sp.csr_matrix) -> sp.csr_matrix:
@@ -137,6 +146,8 @@ class LightGCN(TorchModel):
             "layers": trial.suggest_int("layers", 1, 4),
             "learning_rate": trial.suggest_float("learning_rate", 1e-3, 2e-2, log=True),
             "reg": trial.suggest_float("reg", 1e-6, 1e-2, log=True),
+            "lr_decay": trial.suggest_float("lr_decay", 0.95, 1.0),
+            "negatives": trial.suggest_categorical("negatives", [1, 2, 4]),
         }
 
     # ---- graph -----------------------------------------------------------------------------------
@@ -177,10 +188,12 @@ class LightGCN(TorchModel):
         return LightGCNNet(self.n_users_, self.n_items_, c.factors, c.layers, c.init_std)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.network_.parameters(), lr=self.config.learning_rate)
+        self._optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.config.learning_rate)
+        self._epoch = 0
+        return self._optimizer
 
     def sample_negatives(self, users: np.ndarray, generator: torch.Generator) -> np.ndarray:
-        """One item per user drawn uniformly among items the user has no training row with."""
+        """One item per entry of `users` drawn uniformly among items that user has no training row with."""
         n = self.n_items_
         neg = torch.randint(n, (len(users),), generator=generator).numpy().astype(np.int64)
         for _ in range(100):
@@ -193,21 +206,41 @@ class LightGCN(TorchModel):
         return neg
 
     def train_batches(self, train: Interactions, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+        c = self.config
+        for group in self._optimizer.param_groups:  # epoch-wise exponential decay
+            group["lr"] = c.learning_rate * c.lr_decay ** self._epoch
+        self._epoch += 1
         users = train.user.astype(np.int64)
         items = train.item.astype(np.int64)
+        n_neg = c.negatives
         for chunk in self.shuffled(len(train), generator):
             idx = chunk.numpy()
             u = users[idx]
-            neg = self.sample_negatives(u, generator)
+            neg = self.sample_negatives(np.repeat(u, n_neg), generator)
+            if n_neg > 1:
+                neg = neg.reshape(len(u), n_neg)
             yield tuple(torch.from_numpy(a).to(self.device) for a in (u, items[idx], neg))
 
     def batch_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """BPR: u, i (B,), j (B,) or (B, n) negatives: their mean BPR, or the hardest one's."""
         u, i, j = batch
         net = self.network_
         users, items = net(self.adjacency())
-        eu, ei, ej = users[u], items[i], items[j]
-        bpr = -F.logsigmoid((eu * ei).sum(1) - (eu * ej).sum(1)).mean()
-        ego = net.user.weight[u].pow(2).sum() + net.item.weight[i].pow(2).sum() + net.item.weight[j].pow(2).sum()
+        eu, ei = users[u], items[i]
+        pos = (eu * ei).sum(1)
+        if j.dim() == 1:
+            bpr = -F.logsigmoid(pos - (eu * items[j]).sum(1)).mean()
+            neg_ego = net.item.weight[j].pow(2).sum()
+        elif self.config.hard_negatives:
+            neg = torch.einsum("bd,bnd->bn", eu, items[j])
+            j = j.gather(1, neg.detach().argmax(1, keepdim=True)).squeeze(1)
+            bpr = -F.logsigmoid(pos - (eu * items[j]).sum(1)).mean()
+            neg_ego = net.item.weight[j].pow(2).sum()
+        else:
+            neg = torch.einsum("bd,bnd->bn", eu, items[j])
+            bpr = -F.logsigmoid(pos[:, None] - neg).mean()
+            neg_ego = net.item.weight[j].pow(2).sum() / j.shape[1]
+        ego = net.user.weight[u].pow(2).sum() + net.item.weight[i].pow(2).sum() + neg_ego
         return bpr + self.config.reg * 0.5 * ego / len(u)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
