@@ -55,7 +55,7 @@ def test_quick_only_biased_mf(tmp_path):
 
     table = (out / "README.md").read_text()
     assert "| `biased-mf` | recstack |" in table and "| `surprise-svd` | surprise" in table
-    assert "biased-mf vs surprise.SVD" in table and ("**met**" in table or "**not met**" in table)
+    assert "biased-mf (1 thread) vs surprise.SVD" in table and ("**met**" in table or "**not met**" in table)
     assert (out / "rmse_vs_fit_time.png").stat().st_size > 1000
     assert not (out / "records" / "ml100k-folds__mf.json").exists()  # --only kept it out
 
