@@ -12,6 +12,8 @@ the blocks of `Strata`, the independent blocks of each stratum in parallel.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -173,6 +175,17 @@ class Strata:
         return np.searchsorted(inner, ids, side="right")
 
 
+@contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """Run the block with numba's parallel regions on n threads (at most NUMBA_NUM_THREADS)."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 class EarlyStopping:
     """The early-stopping rule of the SGD models: keep the state of the best validation epoch;
     stop once `patience` epochs have passed without a new best (only when enabled)."""
@@ -296,8 +309,6 @@ class MF(Model):
         stopper = EarlyStopping(c.patience, c.early_stopping)
         train_hist, valid_hist = [], []
         bar = Bar(f"{self.name} epochs", total=c.epochs)
-        numba_threads = numba.get_num_threads()
-        numba.set_num_threads(min(c.threads, numba.config.NUMBA_NUM_THREADS))
         for epoch in range(1, c.epochs + 1):
             reshuffle = epoch > 1 and c.shuffle == "epoch"
             if strata is None:
@@ -307,7 +318,8 @@ class MF(Model):
             else:
                 blocks = c.threads * c.threads
                 seeds = rng.integers(1 << 63, size=blocks) if reshuffle else np.full(blocks, -1)
-                rmse = dsgd_epoch(users, items, ratings, strata.bounds, seeds, P, Q, bu, bi, *scalars)
+                with numba_threads(c.threads):
+                    rmse = dsgd_epoch(users, items, ratings, strata.bounds, seeds, P, Q, bu, bi, *scalars)
             train_hist.append(float(rmse))
             if valid is not None and len(valid):
                 err = self._raw(valid.user, valid.item, P, Q, bu, bi, mu) - valid.rating
@@ -318,7 +330,6 @@ class MF(Model):
             else:
                 bar.update(train_rmse=train_hist[-1])
         bar.close()
-        numba.set_num_threads(numba_threads)
         restore = c.early_stopping and stopper.state is not None
         if restore:
             P, Q, bu, bi = stopper.state
