@@ -58,7 +58,8 @@ SAME_BIAS_REG = {"reg_bias": 0.02}
 
 CASES: list[SpeedCase] = [
     SpeedCase("biased-mf (1 thread) vs surprise.SVD", "biased-mf",
-              {**SVD_DEFAULTS, **SAME_BIAS_REG, "early_stopping": False}, "surprise-svd", SVD_DEFAULTS, "ml100k-folds", "fit", 0.1, metric_tolerance=0.005),
+              {**SVD_DEFAULTS, **SAME_BIAS_REG, "early_stopping": False},
+              "surprise-svd", SVD_DEFAULTS, "ml100k-folds", "fit", 0.1, metric_tolerance=0.005),
     # the same with DSGD over the machine's two cores (Surprise's SVD has no threads)
     SpeedCase("biased-mf (threads=2, DSGD) vs surprise.SVD", "biased-mf",
               {**SVD_DEFAULTS, **SAME_BIAS_REG, "early_stopping": False, "threads": 2},
