@@ -53,6 +53,20 @@ def test_weight_zero_ranks_as_ease(blocks):
                                       np.argsort(-ease[u, unseen[u]], kind="stable"))
 
 
+def test_new_user_scores_like_a_trained_user(blocks):
+    """Folding in a trained user's own row: exactly its EASE part, and with the ALS fold-in the
+    same ranking as the trained user up to the fold-in's small difference."""
+    row = blocks.csr[3]
+    for weight, tol in ((0.0, 1e-5), (0.5, None)):
+        m = EASEALS(TINY, weight=weight).fit(blocks)
+        got, want = m.score_new_user(row.indices, row.data), m.score([3])[0]
+        if tol is not None:
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        else:
+            unseen = np.setdiff1d(np.arange(blocks.n_items), row.indices)
+            assert np.corrcoef(got[unseen], want[unseen])[0, 1] > 0.95
+
+
 def test_config_checks_each_part():
     with pytest.raises(ConfigError, match="weight"):
         make_model("ease-als", weight=-1.0)

@@ -122,6 +122,17 @@ class EASEALS(Model):
             z += self.config.weight * standardize_unseen(self._als._score(users, None), seen)
         return (z if items is None else z[:, items]).astype(np.float32)
 
+    def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """(n_items,) scores for a user known only by `ratings` of `items`: the EASE row x·B and
+        the ALS fold-in (item factors fixed), standardised over the other items as in `score`."""
+        items = np.asarray(items, np.int64)
+        seen = sp.csr_matrix((np.ones(len(items)), (np.zeros(len(items), np.int64), items)),
+                             shape=(1, self.n_items_))
+        z = standardize_unseen(self._ease.score_new_user(items, ratings)[None, :], seen)
+        if self.config.weight > 0:
+            z += self.config.weight * standardize_unseen(self._als.score_new_user(items, ratings)[None, :], seen)
+        return z[0].astype(np.float32)
+
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k items with the largest EASE weight B[item, j] (the item-item part's neighbours)."""
         return self._ease.similar_items(item, k)
