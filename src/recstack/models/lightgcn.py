@@ -8,9 +8,9 @@ embedding is the layer average (E⁰ + … + E^K) / (K + 1). Training: BPR on (u
 sampled negative) triples with L2 `reg` on the batch's ego embeddings, as in the paper's code
 (so Adam runs without weight decay). Options (off by default): `negatives` > 1 draws several
 negatives per positive and averages their BPR terms, or with `hard_negatives` keeps only the
-highest-scored one (dynamic negative sampling, Zhang et al. SIGIR 2013); `lr_decay` multiplies
-the learning rate by that factor after every epoch. Scoring: user embeddings @ item
-embeddings.T in batches.
+highest-scored one (dynamic negative sampling, Zhang et al. SIGIR 2013). The shared trainer's
+`lr_decay` (used by the msr-75 config) multiplies the learning rate after every epoch.
+Scoring: user embeddings @ item embeddings.T in batches.
 
 Training, early stopping on validation NDCG@10, seeding and save/load come from
 `recstack.models.torch_base`. The graph is the training part's (after early stopping on a carved
@@ -48,7 +48,6 @@ class LightGCNConfig(TorchConfig):
     patience: int = 10
     negatives: int = 1  # negatives sampled per positive
     hard_negatives: bool = False  # BPR on the highest-scored of the `negatives`, else their mean
-    lr_decay: float = 1.0  # learning rate × lr_decay after every epoch
 
     def check(self) -> None:
         super().check()
@@ -56,7 +55,6 @@ class LightGCNConfig(TorchConfig):
         require(self.layers >= 0, "layers", self.layers, "must be ≥ 0 (0: plain BPR-MF)")
         require(self.init_std > 0, "init_std", self.init_std, "must be > 0")
         require(self.negatives >= 1, "negatives", self.negatives, "must be ≥ 1")
-        require(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")
 
 
 def normalized_adjacency(graph: sp.csr_matrix) -> sp.csr_matrix:
@@ -188,9 +186,7 @@ class LightGCN(TorchModel):
         return LightGCNNet(self.n_users_, self.n_items_, c.factors, c.layers, c.init_std)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        self._optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.config.learning_rate)
-        self._epoch = 0
-        return self._optimizer
+        return torch.optim.Adam(self.network_.parameters(), lr=self.config.learning_rate)
 
     def sample_negatives(self, users: np.ndarray, generator: torch.Generator) -> np.ndarray:
         """One item per entry of `users` drawn uniformly among items that user has no training row with."""
@@ -207,9 +203,6 @@ class LightGCN(TorchModel):
 
     def train_batches(self, train: Interactions, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
         c = self.config
-        for group in self._optimizer.param_groups:  # epoch-wise exponential decay
-            group["lr"] = c.learning_rate * c.lr_decay ** self._epoch
-        self._epoch += 1
         users = train.user.astype(np.int64)
         items = train.item.astype(np.int64)
         n_neg = c.negatives

@@ -27,7 +27,8 @@ training part while validating), saved with the model.
 
 Training: `torch.manual_seed(seed)` plus one `torch.Generator(seed)` make the same seed give the
 same numbers on the CPU (deterministic algorithms on CUDA). Interactions with rating < `min_rating`
-are dropped first (0 keeps all). Early stopping watches NDCG@10 on a validation part: the one
+are dropped first (0 keeps all). Each epoch's learning rate is the previous one × `lr_decay`
+(1: constant; per-epoch history in `lr_history_`). Early stopping watches NDCG@10 on a validation part: the one
 given to `fit(train, valid)`, else a per-user random holdout of `valid_fraction` of each user's
 training items (`per_user_holdout`), ranked with the project's own `recommend` and `metrics`;
 after `patience` epochs without improvement the best epoch's weights are restored. `refit=True`
@@ -67,6 +68,7 @@ class TorchConfig(Config):
     epochs: int = 50
     batch_size: int = 256
     learning_rate: float = 1e-3
+    lr_decay: float = 1.0  # each epoch's learning rate is the previous one × lr_decay
     reg: float = 0.0  # Adam weight decay
     early_stopping: bool = True
     patience: int = 5
@@ -81,6 +83,7 @@ class TorchConfig(Config):
         require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be ≥ 1")
         require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        require(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")
         require(self.reg >= 0, "reg", self.reg, "must be ≥ 0")
         require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
@@ -265,14 +268,19 @@ class TorchModel(Model):
         self.network_ = self.build_network().to(self.device)
         self.init_network(train, valid)
         optimizer = self.make_optimizer()
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.step = 0
         watch = valid is not None and len(valid) > 0
         best_ndcg, best_epoch, best_state = -np.inf, 0, None
         losses: list[float] = []
         ndcgs: list[float] = []
+        lrs: list[float] = []
         bar = Bar(f"{self.name} epochs", total=epochs)
         epoch = 0
         for epoch in range(1, epochs + 1):
+            for group, lr in zip(optimizer.param_groups, base_lrs):  # exponential decay per epoch
+                group["lr"] = lr * c.lr_decay ** (epoch - 1)
+            lrs.append(optimizer.param_groups[0]["lr"])
             self.network_.train()
             total, batches = 0.0, 0
             for batch in self.train_batches(train, generator):
@@ -306,6 +314,7 @@ class TorchModel(Model):
         else:
             self.best_epoch_ = epoch
         self.loss_history_ = np.asarray(losses, np.float64)
+        self.lr_history_ = np.asarray(lrs, np.float64)
         self.valid_ndcg_history_ = np.asarray(ndcgs, np.float64)
 
     # ---- scoring -------------------------------------------------------------------------------
