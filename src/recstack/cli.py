@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from recstack.errors import RecstackError
@@ -83,8 +82,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
 
     from recstack.models.base import make_model
-    from recstack.persist import export_seed_layout, load_model, save_model
+    from recstack.persist import check_model_target, check_seed_target, export_seed_layout, load_model, save_model
 
+    check_model_target(args.out)  # refuse a folder that is not ours before spending the fit
+    if args.export_seed:
+        check_seed_target(args.export_seed)
     data = _load_data(args)
     model = make_model(args.model, _params(args))
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
@@ -113,7 +115,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recstack.evaluate import Fold, run_protocol
+    from recstack.persist import check_json_target, write_json_file
 
+    if args.out:
+        check_json_target(args.out, "result record")
     progress: Callable[[str], None] | None = None if args.json else _err
     if args.protocol == "custom":
         if not (args.train_file and args.test_file):
@@ -133,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress)
     if args.out:
-        Path(args.out).write_text(json.dumps(record, indent=2, default=str))
+        write_json_file(args.out, record, "result record")
     if args.json:
         _emit(record)
     else:
@@ -149,8 +154,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from recstack.persist import check_json_target, write_json_file
     from recstack.tune import tune, tuning_split
 
+    if args.out:
+        check_json_target(args.out, "config file")
     data = None
     if args.dataset != "ml-100k" or args.data_path:
         from recstack.data.movielens import load_dataset
@@ -162,8 +170,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.model, split, args.trials, fixed=_params(args), seed=args.seed,
                   timeout=args.timeout, progress=None if args.json else _err)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result.config, indent=2) + "\n")
+        write_json_file(args.out, result.config, "config file")
     if args.json:
         _emit({**result.to_dict(), "out": args.out})
     else:

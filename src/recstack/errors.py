@@ -22,6 +22,10 @@ class DataError(RecstackError):
         self.line = line
 
 
+class OutputError(RecstackError):
+    """A place to write to that holds something recstack did not write (it is never deleted)."""
+
+
 class ConfigError(RecstackError):
     """A hyperparameter or option with a wrong name, type or value."""
 

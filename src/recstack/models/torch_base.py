@@ -42,6 +42,7 @@ them, so no pickle is ever read. `threads` = 0 uses min(2, cpu count) torch thre
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ from recstack.errors import ConfigError, DataError, RecstackError
 from recstack.models.base import Model
 from recstack.models.config import Config, require
 from recstack.progress import Bar
+
+log = logging.getLogger(__name__)
 
 NETWORK_PREFIX = "network."
 
@@ -90,11 +93,15 @@ class TorchConfig(Config):
         require(self.threads >= 0, "threads", self.threads, "must be ≥ 0 (0: min(2, cpu count))")
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda when available, else cpu; "cuda" without a GPU is a `ConfigError`."""
+def resolve_device(name: str, loading: bool = False) -> torch.device:
+    """"auto" → cuda when available, else cpu; "cuda" without a GPU is a `ConfigError` when
+    training, and cpu (with a log line) when `loading` a saved model."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
+        if loading:
+            log.info("model trained with device='cuda' loads on the CPU (no CUDA device here)")
+            return torch.device("cpu")
         raise ConfigError("parameter device='cuda': no CUDA device is available (use 'auto' or 'cpu')")
     return torch.device(name)
 
@@ -357,7 +364,7 @@ class TorchModel(Model):
         weights = {k[len(NETWORK_PREFIX):]: v for k, v in arrays.items() if k.startswith(NETWORK_PREFIX)}
         rest = {k: v for k, v in arrays.items() if not k.startswith(NETWORK_PREFIX)}
         super().set_state(rest, scalars)
-        self._device = None
+        self._device = resolve_device(self.config.device, loading=True)
         self._history = None
         if not weights:
             return
