@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +69,17 @@ def _add_model_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def _check_implicit(model: Any, data: Any, task: str) -> None:
+    """Refuse to estimate ratings from a `user item` file (implicit feedback, every rating 1)."""
+    if not data.meta.get("implicit"):
+        return
+    if (model is not None and getattr(model, "explicit", False)) or (model is None and task == "rating"):
+        what = (f"model {model.name!r} predicts ratings: use a ranking model (als, ease, item-knn, "
+                "popular, …)" if model is not None else "--task rating needs ratings: use --task topn")
+        raise RecstackError(f"{data.meta.get('path', data.name)} holds user–item pairs only "
+                            f"(implicit feedback, rating 1) but {what}")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from recstack.models.base import MODELS
 
@@ -89,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_seed_target(args.export_seed)
     data = _load_data(args)
     model = make_model(args.model, _params(args))
+    _check_implicit(model, data, "rating")
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
     t0 = time.perf_counter()
     model.fit(data)
@@ -126,6 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from recstack.data.files import read_train_test
 
         train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
+        _check_implicit(None, train, args.task)
         record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
                               progress=progress)
@@ -206,8 +220,50 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 # ---- parser -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with recstack's one-line errors (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in low..high (high: no upper bound when None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"≥ {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept `-v` after the subcommand too (`recstack train mf -v …`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="log more to stderr; tracebacks for errors")
+                _verbose_everywhere(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recstack", description=__doc__)
+    p = _Parser(prog="recstack", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -243,27 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test", dest="test_file", metavar="FILE", help="custom protocol: test file")
     ev.add_argument("--task", choices=["rating", "topn"], default="rating", help="custom protocol's task")
     ev.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
-    ev.add_argument("-k", type=int, default=None, help="cut-off for ranking metrics (default 10)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
+    ev.add_argument("-k", type=_int_at_least(1), default=None, help="cut-off for ranking metrics (default 10)")
+    ev.add_argument("--seed", type=_int_at_least(0), default=0)
+    ev.add_argument("--folds", type=_int_at_least(1), default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")
     _add_model_opts(tn)
     tn.add_argument("--protocol", required=True, help="ml100k-folds, random-80-20, msr-75, leave-last-out")
-    tn.add_argument("--trials", type=int, default=20, help="number of Optuna trials (default 20)")
-    tn.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    tn.add_argument("--trials", type=_int_at_least(1), default=20, help="number of Optuna trials (default 20)")
+    tn.add_argument("--timeout", type=_positive_float, default=None, help="stop starting trials after S seconds")
     tn.add_argument("--dataset", default="ml-100k")
     tn.add_argument("--data-path", help="local folder holding the data set")
-    tn.add_argument("--seed", type=int, default=0)
+    tn.add_argument("--seed", type=_int_at_least(0), default=0)
     tn.add_argument("--out", help="write the best full config (JSON) here, for --config FILE")
     tn.set_defaults(func=cmd_tune)
 
     rec = sub.add_parser("recommend", help="top-k unseen items for a user of a saved model")
     rec.add_argument("dir", help="model folder written by `recstack train`")
     rec.add_argument("--user", required=True, help="external user id")
-    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("-k", type=_int_at_least(1), default=10)
     rec.add_argument("--fallback", choices=["none", "popular"], default="none",
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
@@ -272,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="open the web page for a saved model")
     web.add_argument("dir")
     web.add_argument("--host", default="127.0.0.1")
-    web.add_argument("--port", type=int, default=7860)
+    web.add_argument("--port", type=_int_at_least(1, 65535), default=7860)
     web.set_defaults(func=cmd_web)
+    _verbose_everywhere(p)
     return p
 
 
@@ -288,11 +345,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RecstackError as exc:
+        if args.verbose:
+            traceback.print_exc()
         _err(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except Exception as exc:  # a bug or an environment problem: one line, the traceback on -v
+        if args.verbose:
+            traceback.print_exc()
+            return 1
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _err(f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""User-supplied rating files: `user item rating [timestamp]` as TSV, CSV or whitespace text.
+"""User-supplied rating files: `user item rating [timestamp]` as TSV, CSV or whitespace text,
+or implicit feedback: `user item` pairs, each read as an interaction with rating 1.
 
 The separator is detected from the first non-blank line (tab, then comma, then semicolon, else
 runs of whitespace). A header line is recognised when the first row's rating field is not a
-number. Blank lines are skipped. Anything else that cannot be read exactly — a missing field, a
+number; in a two-column file, when it names the columns (`user`, `user_id`, `userId`, `uid`;
+`item`, `item_id`, `movieId`, …) or when both its fields are words over numeric ids. Blank
+lines are skipped. Anything else that cannot be read exactly — a missing field, a
 non-numeric or infinite rating, a non-integer timestamp, a duplicate (user, item) pair, an empty
 file — raises `DataError` naming the file, the line number and the value: no row is dropped
 silently.
@@ -25,6 +28,10 @@ from recstack.errors import DataError
 log = logging.getLogger(__name__)
 
 FIELDS = ("user", "item", "rating", "timestamp")
+# column names that mark the first line of a two-column (implicit) file as a header
+USER_NAMES = frozenset({"user", "users", "userid", "uid", "u", "customer", "customerid", "visitor"})
+ITEM_NAMES = frozenset({"item", "items", "itemid", "iid", "i", "movie", "movieid", "product",
+                        "productid", "track", "trackid", "artist", "book", "isbn"})
 _WIDTH = 5  # one more column than the widest valid row, so an extra field is seen, not merged
 
 Duplicates = Literal["error", "keep-last"]
@@ -34,7 +41,8 @@ def read_interactions_file(path: str | Path, *, duplicates: Duplicates = "error"
                            name: str | None = None) -> Interactions:
     """Read one `user item rating [timestamp]` file into `Interactions` (rows in file order).
 
-    Vocabularies follow the order of first appearance. Without a timestamp column every
+    A two-column `user item` file is implicit feedback: every row gets rating 1 and
+    `meta["implicit"]` is True. Vocabularies follow the order of first appearance. Without a timestamp column every
     timestamp is 0. `duplicates="error"` (default) refuses a repeated (user, item) pair and
     names both lines; `duplicates="keep-last"` keeps only the last row of each repeated pair
     (a later rating overrides an earlier one), logs how many rows it dropped and records the
@@ -44,12 +52,17 @@ def read_interactions_file(path: str | Path, *, duplicates: Duplicates = "error"
     fast = _read_fast(path)
     if fast is not None:
         user, item, rating, timestamp, lines = fast
+        implicit = rating is None
+        if implicit:
+            rating = np.ones(len(user), np.float32)
     else:  # the careful reader: finds and names the first problem, or reads odd-but-valid files
         frame, lines = _read_rows(path)
         ncols = _check_shape(frame, lines, path)
+        implicit = ncols == 2
         user = frame[0].to_numpy()
         item = frame[1].to_numpy()
-        rating = _ratings(frame[2], lines, path)
+        rating = (_ratings(frame[2], lines, path) if ncols >= 3
+                  else np.ones(len(frame), np.float32))
         timestamp = (_timestamps(frame[3], lines, path) if ncols == 4
                      else np.zeros(len(frame), np.int64))
     ucodes, uvocab = pd.factorize(user)
@@ -62,7 +75,7 @@ def read_interactions_file(path: str | Path, *, duplicates: Duplicates = "error"
         np.asarray(uvocab, dtype=str), np.asarray(ivocab, dtype=str),
         ucodes[keep].astype(np.int32), icodes[keep].astype(np.int32),
         rating[keep], timestamp[keep], name=name or path.stem,
-        meta={"path": str(path), "duplicates_dropped": dropped},
+        meta={"path": str(path), "duplicates_dropped": dropped, "implicit": bool(implicit)},
     )
     return data
 
@@ -88,9 +101,10 @@ def read_train_test(train_path: str | Path, test_path: str | Path, *,
 
 
 # ---- reading ----------------------------------------------------------------------------------
-def _read_fast(path: Path) -> tuple[pd.Series, pd.Series, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(user, item, rating, timestamp, line numbers) with typed columns and no per-row Python
-    work, or None whenever the file is not plainly valid (then the careful reader decides)."""
+def _read_fast(path: Path) -> tuple[pd.Series, pd.Series, np.ndarray | None, np.ndarray, np.ndarray] | None:
+    """(user, item, rating (None for a two-column file), timestamp, line numbers) with typed
+    columns and no per-row Python work, or None whenever the file is not plainly valid (then
+    the careful reader decides)."""
     if not path.is_file():
         return None
     try:
@@ -102,12 +116,13 @@ def _read_fast(path: Path) -> tuple[pd.Series, pd.Series, np.ndarray, np.ndarray
         return None
     sep = next((c for c in ("\t", ",", ";") if c in head[0]), None)
     first = [v.strip() for v in (head[0].split(sep) if sep else head[0].split())]
-    header = len(first) > 2 and first[2] != "" and not _is_number(first[2])
-    if header and len(first) not in (3, 4):
+    second = [v.strip() for v in (head[1].split(sep) if sep else head[1].split())]
+    header = _is_header(first, second)
+    if header and len(first) not in (2, 3, 4):
         return None
-    row = head[1] if header else head[0]
-    ncols = len(row.split(sep) if sep else row.split())
-    if ncols not in (3, 4):
+    row = second if header else first
+    ncols = len(row)
+    if ncols not in (2, 3, 4):
         return None
     names = list(FIELDS[:ncols])
     dtypes = {"user": str, "item": str, "rating": np.float64, "timestamp": np.int64}
@@ -121,12 +136,12 @@ def _read_fast(path: Path) -> tuple[pd.Series, pd.Series, np.ndarray, np.ndarray
     if not len(frame):
         return None
     user, item = frame["user"].str.strip(), frame["item"].str.strip()
-    rating = frame["rating"].to_numpy(np.float64)
+    rating = frame["rating"].to_numpy(np.float64) if ncols >= 3 else np.ones(len(frame))
     if (user == "").any() or (item == "").any() or not np.isfinite(rating).all():
         return None
     timestamp = frame["timestamp"].to_numpy(np.int64) if ncols == 4 else np.zeros(len(frame), np.int64)
     lines = np.arange(1, len(frame) + 1) + int(header)
-    return user, item, rating.astype(np.float32), timestamp, lines
+    return user, item, (rating.astype(np.float32) if ncols >= 3 else None), timestamp, lines
 
 
 def _read_rows(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -149,12 +164,14 @@ def _read_rows(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     raw, lines = raw[nonblank].reset_index(drop=True), lines[nonblank]
     if not len(raw):
         raise DataError("empty file: expected rows of `user item rating [timestamp]`", path=path)
-    first = raw.iloc[0]
-    if first[2] != "" and not _is_number(first[2]):
-        header = [str(v) for v in first if v != ""]
-        if not 3 <= len(header) <= 4:
-            raise DataError(f"header {header} should name 3 or 4 columns "
-                            f"(user item rating [timestamp])", path=path, line=int(lines[0]))
+    first = [str(v) for v in raw.iloc[0]]
+    second = [str(v) for v in raw.iloc[1] if v != ""] if len(raw) > 1 else []
+    two = first[0] != "" and first[1] != "" and not any(first[2:])  # exactly `user item`
+    if _is_header(first if first[2] != "" else first[:2] if two else [], second):
+        first = [v for v in first if v != ""]
+        if not 2 <= len(first) <= 4:
+            raise DataError(f"header {first} should name 2, 3 or 4 columns "
+                            f"(user item [rating [timestamp]])", path=path, line=int(lines[0]))
         raw, lines = raw.iloc[1:].reset_index(drop=True), lines[1:]
         if not len(raw):
             raise DataError("empty file: a header line but no rows", path=path)
@@ -188,14 +205,14 @@ def _parse(path: Path, encoding: str) -> pd.DataFrame:
 
 
 def _check_shape(frame: pd.DataFrame, lines: np.ndarray, path: Path) -> int:
-    """Number of columns (3 or 4, from the first data row); every row must have exactly that."""
+    """Number of columns (2, 3 or 4, from the first data row); every row must have exactly that."""
     present = (frame != "").to_numpy()
     ncols = int(present[0].sum())
     if present[0, 4]:
         raise DataError("too many fields (5 or more); expected user item rating [timestamp]",
                         path=path, line=int(lines[0]))
-    if ncols < 3 or not present[0, :ncols].all():
-        raise DataError(f"expected user item rating [timestamp], found {ncols} field(s): "
+    if ncols < 2 or not present[0, :ncols].all():
+        raise DataError(f"expected user item [rating [timestamp]], found {ncols} field(s): "
                         f"{[v for v in frame.iloc[0] if v != '']}", path=path, line=int(lines[0]))
     missing = ~present[:, :ncols]
     if missing.any():
@@ -254,6 +271,19 @@ def _duplicates(ucodes: np.ndarray, icodes: np.ndarray, uvocab: np.ndarray, ivoc
 def _union(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     extra = second[~np.isin(second, first)]
     return np.concatenate([first, extra]).astype(str)
+
+
+def _is_header(first: list[str], second: list[str]) -> bool:
+    """Is the first row (its fields) a header? See the module docstring for the rule."""
+    if len(first) > 2:
+        return first[2] != "" and not _is_number(first[2])
+    if len(first) != 2:
+        return False
+    names = [re.sub(r"[\s_.-]", "", v.lower()) for v in first]
+    if names[0] in USER_NAMES and names[1] in ITEM_NAMES:
+        return True
+    words = not any(_is_number(v) for v in first)
+    return words and len(second) == 2 and all(_is_number(v) for v in second)
 
 
 def _is_number(text: str) -> bool:
