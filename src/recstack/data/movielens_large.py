@@ -19,6 +19,7 @@ A zip that fails its checksum, cannot be opened or lacks a member leaves nothing
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -136,45 +137,51 @@ def load_large(name: str, path: str | Path | None = None, md5: str | None = None
 
 def _read_ratings(path: Path, *, sep: str, header: bool) -> pd.DataFrame:
     """user, item (int64), rating (float64), timestamp (int64) with the C parser; a bad row is
-    reported with its line number."""
+    reported with its file and line number."""
     dtypes = {"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64}
     source: Path | io.BytesIO = path
+    c_sep = sep
     if sep == "::":  # the C parser takes one-character separators only
         source = io.BytesIO(path.read_bytes().replace(b"::", b"\t"))
-        sep = "\t"
+        c_sep = "\t"
     try:
-        frame = pd.read_csv(source, sep=sep, header=0 if header else None, names=RATING_COLUMNS,
+        frame = pd.read_csv(source, sep=c_sep, header=0 if header else None, names=RATING_COLUMNS,
                             dtype=dtypes, engine="c")
     except (ValueError, pd.errors.ParserError) as exc:
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        raise _locate(source, sep, header, path, exc) from None
+        raise _locate(path, sep, header, exc) from None
     bad = ~np.isfinite(frame["rating"].to_numpy())
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"rating {frame['rating'].iloc[row]} is not a finite number", path=path,
-                        line=row + 1 + header)
+        raise _locate(path, sep, header, ValueError("a rating is not a finite number"))
     return frame
 
 
-def _locate(source: Path | io.BytesIO, sep: str, header: bool, path: Path, exc: Exception) -> DataError:
-    """The first row that does not parse as four numbers, as a DataError with its line."""
-    raw = pd.read_csv(source, sep=sep, header=None, dtype=str, keep_default_na=False,
-                      skip_blank_lines=False, engine="python", on_bad_lines="skip")
-    body = raw.iloc[int(header):]
-    for row, values in enumerate(body.itertuples(index=False), start=1 + int(header)):
-        fields = [v for v in values if v is not None and v == v]
-        if len(fields) != 4 or not all(_numeric(f) for f in fields):
-            return DataError(f"expected user item rating timestamp, found {fields}", path=path, line=row)
+def _locate(path: Path, sep: str, header: bool, exc: Exception) -> DataError:
+    """The first line that is not `user item rating timestamp` (integers, a finite rating), as
+    a DataError naming the file and line. Runs only once a fast read has failed."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            text = raw.decode("latin-1").strip()
+            if (n == 1 and header) or not text:
+                continue
+            fields = text.split(sep)
+            if len(fields) != 4:
+                return DataError(f"{len(fields)} field(s), expected 4 (user item rating timestamp): "
+                                 f"{fields}", path=path, line=n)
+            for name, value in zip(RATING_COLUMNS, fields):
+                value = value.strip()
+                if name == "rating":
+                    if not _finite(value):
+                        return DataError(f"rating {value!r} is not a finite number", path=path, line=n)
+                elif not value.lstrip("-").isdigit():
+                    return DataError(f"{name} {value!r} is not an integer", path=path, line=n)
     return DataError(f"cannot parse: {exc}", path=path)
 
 
-def _numeric(text: str) -> bool:
+def _finite(text: str) -> bool:
     try:
-        float(text)
+        return np.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def _decode(path: Path) -> str:
@@ -186,7 +193,7 @@ def _decode(path: Path) -> str:
 
 
 def _read_dat_movies(path: Path) -> pd.DataFrame:
-    rows = []
+    rows, lines = [], []
     for n, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -194,30 +201,40 @@ def _read_dat_movies(path: Path) -> pd.DataFrame:
         if len(parts) != 3:
             raise DataError(f"expected MovieID::Title::Genres, found {line!r}", path=path, line=n)
         rows.append(parts)
-    frame = pd.DataFrame(rows, columns=["item", "title", "genres"])
-    return _movie_features(frame)
+        lines.append(n)
+    frame = pd.DataFrame(rows, columns=["item", "title", "genres"], index=lines)
+    return _movie_features(frame, path)
 
 
 def _read_csv_movies(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (ValueError, pd.errors.ParserError) as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if m:
+            raise DataError(f"{m.group(3)} fields, expected 3 (movieId,title,genres)", path=path,
+                            line=int(m.group(2))) from None
         raise DataError(f"cannot parse: {exc}", path=path) from None
     if list(frame.columns) != ["movieId", "title", "genres"]:
         raise DataError(f"expected the header movieId,title,genres, found {list(frame.columns)}",
                         path=path, line=1)
-    return _movie_features(frame.set_axis(["item", "title", "genres"], axis=1))
+    # line numbers: row i is on line i + 2 unless a quoted title spans lines (then approximate)
+    frame.index = np.arange(2, len(frame) + 2)
+    return _movie_features(frame.set_axis(["item", "title", "genres"], axis=1), path)
 
 
-def _movie_features(frame: pd.DataFrame) -> pd.DataFrame:
+def _movie_features(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Title, year and genres from a movies table whose index holds each row's line number."""
     parts = frame["title"].str.strip().str.extract(r"^(.*?)\s*\((\d{4})\)$")
     title = parts[0].fillna(frame["title"].str.strip())
     genres = frame["genres"].map(lambda g: [] if g in ("", NO_GENRES) else g.split("|"))
-    bad = ~frame["item"].str.fullmatch(r"\d+")
+    bad = ~frame["item"].str.fullmatch(r"\d+").to_numpy(bool)
     if bad.any():
-        raise DataError(f"movie id {frame['item'][bad].iloc[0]!r} is not an integer")
+        raise DataError(f"movie id {frame['item'][bad].iloc[0]!r} is not an integer", path=path,
+                        line=int(frame.index[bad][0]))
     return pd.DataFrame({"item": frame["item"].astype(np.int64), "title": title,
-                         "year": pd.to_numeric(parts[1]).astype("Int64"), "genres": genres})
+                         "year": pd.to_numeric(parts[1]).astype("Int64"),
+                         "genres": genres}).reset_index(drop=True)
 
 
 def _read_dat_users(path: Path) -> pd.DataFrame:
