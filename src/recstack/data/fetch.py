@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recstack.errors import DataError
+from recstack.progress import Bar
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,18 @@ def verify(path: Path, expected: str, algorithm: str) -> None:
 
 
 def download(url: str, dest: Path, timeout: float = 20.0) -> Path:
-    """Download `url` to `dest` (a temporary file first); errors become `DataError`."""
+    """Download `url` to `dest` (a temporary file first), with a progress bar in bytes (its
+    total from Content-Length when the server sends it); errors become `DataError`."""
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-            shutil.copyfileobj(resp, out)
+            size = resp.headers.get("Content-Length")
+            total = int(size) if size and size.isdigit() else None
+            log.info("downloading %s (%s)", url, f"{total:,} bytes" if total else "size unknown")
+            with Bar(f"download {dest.name}", total=total, unit="B", unit_scale=True) as bar:
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise DataError(f"could not download {url}: {exc}") from None

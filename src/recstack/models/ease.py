@@ -27,6 +27,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import DataError
 from recstack.models.base import Model
 from recstack.models.config import Config, require
+from recstack.progress import Bar
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class EASE(Model):
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         c = self.config
+        bar = Bar(f"{self.name} fit (gram, inverse)", total=2)  # two BLAS/LAPACK calls: stages
         x = train.csr.astype(np.float64)
         if c.binary:
             x.data[:] = 1.0
@@ -125,10 +127,13 @@ class EASE(Model):
         if c.side_weight > 0:
             f = side_matrix(train.item_features, c.side_year_bucket)
             gram += c.side_weight ** 2 * (f @ f.T)
+        bar.update()
         if c.variant == "ease":
             b = ease_weights(gram, c.lambda_)
         else:
             b = dlae_weights(gram, c.lambda_, c.dropout)
+        bar.update()
+        bar.close()
         self.weights_ = b.astype(np.float32)
         self.train_indptr_ = x.indptr.astype(np.int64)
         self.train_indices_ = x.indices.astype(np.int32)

@@ -206,7 +206,7 @@ class ItemKNN(Model):
         shrinkage = c.shrinkage
         if shrinkage is None:
             shrinkage = 100.0 if c.sim == "pearson_baseline" else 0.0
-        nb = top_neighbours(a, kind, shrinkage, c.min_support, keep)
+        nb = top_neighbours(a, kind, shrinkage, c.min_support, keep, desc=f"{self.name} neighbours")
         self.neighbour_indptr_ = nb.indptr.astype(np.int64)
         self.neighbour_indices_ = nb.indices.astype(np.int64)
         self.neighbour_sims_ = nb.data.astype(np.float32)

@@ -27,6 +27,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import DataError
 from recstack.models.config import Config, require
 from recstack.models.mf import MF
+from recstack.progress import Bar
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -174,8 +175,12 @@ class NMF(MF):
         n_u = np.bincount(users, minlength=train.n_users).astype(np.float64)
         n_i = np.bincount(items, minlength=train.n_items).astype(np.float64)
         reg_item = c.reg if c.reg_item < 0 else c.reg_item
-        hist = [nmf_epoch(users, items, ratings, P, Q, bu, bi, mu, c.biased, c.learning_rate, c.reg_bias,
-                          c.reg, reg_item, n_u, n_i) for _ in range(c.epochs)]
+        hist = []
+        with Bar(f"{self.name} epochs", total=c.epochs) as bar:
+            for _ in range(c.epochs):
+                hist.append(nmf_epoch(users, items, ratings, P, Q, bu, bi, mu, c.biased, c.learning_rate,
+                                      c.reg_bias, c.reg, reg_item, n_u, n_i))
+                bar.update(train_rmse=hist[-1])
         P[n_u == 0] = 0.0  # never updated: no evidence for these rows
         Q[n_i == 0] = 0.0
         self.epochs_ = c.epochs

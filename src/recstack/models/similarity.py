@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from recstack.progress import Bar
+
 COSINE, PEARSON, DOT = 0, 1, 2
 PLAIN, MEANS, BASELINE = 0, 1, 2
 
@@ -156,11 +158,13 @@ def neighbour_block_slow(indptr, indices, values, t_indptr, t_indices, t_values,
 
 
 def top_neighbours(a: sp.csr_matrix, kind: int, shrinkage: float, min_support: int, keep: int,
-                   block_elements: int = 1 << 22, slow: bool = False) -> sp.csr_matrix:
+                   block_elements: int = 1 << 22, slow: bool = False,
+                   desc: str = "neighbours") -> sp.csr_matrix:
     """(n, n) sparse matrix whose row e holds e's best `keep` positive neighbours, best first.
 
     a: (n, m) CSR whose rows are compared over common columns. Rows are processed in blocks
-    of at most `block_elements` // keep rows, so memory is O(n·keep + block), never O(n²).
+    of at most `block_elements` // keep rows (and at most about n / 50, so that the progress bar
+    `desc` moves), so memory is O(n·keep + block), never O(n²).
     """
     a = sp.csr_matrix(a, dtype=np.float64)
     a.sort_indices()
@@ -168,9 +172,10 @@ def top_neighbours(a: sp.csr_matrix, kind: int, shrinkage: float, min_support: i
     t.sort_indices()
     n = a.shape[0]
     keep = max(1, min(keep, n - 1)) if n > 1 else 1
-    rows_per_block = max(1, block_elements // keep)
+    rows_per_block = max(1, min(block_elements // keep, max(256, -(-n // 50))))
     fn = neighbour_block_slow if slow else neighbour_block
     counts, idx, sims = [], [], []
+    bar = Bar(desc, total=n)
     for start in range(0, n, rows_per_block):
         stop = min(n, start + rows_per_block)
         c, i, s = fn(a.indptr.astype(np.int64), a.indices.astype(np.int64), a.data,
@@ -180,6 +185,8 @@ def top_neighbours(a: sp.csr_matrix, kind: int, shrinkage: float, min_support: i
         counts.append(c)
         idx.append(i[valid])
         sims.append(s[valid])
+        bar.update(stop - start)
+    bar.close()
     indptr = np.r_[0, np.cumsum(np.concatenate(counts))].astype(np.int64)
     out = sp.csr_matrix((np.concatenate(sims), np.concatenate(idx), indptr), shape=(n, n))
     out.has_sorted_indices = False  # rows are ordered by similarity, not by index

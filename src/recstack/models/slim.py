@@ -29,6 +29,7 @@ from recstack.errors import DataError
 from recstack.models.config import Config, require
 from recstack.models.ease import side_matrix
 from recstack.models.itemitem import ItemItemModel
+from recstack.progress import Bar
 
 
 @dataclass(frozen=True)
@@ -109,21 +110,25 @@ def _descend(gram, j, l1, l2, max_iter, tol, w):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, parallel=True)
-def slim_columns(gram, l1, l2, max_iter, tol, keep):  # pragma: no cover - numba
-    """Per column j of W, its `keep` largest positive weights: (n_items, keep) rows and values
-    (row −1 pads). l1, l2: the unnormalised penalties n·α·ρ and n·α·(1−ρ)."""
+def slim_columns(gram, l1, l2, max_iter, tol, keep, start=0, stop=-1):  # pragma: no cover - numba
+    """Per column j of W (j in start..stop-1; stop −1: to the last), its `keep` largest positive
+    weights: (stop − start, keep) rows and values (row −1 pads). l1, l2: the unnormalised
+    penalties n·α·ρ and n·α·(1−ρ)."""
     n = gram.shape[0]
-    rows = np.full((n, keep), -1, np.int64)
-    vals = np.zeros((n, keep), np.float64)
-    for j in numba.prange(n):
+    if stop < 0:
+        stop = n
+    rows = np.full((stop - start, keep), -1, np.int64)
+    vals = np.zeros((stop - start, keep), np.float64)
+    for jj in numba.prange(stop - start):
+        j = start + jj
         w = np.zeros(n)
         _descend(gram, j, l1, l2, max_iter, tol, w)
         pos = np.flatnonzero(w > 0)
         # by weight desc, then row asc
         order = np.argsort(-w[pos], kind="mergesort")[:keep]
         for t in range(len(order)):
-            rows[j, t] = pos[order[t]]
-            vals[j, t] = w[pos[order[t]]]
+            rows[jj, t] = pos[order[t]]
+            vals[jj, t] = w[pos[order[t]]]
     return rows, vals
 
 
@@ -200,7 +205,17 @@ class SLIM(ItemItemModel):
         l1 = n_rows * c.alpha * c.l1_ratio
         l2 = n_rows * c.alpha * (1.0 - c.l1_ratio)
         keep = c.k if c.k else x.shape[1]
-        rows, vals = slim_columns(np.ascontiguousarray(gram), l1, l2, c.max_iter, c.tol, keep)
+        gram = np.ascontiguousarray(gram)
+        n = x.shape[1]
+        step = max(64, -(-n // 50))  # about 50 kernel calls: the bar moves, the threads stay busy
+        parts = []
+        with Bar(f"{self.name} columns", total=n) as bar:
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                parts.append(slim_columns(gram, l1, l2, c.max_iter, c.tol, keep, start, stop))
+                bar.update(stop - start)
+        rows = np.concatenate([p[0] for p in parts])
+        vals = np.concatenate([p[1] for p in parts])
         cols = np.repeat(np.arange(x.shape[1]), keep).reshape(rows.shape)
         ok = rows >= 0
         w = sp.csr_matrix((vals[ok], (rows[ok], cols[ok])), shape=(x.shape[1], x.shape[1]))
