@@ -70,12 +70,22 @@ def _add_model_opts(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from recstack.models.base import MODELS
+    from recstack.models.base import describe_model, model_names
 
+    described = [describe_model(name) for name in model_names()]
     if args.json:
-        _emit({"models": sorted(MODELS)})
-    else:
-        print("\n".join(sorted(MODELS)))
+        _emit({"models": described})
+        return 0
+    for d in described:
+        if "error" in d:
+            print(f"{d['name']}  ({d['error']})\n")
+            continue
+        print(f"{d['name']}  —  {d['summary']}")
+        print(f"    abilities: {', '.join(d['ability_text']) or 'fit and score only'}")
+        for p in d["params"]:
+            text = f"  {p['help']}" if p["help"] else ""
+            print(f"    {p['name']}: {p['type']} = {p['default']!r}{text}")
+        print()
     return 0
 
 
@@ -180,11 +190,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     rec = Recommender(load_model(args.dir))
     result = rec.for_user(args.user, k=args.k, fallback=args.fallback)
     if args.json:
-        _emit(result)
+        _emit(result.to_dict())
         return 0
-    if result.get("fallback"):
+    if result.fallback:
         _err(f"user {args.user!r} is unknown to this model; showing the most popular movies")
-    for row in result["items"]:
+    _err(f"{'#':>3}  {'title':<55} {'genres':<40} {result.label if not result.fallback else ''}")
+    for row in result.rows():
         score = f"{row['score']:.2f}" if row.get("score") is not None else "-"
         genres = "|".join(row.get("genres") or [])
         print(f"{row['rank']:>3}. {row['label']:<55} {genres:<40} {score}")
@@ -212,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--json", action="store_true")
     fetch.set_defaults(func=cmd_data_fetch)
 
-    models = sub.add_parser("models", help="list model names")
+    models = sub.add_parser("models", help="list models: hyperparameters (type, default, meaning) and abilities")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
