@@ -171,3 +171,12 @@ def test_models_lists_hyperparameters_and_abilities():
     assert "predicts_ratings" not in by_name["ease"]["abilities"]
     text = run("models").stdout
     assert "abilities:" in text and "factors: int = 100" in text
+
+
+def test_recommend_reranks_for_diversity_and_excludes_genres(trained):
+    plain = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "10", "--json").stdout)
+    diverse = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "10", "--json",
+                           "--diversity", "0.8", "--exclude-genre", "Drama").stdout)
+    assert [r["item"] for r in plain["items"]] != [r["item"] for r in diverse["items"]]
+    assert len(diverse["items"]) == 10 and not any("Drama" in r["genres"] for r in diverse["items"])
+    refused(run("recommend", str(trained[0]), "--user", "196", "--diversity", "2", ok=False), "diversity=2.0")

@@ -62,6 +62,25 @@ def _load_data(args: argparse.Namespace):
     return load_dataset(args.dataset, getattr(args, "data_path", None))
 
 
+def _rerank(args: argparse.Namespace):
+    """`--diversity λ --novelty ν [--exclude-genre G …]` as a `Rerank`, or None when not asked."""
+    from recstack.rerank import Rerank
+
+    settings = Rerank(getattr(args, "diversity", 0.0) or 0.0, getattr(args, "novelty", 0.0) or 0.0,
+                      tuple(getattr(args, "exclude_genre", None) or ()),
+                      getattr(args, "similarity", None) or "genre")
+    return settings if settings.active else None
+
+
+def _add_rerank_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--diversity", type=float, default=0.0, metavar="λ",
+                   help="MMR re-ranking: 0 relevance only (default) … 1 diversity only")
+    p.add_argument("--novelty", type=float, default=0.0, metavar="ν", help="popularity penalty (0: none)")
+    p.add_argument("--exclude-genre", action="append", metavar="GENRE", help="never show this genre; repeatable")
+    p.add_argument("--similarity", choices=["genre", "embedding"], default="genre",
+                   help="what diversity measures: genre vectors or the model's item vectors")
+
+
 def _add_model_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (see `recstack models`)")
     p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="hyperparameter; repeatable")
@@ -133,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
-                              progress=progress)
+                              progress=progress, rerank=_rerank(args))
     else:
         data = None
         if args.dataset != "ml-100k" or args.data_path:
@@ -141,7 +160,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             data = load_dataset(args.dataset, args.data_path)
         record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
-                              seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress)
+                              seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress,
+                              rerank=_rerank(args))
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2, default=str))
     if args.json:
@@ -188,7 +208,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recstack.recommend import Recommender
 
     rec = Recommender(load_model(args.dir))
-    result = rec.for_user(args.user, k=args.k, fallback=args.fallback)
+    result = rec.for_user(args.user, k=args.k, fallback=args.fallback, rerank=_rerank(args))
     if args.json:
         _emit(result.to_dict())
         return 0
@@ -251,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
+    _add_rerank_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")
@@ -271,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--fallback", choices=["none", "popular"], default="none",
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
+    _add_rerank_opts(rec)
     rec.set_defaults(func=cmd_recommend)
 
     web = sub.add_parser("web", help="open the web page for a saved model")
