@@ -180,3 +180,9 @@ def test_recommend_reranks_for_diversity_and_excludes_genres(trained):
     assert [r["item"] for r in plain["items"]] != [r["item"] for r in diverse["items"]]
     assert len(diverse["items"]) == 10 and not any("Drama" in r["genres"] for r in diverse["items"])
     refused(run("recommend", str(trained[0]), "--user", "196", "--diversity", "2", ok=False), "diversity=2.0")
+
+
+def test_ab_plan_gives_users_per_variant():
+    rec = one_json(run("ab", "plan", "--base-rate", "0.1", "--lift", "0.2", "--json").stdout)
+    assert rec["users_per_variant"] == 3841 and isinstance(rec["users_per_variant"], int)
+    refused(run("ab", "plan", "--base-rate", "1.5", "--lift", "0.2", ok=False), "base rate 1.5")

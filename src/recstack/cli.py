@@ -222,6 +222,20 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ab_plan(args: argparse.Namespace) -> int:
+    from recstack.ab.stats import sample_size
+
+    n = sample_size(args.base_rate, args.lift, args.alpha, args.power)
+    record = {"users_per_variant": n, "base_rate": args.base_rate, "lift": args.lift,
+              "alpha": args.alpha, "power": args.power, "test": "two-sided two-proportion z"}
+    if args.json:
+        _emit(record)
+    else:
+        print(f"{n:,} users per variant to detect a {args.lift:+.1%} relative lift on a {args.base_rate:.1%} "
+              f"base rate (two-sided α={args.alpha}, power {args.power})")
+    return 0
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from recstack.web.app import launch
 
@@ -294,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true")
     _add_rerank_opts(rec)
     rec.set_defaults(func=cmd_recommend)
+
+    ab = sub.add_parser("ab", help="A/B tests: plan sample sizes")
+    absub = ab.add_subparsers(dest="ab_command", required=True)
+    plan = absub.add_parser("plan", help="users per variant for a two-sided two-proportion z-test")
+    plan.add_argument("--base-rate", type=float, required=True, help="control's conversion rate, e.g. 0.1")
+    plan.add_argument("--lift", type=float, required=True, help="relative lift to detect (0.05 = +5%%)")
+    plan.add_argument("--alpha", type=float, default=0.05)
+    plan.add_argument("--power", type=float, default=0.8)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_ab_plan)
 
     web = sub.add_parser("web", help="open the web page for a saved model")
     web.add_argument("dir")
