@@ -111,7 +111,8 @@ def check_model_target(path: str | Path) -> Path:
 
 def _check_folder_target(folder: Path, replaceable: Callable[[Path], bool], what: str) -> Path:
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise OutputError(f"{folder}: exists and is not a folder; refusing to replace it "
+        what_is = "a link" if folder.is_symlink() else "a file"
+        raise OutputError(f"{folder}: is {what_is}, not a folder; refusing to replace it "
                           "(choose a new or empty folder)")
     if folder.is_dir() and any(folder.iterdir()) and not replaceable(folder):
         raise OutputError(f"{folder}: folder is not empty and is not {what}; refusing to "
