@@ -92,7 +92,9 @@ def _check_implicit(model: Any, data: Any, task: str) -> None:
     """Refuse to estimate ratings from a `user item` file (implicit feedback, every rating 1)."""
     if not data.meta.get("implicit"):
         return
-    if (model is not None and getattr(model, "explicit", False)) or (model is None and task == "rating"):
+    from recstack.models.base import has_ability
+
+    if (model is not None and has_ability(model, "predicts_ratings")) or (model is None and task == "rating"):
         what = (f"model {model.name!r} predicts ratings: use a ranking model (als, ease, item-knn, "
                 "popular, …)" if model is not None else "--task rating needs ratings: use --task topn")
         raise RecstackError(f"{data.meta.get('path', data.name)} holds user–item pairs only "
