@@ -97,10 +97,15 @@ def dsgd_epoch(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, bounds
             shuffle_rows(seeds[j], users[lo:hi], items[lo:hi], ratings[lo:hi])
         sq[j] = _sgd_rows(users, items, ratings, lo, hi, P, Q, bu, bi, mu, lr, reg, reg_bias, biased)
 
-    pool = _thread_pool(g)
+    pool = _thread_pool(g - 1)
     for s in range(g):
-        for future in [pool.submit(run, a * g + (a + s) % g) for a in range(g)]:
-            future.result()  # waits for the stratum; re-raises a worker's error
+        blocks = [a * g + (a + s) % g for a in range(g)]
+        futures = [pool.submit(run, j) for j in blocks[1:]]  # g - 1 workers, one block here
+        try:
+            run(blocks[0])
+        finally:
+            for future in futures:
+                future.result()  # waits for the stratum; re-raises a worker's error
     total = 0.0
     for value in sq:  # in block order, as the kernel summed it
         total += value
