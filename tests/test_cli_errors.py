@@ -101,3 +101,18 @@ def test_implicit_file_with_a_rating_model_is_refused(tmp_path, capsys):
     code, stdout, _ = main(capsys, "train", "popular", "--train", str(pairs), "--out", str(tmp_path / "m"),
                            "--json")
     assert code == 0 and one_json(stdout)["model"] == "popular"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`recstack models | head -1`: no traceback and no error line when the reader goes away."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "recstack", "models", "-v"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert first and "Traceback" not in err and "error" not in err, err
