@@ -199,8 +199,9 @@ def tune(
     seed: int = 0,
     timeout: float | None = None,
     progress: Callable[[str], None] | None = None,
+    space: Callable[[Any], dict[str, Any]] | None = None,
 ) -> TuneResult:
-    """Search `model_name`'s `search_space` on `split`; returns the best full config.
+    """Search `model_name`'s `search_space` (or `space(trial)`) on `split`; returns the best full config.
 
     `fixed` parameters hold for every trial and are not searched. The sampler is
     `TPESampler(seed)`, so the same seed on the same split proposes the same trials.
@@ -227,7 +228,7 @@ def tune(
     records: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
-        params = {**cls.search_space(_FixedTrial(trial, fixed_typed)), **fixed_typed}
+        params = {**(space or cls.search_space)(_FixedTrial(trial, fixed_typed)), **fixed_typed}
         t0 = time.perf_counter()
         try:
             value = validation_score(cls(params), split)
