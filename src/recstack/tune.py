@@ -64,29 +64,42 @@ def carve_rule(protocol: str, seed: int = 0, valid_fraction: float = 0.1) -> str
     return f"validation_split(fold train, {valid_fraction:g}, seed {seed})"
 
 
-_CARVE = re.compile(r"^(?P<rule>validation_split|stratified_split|leave_last_out)\((?P<args>[^)]*)\)$")
+_CARVE = re.compile(r"^(?P<rule>validation_split|stratified_split|leave_last_out)"
+                    r"\((?P<source>[\w-]+) (?P<part>train|valid)(?P<args>(, [^,()]+)*)\)$")
 
 
-def carve_parts(carve: str, fold_train: Interactions,
-                fold_valid: Interactions | None = None) -> tuple[Interactions, Interactions]:
-    """Rebuild a `chosen` record's carve of one fold: (tuning train, tuning validation).
-
-    Forms: `validation_split(fold train, F, seed S)`, `stratified_split(fold train, R, item|user,
-    seed S)`, `leave_last_out(fold valid)` ("fold" = the fold the choice is applied to).
-    """
+def carve_source(carve: str) -> str | None:
+    """The fold a carve was cut from when it names one (`validation_split(u1 train, ...)`), else
+    None: "fold" means the fold the choice is applied to (one search per fold)."""
     m = _CARVE.match(carve.strip())
     if m is None:
         raise ConfigError(f"unknown carve {carve!r}; expected validation_split(fold train, F, seed S), "
                           "stratified_split(fold train, R, item|user, seed S) or leave_last_out(fold valid)")
-    args = [a.strip() for a in m["args"].split(",")]
+    return None if m["source"] == "fold" else m["source"]
+
+
+def carve_parts(carve: str, fold_train: Interactions,
+                fold_valid: Interactions | None = None) -> tuple[Interactions, Interactions]:
+    """Rebuild a `chosen` record's carve of one fold's parts: (tuning train, tuning validation).
+
+    Forms: `validation_split(fold train, F, seed S)`, `stratified_split(fold train, R, item|user,
+    seed S)`, `leave_last_out(fold valid)`; `fold` may be a fold's name (see `carve_source`).
+    """
+    carve_source(carve)  # checks the form
+    m = _CARVE.match(carve.strip())
+    assert m is not None
+    args = [a.strip() for a in m["args"].split(",")[1:]]
     if m["rule"] == "leave_last_out":
         if fold_valid is None:
             raise ConfigError(f"carve {carve!r}: this protocol has no validation part")
         return fold_train, fold_valid
-    seed = int(args[-1].removeprefix("seed").strip())
+    try:
+        seed = int(args[-1].removeprefix("seed").strip())
+    except (ValueError, IndexError):
+        raise ConfigError(f"carve {carve!r}: the seed is not a number") from None
     if m["rule"] == "validation_split":
-        return validation_split(fold_train, float(args[1]), seed)
-    return stratified_split(fold_train, float(args[1]), args[2], seed)  # type: ignore[arg-type]
+        return validation_split(fold_train, float(args[0]), seed)
+    return stratified_split(fold_train, float(args[0]), args[1], seed)  # type: ignore[arg-type]
 
 
 def tuning_splits(protocol: str, data: Interactions | None = None, seed: int = 0,
