@@ -9,7 +9,9 @@
 | custom          | either | the user's own train and test files                            |
 
 Models never see a test part while choosing hyperparameters: early stopping carves its
-validation part from the training part (or gets the protocol's validation part).
+validation part from the training part (or gets the protocol's validation part), and the SGD and
+torch models then refit on the whole training part (`refit`). A per-fold config (nested tuning,
+`recstack.tune`) gives each fold the choice made on a carve of that fold's own training part.
 """
 
 from __future__ import annotations
