@@ -32,7 +32,7 @@ from benchmarks import references, report, speed  # noqa: E402
 from recstack.errors import ConfigError, MissingExtraError, RecstackError  # noqa: E402
 from recstack.evaluate import run_protocol  # noqa: E402
 from recstack.models.base import get_model_class  # noqa: E402
-from recstack.models.config import read_config_file  # noqa: E402
+from recstack.models.config import ConfigFile, load_config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov"}
@@ -70,18 +70,20 @@ class Job:
     side: str  # "recstack" | library name
     params: dict[str, Any]
     config_source: str
+    fold_params: dict[str, dict[str, Any]] | None = None  # a per-fold config (ml100k-folds)
+    provenance: dict[str, Any] | None = None  # the config's `chosen` record
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def config_for(model: str, protocol: str, config_dir: Path) -> tuple[dict[str, Any], str]:
-    """(params, source): configs/<model>.<protocol>.json when it exists, else the defaults."""
+def config_for(model: str, protocol: str, config_dir: Path) -> tuple[ConfigFile, str]:
+    """(config, source): configs/<model>.<protocol>.json when it exists, else the defaults."""
     path = config_dir / f"{model}.{protocol}.json"
     if path.exists():
-        return read_config_file(path), str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
-    return {}, "defaults"
+        return load_config_file(path), str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    return ConfigFile({}, {}), "defaults"
 
 
 def missing_reason(model: str) -> str | None:
@@ -108,13 +110,14 @@ def build_plan(args: argparse.Namespace, config_dir: Path) -> tuple[list[Job], l
             if model in LEVEL3 and 3 not in args.levels:
                 continue
             reason = missing_reason(model)
-            params, source = config_for(model, protocol, config_dir)
+            cf, source = config_for(model, protocol, config_dir)
+            params = next(iter(cf.folds.values())) if cf.folds else cf.params
             if reason is None and protocol == "ml100k-folds" and not get_model_class(model)(params).explicit:
                 reason = "ranks items, does not estimate ratings"
             if reason:
                 notes.append({"model": model, "protocol": protocol, "side": "recstack", "note": reason})
                 continue
-            jobs.append(Job(model, protocol, "recstack", params, source))
+            jobs.append(Job(model, protocol, "recstack", cf.params, source, cf.folds or None, cf.chosen))
         for ref in refs.get(protocol, []):
             paired = references.REFERENCES[ref][1]
             if only and ref not in only and paired not in only:
@@ -126,8 +129,8 @@ def build_plan(args: argparse.Namespace, config_dir: Path) -> tuple[list[Job], l
                 continue
             params, source = {}, "library defaults"
             if ref in MIRRORED and paired and missing_reason(paired) is None:
-                ours_params, ours_source = config_for(paired, protocol, config_dir)
-                ours = get_model_class(paired)(ours_params).config.to_dict()
+                ours_cf, ours_source = config_for(paired, protocol, config_dir)
+                ours = get_model_class(paired)(ours_cf.params).config.to_dict()
                 params = references.mirror_params(ref, ours)
                 source = f"same {', '.join(sorted(params))} as {paired} ({ours_source})" if params else source
             jobs.append(Job(ref, protocol, cls.library, params, source))
@@ -139,7 +142,8 @@ def warm_up(job: Job, data: Any) -> None:
     from recstack.evaluate import get_protocol
 
     fold = get_protocol(job.protocol).make_folds(data, 0)[0]
-    get_model_class(job.model)(job.params).fit(speed.warm_slice(fold.train), None)
+    params = job.fold_params[fold.name] if job.fold_params else job.params
+    get_model_class(job.model)(params).fit(speed.warm_slice(fold.train), None)
 
 
 def run_jobs(jobs: list[Job], data: Any, folds: int | None, out: Path) -> tuple[list[dict], list[dict]]:
@@ -151,7 +155,8 @@ def run_jobs(jobs: list[Job], data: Any, folds: int | None, out: Path) -> tuple[
             if job.side == "recstack":
                 warm_up(job, data)
             record = run_protocol(job.model, job.protocol, data=data, params=job.params, seed=0,
-                                  fold_limit=folds, progress=lambda line: _err(f"    {line}"))
+                                  fold_limit=folds, progress=lambda line: _err(f"    {line}"),
+                                  fold_params=job.fold_params, provenance=job.provenance)
         except Exception as exc:  # one broken model must not stop the whole benchmark
             _err(traceback.format_exc(limit=3))
             failures.append({"model": job.model, "protocol": job.protocol, "side": job.side,
@@ -186,7 +191,7 @@ def run_speed(args: argparse.Namespace, data: Any, config_dir: Path) -> list[dic
         if reason:
             rows.append({"name": case.name, "error": reason, "target_text": case.describe_target()})
             continue
-        ours_config = config_for(case.ours, case.protocol, config_dir)[0] if case.mirror else None
+        ours_config = config_for(case.ours, case.protocol, config_dir)[0].params if case.mirror else None
         _err(f"[speed] {case.name} …")
         try:
             n = 1 if args.quick else 3

@@ -32,14 +32,17 @@ def _check_record(record: dict, model: str) -> None:
 def test_quick_only_biased_mf(tmp_path):
     configs = tmp_path / "configs"
     configs.mkdir()
-    (configs / "biased-mf.ml100k-folds.json").write_text(
-        json.dumps({"factors": 8, "epochs": 15, "early_stopping": False}))
+    chosen = {"protocol": "ml100k-folds", "carve": "validation_split(fold train, 0.1, seed 0)"}
+    fold_config = {"factors": 8, "epochs": 15, "early_stopping": False}
+    (configs / "biased-mf.ml100k-folds.json").write_text(json.dumps(  # a per-fold config, as configs/ has
+        {"folds": {f"u{i}": {**fold_config, "reg": 0.05 * i} for i in range(1, 6)}, "chosen": chosen}))
     out = tmp_path / "results"
     assert main(["--quick", "--only", "biased-mf", "--out", str(out), "--configs", str(configs)]) == 0
 
     ours = json.loads((out / "records" / "ml100k-folds__biased-mf.json").read_text())
     _check_record(ours, "biased-mf")
-    assert ours["side"] == "recstack" and ours["config"]["factors"] == 8  # read from configs/
+    assert ours["side"] == "recstack" and ours["config"]["folds"]["u1"]["factors"] == 8  # read from configs/
+    assert ours["config"]["folds"]["u1"]["reg"] == 0.05 and ours["config_provenance"] == chosen
     assert ours["config_source"].endswith("biased-mf.ml100k-folds.json")
     ref = json.loads((out / "records" / "ml100k-folds__surprise-svd.json").read_text())
     _check_record(ref, "surprise-svd")

@@ -25,6 +25,7 @@ def _stream_text(nb) -> str:
     return "".join(out)
 
 
+@pytest.mark.timeout(600)
 def test_level1_notebook_runs(tmp_path, monkeypatch, ml100k):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -104,6 +104,15 @@ def test_stratified_by_user_by_hand(tiny):
     assert rows(test) == [1, 8, 11]
 
 
+def test_stratified_split_neither_reads_nor_moves_global_random_state(tiny):
+    np.random.seed(7)
+    np.random.rand(3)  # disturb the global stream
+    before = np.random.get_state()[1].copy()
+    train, test = stratified_split(tiny, 0.75, "item", seed=42)
+    assert rows(train) == [0, 1, 3, 4, 5, 6, 8, 9, 10]  # the seed-42 answer all the same
+    assert np.array_equal(np.random.get_state()[1], before)  # and the caller's stream is untouched
+
+
 def test_stratified_refuses_other_groupings(tiny):
     with pytest.raises(DataError, match="filter_by must be 'user' or 'item'"):
         stratified_split(tiny, filter_by="time")

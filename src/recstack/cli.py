@@ -44,6 +44,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 # ---- shared model options ------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """`--config` (one set of hyperparameters; its `chosen` record set aside) overridden by `--param`."""
     from recstack.models.config import parse_params, read_config_file
 
     params: dict[str, Any] = {}
@@ -51,6 +52,19 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         params.update(read_config_file(args.config))
     params.update(parse_params(args.param or []))
     return params
+
+
+def _protocol_params(args: argparse.Namespace) -> dict[str, Any]:
+    """run_protocol's keywords from `--config`/`--param`: a per-fold config applies fold by fold."""
+    from recstack.models.config import load_config_file, parse_params
+
+    if not getattr(args, "config", None):
+        return {"params": parse_params(args.param or [])}
+    cf = load_config_file(args.config)
+    extra = parse_params(args.param or [])
+    if cf.folds:
+        return {"params": extra, "fold_params": cf.folds, "provenance": cf.chosen}
+    return {"params": {**cf.params, **extra}, "provenance": cf.chosen}
 
 
 def _load_data(args: argparse.Namespace):
@@ -172,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         _check_implicit(None, train, args.task)
-        record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
+        record = run_protocol(args.model, "custom", **_protocol_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
                               progress=progress, rerank=_rerank(args))
     else:
@@ -181,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from recstack.data.movielens import load_dataset
 
             data = load_dataset(args.dataset, args.data_path)
-        record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
+        record = run_protocol(args.model, args.protocol, data=data, **_protocol_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress,
                               rerank=_rerank(args))
     if args.out:
@@ -202,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from recstack.persist import check_json_target, write_json_file
-    from recstack.tune import tune, tuning_split
+    from recstack.tune import chosen_record, tune, tuning_splits
 
     if args.out:
         check_json_target(args.out, "config file")
@@ -211,19 +225,34 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from recstack.data.movielens import load_dataset
 
         data = load_dataset(args.dataset, args.data_path)
-    split = tuning_split(args.protocol, data, seed=args.seed)
-    _err(f"tuning {args.model} on {args.protocol}'s validation part: {len(split.train):,} train, "
-         f"{len(split.valid):,} validation rows (the test part is never used)")
-    result = tune(args.model, split, args.trials, fixed=_params(args), seed=args.seed,
-                  timeout=args.timeout, progress=None if args.json else _err)
-    if args.out:
-        write_json_file(args.out, result.config, "config file")
-    if args.json:
-        _emit({**result.to_dict(), "out": args.out})
+    splits = tuning_splits(args.protocol, data, seed=args.seed)
+    fixed = _params(args)
+    results = {}
+    for name, split in splits.items():
+        where = f"fold {name}'s" if len(splits) > 1 else f"{args.protocol}'s"
+        _err(f"tuning {args.model} on {where} validation part: {len(split.train):,} train, "
+             f"{len(split.valid):,} validation rows, {split.carve} (the test part is never used)")
+        results[name] = tune(args.model, split, args.trials, fixed=fixed, seed=args.seed,
+                             timeout=args.timeout, progress=None if args.json else _err)
+        _err(f"{name}: best {results[name].objective} = {results[name].best_value:.4f} after "
+             f"{len(results[name].trials)} trials ({results[name].seconds:.1f}s)")
+    chosen = chosen_record(results, splits, args.trials, args.seed, fixed)
+    if len(results) > 1:  # nested: one choice per fold, applied fold by fold by `evaluate --config`
+        config: dict[str, Any] = {"folds": {name: r.config for name, r in results.items()}, "chosen": chosen}
     else:
-        _err(f"best {result.objective} = {result.best_value:.4f} after {len(result.trials)} trials "
-             f"({result.seconds:.1f}s)")
-        print(json.dumps(result.config, indent=2) if not args.out else args.out)
+        config = {**next(iter(results.values())).config, "chosen": chosen}
+    if args.out:
+        write_json_file(args.out, config, "config file")
+    if args.json:
+        if len(results) > 1:
+            first = next(iter(results.values()))
+            _emit({"model": args.model, "protocol": args.protocol, "objective": first.objective,
+                   "direction": first.direction, "folds": {n: r.to_dict() for n, r in results.items()},
+                   "config": config, "out": args.out})
+        else:
+            _emit({**next(iter(results.values())).to_dict(), "config": config, "out": args.out})
+    else:
+        print(json.dumps(config, indent=2) if not args.out else args.out)
     return 0
 
 
@@ -362,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", choices=["rating", "topn"], default="rating", help="custom protocol's task")
     ev.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
     ev.add_argument("-k", type=_int_at_least(1), default=None, help="cut-off for ranking metrics (default 10)")
-    ev.add_argument("--seed", type=_int_at_least(0), default=0)
+    ev.add_argument("--seed", type=_int_at_least(0), default=0,
+                    help="the protocol's and the model's seed (overrides a seed in --config/--param)")
     ev.add_argument("--folds", type=_int_at_least(1), default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
     _add_rerank_opts(ev)
@@ -376,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--dataset", default="ml-100k")
     tn.add_argument("--data-path", help="local folder holding the data set")
     tn.add_argument("--seed", type=_int_at_least(0), default=0)
-    tn.add_argument("--out", help="write the best full config (JSON) here, for --config FILE")
+    tn.add_argument("--out", help="write the chosen config (JSON, per fold for ml100k-folds, with its "
+                    "`chosen` record) here, for --config FILE")
     tn.set_defaults(func=cmd_tune)
 
     rec = sub.add_parser("recommend", help="top-k unseen items for a user of a saved model")

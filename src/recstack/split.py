@@ -46,15 +46,16 @@ def stratified_split(
 ) -> tuple[Interactions, Interactions]:
     """Microsoft Recommenders' `python_stratified_split`, row for row.
 
-    The rule: `np.random.seed(seed)`; one uniform draw per row in input order; within each
+    The rule: MSR's `np.random.seed(seed)` draws, taken here from a local
+    `np.random.RandomState(seed)` (the same legacy Mersenne-Twister stream, so the same draws,
+    without reading or changing NumPy's global state); one uniform draw per row in input order; within each
     group (user or item) rows are ranked by their draw (ascending, 1-based); a row goes to
     train when rank ≤ round(ratio · group size), with NumPy's round (half to even).
     """
     if filter_by not in ("user", "item"):
         raise DataError(f"filter_by must be 'user' or 'item', got {filter_by!r}")
     group = data.user if filter_by == "user" else data.item
-    np.random.seed(seed)
-    draw = np.random.rand(len(data))
+    draw = np.random.RandomState(seed).random_sample(len(data))
     order = np.lexsort((draw, group))  # by group, then draw
     sorted_group = group[order]
     starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])

@@ -1,27 +1,36 @@
 """Hyperparameter search with Optuna on a protocol's validation part — never its test part.
 
-`tuning_split(protocol, data)` keeps only what a protocol lets a model learn from and discards
-the test part before anything else sees it:
+`tuning_splits(protocol, data)` keeps, for every fold, only what the protocol lets a model learn
+from in that fold and discards the test part before anything else sees it:
 
-| protocol        | tuning train / tuning validation                                           |
+| protocol        | tuning train / tuning validation, per fold (`carve`)                      |
 |-----------------|----------------------------------------------------------------------------|
-| ml100k-folds    | `validation_split` of fold u1's training part                              |
+| ml100k-folds    | `validation_split` of THAT fold's training part (u1..u5: five searches)     |
 | random-80-20    | `validation_split` of the 80% training part                                |
 | msr-75          | the same stratified rule (75/25 by item, seed 42) applied to the train part |
 | leave-last-out  | the protocol's own train / validation parts                                |
 
+Tuning ml100k-folds on u1 alone would choose on rows that are u2..u5's test rows, so the choice
+is nested: one search per fold, and one config file holding the five choices
+(`{"folds": {"u1": {...}, ...}, "chosen": {...}}`), which `evaluate --config` applies fold by fold.
+
 `tune(model, split, trials)` then searches the model's own `search_space(trial)` with a seeded
 TPE sampler, scoring RMSE (minimised) for rating protocols and NDCG@k (maximised) for top-N.
-It receives a `TuningSplit` only, so the test part cannot reach it.
+It receives a `TuningSplit` only, so the test part cannot reach it. `chosen_record` writes how a
+config was chosen (the `chosen` key of every file in configs/), and `carve_parts` rebuilds the
+carve from that record, so anyone can check it against the protocol's test rows.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import subprocess
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from recstack import progress as progress_bars
@@ -42,27 +51,98 @@ class TuningSplit:
     valid: Interactions
     k: int = 10
     candidates: str = "all"
+    fold: str = ""
+    carve: str = ""  # how `valid` was cut, in the form `carve_parts` reads back
 
 
-def tuning_split(protocol: str, data: Interactions | None = None, seed: int = 0,
-                 valid_fraction: float = 0.1) -> TuningSplit:
-    """The protocol's validation setup (see the module table); the test part is dropped here."""
+def carve_rule(protocol: str, seed: int = 0, valid_fraction: float = 0.1) -> str:
+    """The carve `tuning_splits` uses for `protocol`, as written in a config's `chosen` record."""
+    if protocol == "leave-last-out":
+        return "leave_last_out(fold valid)"
+    if protocol == "msr-75":
+        return "stratified_split(fold train, 0.75, item, seed 42)"
+    return f"validation_split(fold train, {valid_fraction:g}, seed {seed})"
+
+
+_CARVE = re.compile(r"^(?P<rule>validation_split|stratified_split|leave_last_out)"
+                    r"\((?P<source>[\w-]+) (?P<part>train|valid)(?P<args>(, [^,()]+)*)\)$")
+
+
+def carve_source(carve: str) -> str | None:
+    """The fold a carve was cut from when it names one (`validation_split(u1 train, ...)`), else
+    None: "fold" means the fold the choice is applied to (one search per fold)."""
+    m = _CARVE.match(carve.strip())
+    if m is None:
+        raise ConfigError(f"unknown carve {carve!r}; expected validation_split(fold train, F, seed S), "
+                          "stratified_split(fold train, R, item|user, seed S) or leave_last_out(fold valid)")
+    return None if m["source"] == "fold" else m["source"]
+
+
+def carve_parts(carve: str, fold_train: Interactions,
+                fold_valid: Interactions | None = None) -> tuple[Interactions, Interactions]:
+    """Rebuild a `chosen` record's carve of one fold's parts: (tuning train, tuning validation).
+
+    Forms: `validation_split(fold train, F, seed S)`, `stratified_split(fold train, R, item|user,
+    seed S)`, `leave_last_out(fold valid)`; `fold` may be a fold's name (see `carve_source`).
+    """
+    carve_source(carve)  # checks the form
+    m = _CARVE.match(carve.strip())
+    assert m is not None
+    args = [a.strip() for a in m["args"].split(",")[1:]]
+    if m["rule"] == "leave_last_out":
+        if fold_valid is None:
+            raise ConfigError(f"carve {carve!r}: this protocol has no validation part")
+        return fold_train, fold_valid
+    try:
+        seed = int(args[-1].removeprefix("seed").strip())
+    except (ValueError, IndexError):
+        raise ConfigError(f"carve {carve!r}: the seed is not a number") from None
+    if m["rule"] == "validation_split":
+        return validation_split(fold_train, float(args[0]), seed)
+    return stratified_split(fold_train, float(args[0]), args[1], seed)  # type: ignore[arg-type]
+
+
+def tuning_splits(protocol: str, data: Interactions | None = None, seed: int = 0,
+                  valid_fraction: float = 0.1) -> dict[str, TuningSplit]:
+    """Fold name → that fold's tuning split (see the module table); test parts are dropped here."""
     proto = get_protocol(protocol)
     if data is None:
         from recstack.data.movielens import load_dataset
 
         data = load_dataset(proto.default_data)
-    fold = proto.make_folds(data, seed)[0]
-    if fold.valid is not None:  # leave-last-out: the protocol's own validation part
-        train, valid = fold.train, fold.valid
-    elif protocol == "msr-75":
-        train, valid = stratified_split(fold.train, 0.75, "item", 42)
-    else:
-        train, valid = validation_split(fold.train, valid_fraction, seed)
-    del fold  # the test part goes no further
-    if len(valid) == 0:
-        raise RecstackError(f"protocol {protocol}: the validation part is empty; not enough data to tune")
-    return TuningSplit(protocol, proto.task, train, valid, proto.k, proto.candidates)
+    carve = carve_rule(protocol, seed, valid_fraction)
+    out = {}
+    for fold in proto.make_folds(data, seed):
+        train, valid = carve_parts(carve, fold.train, fold.valid)
+        if len(valid) == 0:
+            raise RecstackError(f"protocol {protocol}: the validation part is empty; not enough data to tune")
+        out[fold.name] = TuningSplit(protocol, proto.task, train, valid, proto.k, proto.candidates,
+                                     fold.name, carve)
+    return out
+
+
+def tuning_split(protocol: str, data: Interactions | None = None, seed: int = 0,
+                 valid_fraction: float = 0.1, fold: str | None = None) -> TuningSplit:
+    """One fold's tuning split (the protocol's first fold unless `fold` names another)."""
+    splits = tuning_splits(protocol, data, seed, valid_fraction)
+    if fold is None:
+        return next(iter(splits.values()))
+    if fold not in splits:
+        raise ConfigError(f"protocol {protocol} has folds {', '.join(splits)}, not {fold!r}")
+    return splits[fold]
+
+
+def code_commit() -> str:
+    """The git short hash of the code running now (`-dirty` with uncommitted changes), or "unknown"."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no",
+                                "--", "."], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
 
 
 def objective_name(task: str, k: int = 10) -> str:
@@ -132,8 +212,9 @@ def tune(
     seed: int = 0,
     timeout: float | None = None,
     progress: Callable[[str], None] | None = None,
+    space: Callable[[Any], dict[str, Any]] | None = None,
 ) -> TuneResult:
-    """Search `model_name`'s `search_space` on `split`; returns the best full config.
+    """Search `model_name`'s `search_space` (or `space(trial)`) on `split`; returns the best full config.
 
     `fixed` parameters hold for every trial and are not searched. The sampler is
     `TPESampler(seed)`, so the same seed on the same split proposes the same trials.
@@ -160,7 +241,7 @@ def tune(
     records: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
-        params = {**cls.search_space(_FixedTrial(trial, fixed_typed)), **fixed_typed}
+        params = {**(space or cls.search_space)(_FixedTrial(trial, fixed_typed)), **fixed_typed}
         t0 = time.perf_counter()
         try:
             value = validation_score(cls(params), split)
@@ -204,3 +285,26 @@ def tune(
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def chosen_record(results: Mapping[str, TuneResult], splits: Mapping[str, TuningSplit], n_trials: int,
+                  seed: int, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The `chosen` record of a tuned config: protocol, carve, trials, seed, metric, value(s), commit."""
+    first = next(iter(results.values()))
+    split = next(iter(splits.values()))
+    values = {name: round(r.best_value, 6) for name, r in results.items()}
+    record: dict[str, Any] = {
+        "protocol": first.protocol,
+        "carve": split.carve,
+        "method": "optuna TPESampler(seed) over the model's search_space",
+        "trials": n_trials,
+        "seed": seed,
+        "metric": f"validation {first.objective}",
+        "value": values if len(values) > 1 else next(iter(values.values())),
+        "commit": code_commit(),
+    }
+    if fixed:
+        record["fixed"] = {k: v for k, v in fixed.items()}
+    if len(results) > 1:
+        record["folds"] = list(results)
+    return record

@@ -13,6 +13,7 @@ the answer (e.g. `popular`).
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar
 
 import numpy as np
@@ -91,6 +92,25 @@ class ModelConformance:
             pytest.skip("model is not bit-for-bit deterministic")
         again = self.make().fit(data)
         np.testing.assert_array_equal(again.score(np.arange(10)), fitted.score(np.arange(10)))
+
+    def test_global_random_state_neither_read_nor_moved(self, fitted, data):
+        """Same numbers after the caller disturbs NumPy's and torch's global streams, and the fit
+        leaves those streams where the caller had them."""
+        if not self.deterministic:
+            pytest.skip("model is not bit-for-bit deterministic")
+        torch = sys.modules.get("torch")
+        np.random.seed(1234)
+        np.random.rand(17)
+        if torch is not None:
+            torch.manual_seed(4321)
+            torch.rand(17)
+        np_before = np.random.get_state()[1].copy()
+        torch_before = torch.get_rng_state().clone() if torch is not None else None
+        again = self.make().fit(data)
+        np.testing.assert_array_equal(again.score(np.arange(10)), fitted.score(np.arange(10)))
+        assert np.array_equal(np.random.get_state()[1], np_before), "fit moved NumPy's global stream"
+        if torch is not None:
+            assert torch.equal(torch.get_rng_state(), torch_before), "fit moved torch's global stream"
 
     def test_refit_starts_from_scratch(self, data):
         m = self.make()

@@ -108,11 +108,14 @@ def test_fold_in_recovers_a_known_user(ml100k_msr):
     assert np.corrcoef(x, m.user_factors_[7])[0, 1] > 0.95
 
 
-def test_explicit_quality_floor_u1(ml100k_u1):
-    """ALS-WR on GroupLens u1 lands near 0.95; a broken solve lands far above 0.98."""
+def test_explicit_beats_the_baseline_on_u1(ml100k_u1, u1_baseline_rmse):
+    """ALS-WR on GroupLens u1 (5 factors, λ 0.1, 20 epochs: 0.9505) beats the bias-only baseline
+    (0.9534) — but only just: explicit ALS has no bias terms, so its best measured configs (5-20
+    factors, λ 0.07-0.13) sit at 0.950-0.958, and no clear margin is possible; the earlier config
+    (10 factors, 10 epochs: 0.959) was WORSE than the baseline under a 0.98 floor. μ alone: 1.15."""
     train, test = ml100k_u1
-    metrics, _ = rating_metrics(ALS(mode="explicit", factors=10, epochs=10, reg=0.1).fit(train), train, test)
-    assert metrics["rmse"] < 0.98
+    metrics, _ = rating_metrics(ALS(mode="explicit", factors=5, epochs=20, reg=0.1).fit(train), train, test)
+    assert metrics["rmse"] < u1_baseline_rmse, (metrics["rmse"], u1_baseline_rmse)
 
 
 def test_implicit_quality_floor_msr(ml100k_msr):

@@ -65,6 +65,7 @@ def test_dae_reconstructs_a_users_block(blocks):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real fit on ML-100K; the default is 300 s
 def test_multvae_quality_floor_msr(ml100k_msr):
     """Mult-VAE on msr-75 (MSR's stratified 75/25 split of ML-100K): NDCG@10 > 0.40."""
     train, test = ml100k_msr

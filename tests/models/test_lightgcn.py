@@ -130,6 +130,7 @@ def test_hard_negatives_known_answer(blocks):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real fit on ML-100K; the default is 300 s
 def test_lightgcn_floor_msr75(ml100k_msr):
     """Floor on msr-75 with a short fixed run (15 epochs, measured NDCG@10 0.394); the benchmark
     config (configs/lightgcn.msr-75.json: 200 epochs, lr 0.02 × 0.98 per epoch) reaches

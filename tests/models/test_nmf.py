@@ -92,9 +92,11 @@ def test_unrated_item_has_no_estimate_unbiased(ml100k_u1):
     assert len(unrated) and np.isnan(m.predict(np.zeros(len(unrated), np.int64), unrated)).all()
 
 
-@pytest.mark.parametrize("biased", [False, True])
-def test_quality_floor_u1(ml100k_u1, biased):
-    """GroupLens u1 with 15 factors: near 0.95 (biased: 0.95); a broken update lands far above 0.98."""
+@pytest.mark.parametrize("params", [{}, {"biased": True, "factors": 100, "reg": 0.06, "epochs": 100}])
+def test_beats_the_baseline_on_u1(ml100k_u1, u1_baseline_rmse, u1_factor_floor, params):
+    """GroupLens u1: the defaults (unbiased, 60 factors: 0.932) and a biased config (0.929) beat the
+    bias-only baseline (0.953) by a clear margin. (15 factors, as this floor used before, gives
+    0.947 unbiased and 0.952 biased: no better than the baseline, which a 0.98 floor hid.)"""
     train, test = ml100k_u1
-    metrics, _ = rating_metrics(NMF(biased=biased, factors=15, reg=0.15, epochs=100).fit(train), train, test)
-    assert metrics["rmse"] < 0.98
+    metrics, _ = rating_metrics(NMF(**params).fit(train), train, test)
+    assert metrics["rmse"] < u1_factor_floor, (metrics["rmse"], u1_baseline_rmse)

@@ -83,10 +83,18 @@ def test_attention_is_causal_and_ignores_padding():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a real fit on ML-100K; the default is 300 s
 def test_sasrec_beats_markov_floor_leave_last_out(ml100k):
-    """ML-100K leave-last-out, full ranking, a short 6-epoch run (measured NDCG@10 0.078;
-    most-popular 0.045, markov 0.077, the benchmark config 0.099): a broken model lands far below."""
+    """ML-100K leave-last-out, full ranking: SASRec with the benchmark config's settings (12 epochs,
+    measured NDCG@10 0.099) against `markov` fitted here on the same parts (0.077): a broken model,
+    or one no better than first-order transitions, fails."""
+    from recstack.models.markov import Markov
+
     train, valid, test = leave_last_out(ml100k)
-    m = SASRec(epochs=6, early_stopping=False, learning_rate=2e-3, threads=1).fit(train, valid)
-    metrics, _ = topn_metrics(m, train, test, 10, "all", valid)
-    assert metrics["ndcg@10"] > 0.07
+    markov = Markov(valid_history=True).fit(train, valid)
+    markov_ndcg = topn_metrics(markov, train, test, 10, "all", valid)[0]["ndcg@10"]
+    m = SASRec(factors=64, blocks=2, heads=1, dropout=0.2, max_len=50, loss="ce", valid_history=True,
+               batch_size=128, learning_rate=2e-3, epochs=12, patience=3, threads=1).fit(train, valid)
+    ndcg = topn_metrics(m, train, test, 10, "all", valid)[0]["ndcg@10"]
+    assert markov_ndcg > 0.06  # the comparison is against a working markov
+    assert ndcg > markov_ndcg + 0.01, (ndcg, markov_ndcg)

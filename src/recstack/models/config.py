@@ -125,8 +125,23 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     return value
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read `--config FILE`: a JSON object of parameters, or a result record with a `config` key."""
+@dataclasses.dataclass(frozen=True)
+class ConfigFile:
+    """What `--config FILE` holds: hyperparameters — one set, or one per fold — and, kept aside,
+    the `chosen` record of how they were chosen (provenance, never hyperparameters).
+
+    One set: a JSON object of parameters (`{"factors": 100, ..., "chosen": {...}}`), or a result
+    record (its `config`, and its `config_provenance` as `chosen`). Per fold:
+    `{"folds": {"u1": {...}, ..., "u5": {...}}, "chosen": {...}}`.
+    """
+
+    params: dict[str, Any]
+    folds: dict[str, dict[str, Any]]  # {} when one set holds for every fold
+    chosen: dict[str, Any] | None = None
+
+
+def load_config_file(path: str | Path) -> ConfigFile:
+    """Read `--config FILE` (see `ConfigFile`); clear errors naming the file for bad content."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -136,9 +151,31 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a JSON object of parameters")
-    if isinstance(data.get("config"), dict):
+    chosen = data.get("chosen")
+    if isinstance(data.get("config"), dict):  # a result record
+        chosen = data.get("config_provenance")
         data = data["config"]
-    return data
+    data = {k: v for k, v in data.items() if k != "chosen"}
+    if chosen is not None and not isinstance(chosen, dict):
+        raise ConfigError(f"{p}: 'chosen' must be a JSON object (how the config was chosen)")
+    if "folds" not in data:
+        return ConfigFile(data, {}, chosen)
+    folds = data.pop("folds")
+    if data:
+        raise ConfigError(f"{p}: a per-fold config holds only 'folds' and 'chosen'; "
+                          f"move {', '.join(sorted(data))} into each fold")
+    if not isinstance(folds, dict) or not folds or not all(isinstance(v, dict) for v in folds.values()):
+        raise ConfigError(f"{p}: 'folds' must map fold names to objects of parameters")
+    return ConfigFile({}, {str(k): dict(v) for k, v in folds.items()}, chosen)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The one set of hyperparameters in `--config FILE` (`chosen` set aside); a per-fold file is refused."""
+    cf = load_config_file(path)
+    if cf.folds:
+        raise ConfigError(f"{path} holds one choice per fold ({', '.join(cf.folds)}); "
+                          "use it with `recstack evaluate` on its protocol")
+    return cf.params
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:

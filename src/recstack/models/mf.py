@@ -12,7 +12,7 @@ the blocks of `Strata`, the independent blocks of each stratum on parallel threa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -233,6 +233,32 @@ class EarlyStopping:
         return self.enabled and epoch - self.best_epoch >= self.patience
 
 
+def fit_with_refit(model: Model, train: Interactions, valid: Interactions | None,
+                   train_for: Callable[[Interactions, Interactions | None, int], None]) -> None:
+    """The SGD models' fit: early stopping on a carve, then a refit on all of `train`.
+
+    `train_for(part, valid, epochs)` trains from scratch and sets `epochs_`, `best_epoch_` and
+    the histories. With early stopping and no `valid`, a `valid_fraction` part is carved from
+    `train` (`validation_split`, seeded by `seed`) to pick the epoch count; with `refit` (the
+    default) the model is then trained again from the same seed on all of `train` for
+    `best_epoch_` epochs, so no training row is lost; the histories and epoch counts of the
+    carved run are kept. When `valid` is given (a protocol's own validation part), every row
+    of `train` is already learned from, so there is nothing to refit: early stopping restores
+    the best epoch on `valid` and `valid` itself is never trained on.
+    """
+    c = model.config
+    if valid is not None or not c.early_stopping:
+        train_for(train, valid, c.epochs)
+        return
+    part, carved = validation_split(train, c.valid_fraction, c.seed)
+    train_for(part, carved, c.epochs)
+    if not c.refit:
+        return
+    kept = (model.epochs_, model.best_epoch_, model.train_rmse_history_, model.valid_rmse_history_)
+    train_for(train, None, model.best_epoch_)
+    model.epochs_, model.best_epoch_, model.train_rmse_history_, model.valid_rmse_history_ = kept
+
+
 @dataclass(frozen=True)
 class MFConfig(Config):
     """Hyperparameters of `mf`: the seed project's settings (100 factors, SGD at 0.01, L2 0.02,
@@ -246,6 +272,11 @@ class MFConfig(Config):
     `threads` > 1 runs each pass as DSGD over `threads` × `threads` blocks (`Strata`), the
     blocks of one stratum in parallel. The visiting order then depends on `threads`, so the
     numbers do too (same seed and threads → same numbers); 1 is plain serial SGD.
+
+    `refit` (on by default): after early stopping on a carved `valid_fraction` part has picked
+    the epoch count, train again from scratch on all the training data for that many epochs
+    (`fit_with_refit`); off, the model keeps the state of its best epoch on the carve and never
+    learns from the carved rows.
     """
 
     factors: int = 100
@@ -256,6 +287,7 @@ class MFConfig(Config):
     early_stopping: bool = True
     patience: int = 3
     valid_fraction: float = 0.1
+    refit: bool = True
     shuffle: Literal["epoch", "once"] = "epoch"
     threads: int = 1
     seed: int = 0
@@ -313,9 +345,11 @@ class MF(Model):
 
     # ---- training ----------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        fit_with_refit(self, train, valid, self._sgd)
+
+    def _sgd(self, train: Interactions, valid: Interactions | None, epochs: int) -> None:
+        """Seeded SGD on `train` for up to `epochs`, early stopping on `valid` when given."""
         c = self.config
-        if valid is None and c.early_stopping:
-            train, valid = validation_split(train, c.valid_fraction, c.seed)
         rng = np.random.default_rng(c.seed)
         f32 = np.float32
         P = rng.standard_normal((train.n_users, c.factors), dtype=f32) * f32(c.init_std)
@@ -336,8 +370,8 @@ class MF(Model):
         scalars = (f32(mu), f32(c.learning_rate), f32(c.reg), f32(reg_bias), self.biased)
         stopper = EarlyStopping(c.patience, c.early_stopping)
         train_hist, valid_hist = [], []
-        bar = Bar(f"{self.name} epochs", total=c.epochs)
-        for epoch in range(1, c.epochs + 1):
+        bar = Bar(f"{self.name} epochs", total=epochs)
+        for epoch in range(1, epochs + 1):
             reshuffle = epoch > 1 and c.shuffle == "epoch"
             if strata is None:
                 if reshuffle:

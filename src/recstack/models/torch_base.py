@@ -25,14 +25,23 @@ input is the user's history sets `uses_history = True`; `history_rows(users)` th
 (B, n_items) 0/1 rows of the training matrix (the full training part after fitting, the carved
 training part while validating), saved with the model.
 
-Training: `torch.manual_seed(seed)` plus one `torch.Generator(seed)` make the same seed give the
-same numbers on the CPU (deterministic algorithms on CUDA). Interactions with rating < `min_rating`
+Training never reads or changes torch's global random state: shuffles and negatives come from
+one `torch.Generator(seed)` passed to `train_batches`, and the draws torch's own modules make
+from the global generator (weight init in `build_network`, `nn.Dropout`, the dropout inside
+`nn.TransformerEncoderLayer`, Mult-VAE's reparameterisation noise — none of which take a
+generator argument) happen inside `torch.random.fork_rng`, whose stream is set from the seed on
+entry and the caller's restored on exit. So the same seed gives the same numbers on the CPU
+(deterministic algorithms on CUDA) whatever the caller drew before, and the caller's stream
+does not move. Interactions with rating < `min_rating`
 are dropped first (0 keeps all). Each epoch's learning rate is the previous one × `lr_decay`
 (1: constant; per-epoch history in `lr_history_`). Early stopping watches NDCG@10 on a validation part: the one
 given to `fit(train, valid)`, else a per-user random holdout of `valid_fraction` of each user's
 training items (`per_user_holdout`), ranked with the project's own `recommend` and `metrics`;
 after `patience` epochs without improvement the best epoch's weights are restored. `refit=True`
-then retrains from scratch on the whole training part for the best number of epochs.
+(the default) then retrains from scratch on the whole training part for the best number of
+epochs, so the carved rows are learned from too. A validation part given to `fit` is not training
+data (leave-last-out's second-to-last items): the model trained on all of `train` already, so
+there is no refit; the best epoch on `valid` is kept.
 
 State: learned arrays and scalars (attributes ending in `_`) as usual, the network's state dict
 as numpy arrays named `network.<param>` in `arrays.npz`; loading rebuilds the network and loads
@@ -76,7 +85,7 @@ class TorchConfig(Config):
     early_stopping: bool = True
     patience: int = 5
     valid_fraction: float = 0.1
-    refit: bool = False
+    refit: bool = True  # after early stopping on a carve: retrain on all of train for the best epoch count
     min_rating: float = 0.0
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -267,9 +276,14 @@ class TorchModel(Model):
 
     def _train(self, train: Interactions, valid: Interactions | None, epochs: int) -> None:
         """Seeded mini-batch Adam for up to `epochs`, early stopping on validation NDCG@10."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)  # the forked stream: module init, dropout, VAE noise
+            self._train_seeded(train, valid, epochs, torch.Generator().manual_seed(self.config.seed))
+
+    def _train_seeded(self, train: Interactions, valid: Interactions | None, epochs: int,
+                      generator: torch.Generator) -> None:
         c = self.config
-        torch.manual_seed(c.seed)
-        generator = torch.Generator().manual_seed(c.seed)
         if self.uses_history:
             self.set_history(train)
         self.setup(train)
