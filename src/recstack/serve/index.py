@@ -47,7 +47,7 @@ class ItemIndex:
     the number of candidates fetched).
     """
 
-    def __init__(self, vectors: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 64,
+    def __init__(self, vectors: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 128,
                  seed: int = 0) -> None:
         faiss = _faiss()
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
