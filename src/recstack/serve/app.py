@@ -38,6 +38,7 @@ log = logging.getLogger("recstack.serve")
 
 MAX_BODY = 1 << 20  # bytes
 MAX_K = 1000
+WORKER = str(os.getpid())  # names the worker process that answered (x-worker header)
 ID = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID, pattern=S.ID_PATTERN)]
 
 
@@ -228,6 +229,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             response = await call_next(request)
             status = response.status_code
+            response.headers["x-worker"] = WORKER
             return response
         finally:
             route = request.scope.get("route")
