@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recstack.errors import RecstackError, UnknownIdError
@@ -218,6 +218,8 @@ def create_app(settings: Settings) -> FastAPI:
             await service.stop()
 
     app = FastAPI(title="recstack", version="1", lifespan=lifespan,
+                  responses={400: {"model": S.Detail, "description": "bad request (unparsable body, bad id)"},
+                             413: {"model": S.Detail, "description": "request body over 1 MiB"}},
                   description="Recommendations over HTTP: top-k, similar items, events, model registry.")
     app.state.service = service
     metrics = service.metrics
@@ -264,7 +266,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "applied_seq": state.applied_seq if state else 0}
         return _json(body, 200 if service.ready else 503)
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus text: requests and latency per route, events stored, model version, index size."""
         data, content_type = metrics.render()
@@ -342,7 +344,8 @@ def create_app(settings: Settings) -> FastAPI:
         await service.current()
         return _json({"user": user, "removed_events": removed})
 
-    @app.put("/items/{item}", response_model=S.ItemPutOut, responses={401: {"model": S.Detail}},
+    @app.put("/items/{item}", response_model=S.ItemPutOut,
+             responses={201: {"model": S.ItemPutOut}, 401: {"model": S.Detail}},
              dependencies=[Depends(writer)])
     async def put_item(item: ID, body: S.ItemIn) -> Any:
         """Add or update an item (title, genres, year, feature columns); new items are served by the

@@ -120,10 +120,14 @@ class Registry:
         from recstack.persist import load_model
 
         src = Path(model_dir)
-        if not src.is_dir():
-            raise RegistryError(f"{src}: not a folder (give a model folder written by `recstack train`)")
         try:
+            if not src.is_dir():
+                raise RegistryError(f"{str(src)[:300]}: not a folder (give a model folder written by `recstack train`)")
             saved = load_model(src)
+        except OSError as exc:
+            raise RegistryError(f"{str(src)[:300]}: not a saved model folder ({exc.strerror})") from None
+        except RegistryError:
+            raise
         except RecstackError as exc:
             raise RegistryError(f"{src}: not a saved model folder ({exc})") from None
         self.versions_dir.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,8 @@ class ItemIn(Strict):
 
 
 class AddModelIn(Strict):
-    path: Text = Field(min_length=1, description="a saved model folder on the server")
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="a saved model folder on the server"),
+                    AfterValidator(_clean)]
 
 
 class ActivateIn(Strict):

@@ -96,7 +96,7 @@ class ModelState:
                 for g in gs if isinstance(gs, list) else []:
                     genres.setdefault(str(g).lower(), np.zeros(n, bool))[i] = True
         if f is not None and "year" in f:
-            years = pd.to_numeric(f["year"], errors="coerce").astype(float).to_numpy()
+            years = np.array(pd.to_numeric(f["year"], errors="coerce").astype(float), dtype=np.float64)
         for item_id, data in self.item_meta.items():
             i = self.rec.train.item_index.get(item_id)
             if i is None:
