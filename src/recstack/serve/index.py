@@ -44,15 +44,17 @@ class ItemIndex:
 
     vectors: (n_items, d) float32 item embeddings, so that user_vector · item_vector orders items
     as the model's `score` does. `ef_search` trades recall for speed (raised per query to at least
-    the number of candidates fetched).
+    the number of candidates fetched). Catalogues under `exact_below` items are always scored
+    exactly: there one matrix-vector product is faster than any graph walk.
     """
 
     def __init__(self, vectors: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 128,
-                 seed: int = 0) -> None:
+                 exact_below: int = 0) -> None:
         faiss = _faiss()
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.n, self.d = self.vectors.shape
         self.ef_search = int(ef_search)
+        self.exact_below = int(exact_below)
         augmented, _ = mips_to_l2(self.vectors)
         self.index = faiss.IndexHNSWFlat(self.d + 1, int(m))
         self.index.hnsw.efConstruction = int(ef_construction)
@@ -81,14 +83,17 @@ class ItemIndex:
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         share = n_allowed / max(self.n, 1)
-        if share < exact_share:
+        if share < exact_share or self.n < self.exact_below:
             return self.exact(q[0], k, allowed)
         fetch = min(self.n, int(math.ceil(k / share * 1.5)) + 8)
         if fetch >= self.n // 2:
             return self.exact(q[0], k, allowed)
-        params = self._params(efSearch=max(self.ef_search, fetch))
         qa = np.hstack([q, np.zeros((1, 1), np.float32)])
-        _, found = self.index.search(qa, fetch, params=params)
+        if fetch <= self.ef_search:
+            self.index.hnsw.efSearch = self.ef_search
+            _, found = self.index.search(qa, fetch)
+        else:
+            _, found = self.index.search(qa, fetch, params=self._params(efSearch=fetch))
         idx = found[0]
         idx = idx[idx >= 0]
         if allowed is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from recstack.serve.store import EVENT_TYPES, Event, Store
 log = logging.getLogger("recstack.serve")
 
 SEEN_TYPES = ("rating", "click", "view")
+EXACT_BELOW = int(os.environ.get("RECSTACK_EXACT_BELOW", "4096"))  # smaller catalogues: exact scoring is faster
 EVENTS_FILE = "events.json"  # written into a model folder trained on stored events: {"max_seq": N}
 
 
@@ -60,6 +62,7 @@ class ModelState:
     views: dict[str, UserView] = field(default_factory=dict)
     item_meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # PUT /items overrides
     genre_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    meta_rows: list[dict[str, Any]] = field(default_factory=list)
     years: np.ndarray | None = None
     updates_model: bool = False
     items_loaded: bool = False
@@ -80,13 +83,38 @@ class ModelState:
         if use_index and has_ability(rec.model, "item_embeddings"):
             from recstack.serve.index import ItemIndex
 
-            index = ItemIndex(rec.model.item_vectors())
+            index = ItemIndex(rec.model.item_vectors(), exact_below=EXACT_BELOW)
         state = cls(version, folder, rec, index, trained_seq, trained_seq)
         state.updates_model = has_ability(rec.model, "partial_fit") and callable(getattr(rec, "update", None))
         state._build_masks()
         return state
 
+    def _build_rows(self) -> None:
+        """Display metadata for every item, computed once (the same fields as `Recommender.item_meta`)."""
+        f = self.rec.train.item_features
+        n = self.rec.train.n_items
+        labels = self.rec.labels
+        cols: dict[str, list] = {}
+        if f is not None:
+            if "title" in f:
+                cols["title"] = [str(t) for t in f["title"].tolist()]
+            if "year" in f:
+                cols["year"] = [None if pd.isna(y) else int(y) for y in f["year"].tolist()]
+            if "genres" in f:
+                cols["genres"] = [list(g) if isinstance(g, (list, tuple, np.ndarray)) else [] for g in f["genres"].tolist()]
+        rows = []
+        for i in range(n):
+            row: dict[str, Any] = {"label": labels[i]}
+            for key, values in cols.items():
+                row[key] = values[i]
+            item_id = str(self.rec.train.item_ids[i])
+            if item_id in self.item_meta:
+                row.update(_display(self.item_meta[item_id]))
+            rows.append(row)
+        self.meta_rows = rows
+
     def _build_masks(self) -> None:
+        self._build_rows()
         f = self.rec.train.item_features
         n = self.rec.train.n_items
         genres: dict[str, np.ndarray] = {}
@@ -275,13 +303,15 @@ class ModelState:
         return idx[0], vals[0]
 
     def _list(self, idx: np.ndarray, vals: np.ndarray | None, kind: str, **kw: Any) -> ItemList:
-        out = self.rec.item_list(idx, vals, kind, **kw)  # type: ignore[arg-type]
-        if self.item_meta and len(out):
-            meta = tuple({**m, **_display(self.item_meta.get(str(i), {}))} for m, i in zip(out.meta, out.ids))
-            from dataclasses import replace
-
-            out = replace(out, meta=meta)
-        return out.with_extra(model_version=self.version)
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        values = (np.full(len(idx), np.nan, np.float32) if vals is None
+                  else np.asarray(vals, np.float32).reshape(-1))
+        keep = idx >= 0
+        idx, values = idx[keep], values[keep]
+        scale = self.rec.scale if kind == "rating" else None
+        return ItemList(self.rec.train.item_ids[idx], values, kind,  # type: ignore[arg-type]
+                        meta=tuple(self.meta_rows[i] for i in idx.tolist()), scale=scale,
+                        extra={"model_version": self.version}, **kw)
 
     def known_item(self, item: str) -> bool:
         return item in self.rec.train.item_index or item in self.item_meta
