@@ -101,7 +101,8 @@ class ModelState:
             if "year" in f:
                 cols["year"] = [None if pd.isna(y) else int(y) for y in f["year"].tolist()]
             if "genres" in f:
-                cols["genres"] = [list(g) if isinstance(g, (list, tuple, np.ndarray)) else [] for g in f["genres"].tolist()]
+                cols["genres"] = [list(g) if isinstance(g, (list, tuple, np.ndarray)) else []
+                                  for g in f["genres"].tolist()]
         rows = []
         for i in range(n):
             row: dict[str, Any] = {"label": labels[i]}
