@@ -118,15 +118,17 @@ class Server:
     """`recstack serve` in a subprocess on a free loopback port."""
 
     def __init__(self, path: Path, db: str, workers: int = 1, open_writes: bool = False,
-                 key: str | None = KEY) -> None:
+                 key: str | None = KEY, env: dict[str, str] | None = None) -> None:
         self.path, self.db, self.workers, self.open_writes, self.key = path, db, workers, open_writes, key
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = Path(str(path) + f".server-{self.port}.log")
 
     def start(self, timeout: float = 60.0) -> Server:
-        env = {**os.environ, "PYTHONPATH": str(SRC), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(SRC), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               **self.env}
         env.pop("RECSTACK_API_KEY", None)
         if self.key:
             env["RECSTACK_API_KEY"] = self.key

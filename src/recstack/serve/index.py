@@ -55,12 +55,12 @@ class ItemIndex:
         self.n, self.d = self.vectors.shape
         self.ef_search = int(ef_search)
         self.exact_below = int(exact_below)
-        augmented, _ = mips_to_l2(self.vectors)
+        self.exact_only = self.n < self.exact_below
         self.index = faiss.IndexHNSWFlat(self.d + 1, int(m))
         self.index.hnsw.efConstruction = int(ef_construction)
         self.index.hnsw.efSearch = self.ef_search
-        if len(augmented):
-            self.index.add(augmented)
+        if self.n and not self.exact_only:
+            self.index.add(mips_to_l2(self.vectors)[0])
         self._params = faiss.SearchParametersHNSW
         self.exact_count = 0  # how many searches fell back to exact scoring
 
@@ -83,7 +83,7 @@ class ItemIndex:
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         share = n_allowed / max(self.n, 1)
-        if share < exact_share or self.n < self.exact_below:
+        if share < exact_share or self.exact_only:
             return self.exact(q[0], k, allowed)
         fetch = min(self.n, int(math.ceil(k / share * 1.5)) + 8)
         if fetch >= self.n // 2:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recstack.errors import RecstackError
 from recstack.itemlist import ItemList
 from recstack.models.base import has_ability
 from recstack.recommend import Recommender, popular_items, top_k_from_scores
@@ -66,6 +67,9 @@ class ModelState:
     years: np.ndarray | None = None
     updates_model: bool = False
     items_loaded: bool = False
+    fold_in_users: set[str] = field(default_factory=set)  # users whose ratings partial_fit refused
+    forgotten: set[str] = field(default_factory=set)  # users deleted since the model was trained
+    base_users: int = 0  # users in the saved model's own training data
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -84,7 +88,7 @@ class ModelState:
             from recstack.serve.index import ItemIndex
 
             index = ItemIndex(rec.model.item_vectors(), exact_below=EXACT_BELOW)
-        state = cls(version, folder, rec, index, trained_seq, trained_seq)
+        state = cls(version, folder, rec, index, trained_seq, trained_seq, base_users=rec.train.n_users)
         state.updates_model = has_ability(rec.model, "partial_fit") and callable(getattr(rec, "update", None))
         state._build_masks()
         return state
@@ -165,16 +169,29 @@ class ModelState:
         for e in events:
             if e.type == "deleted":
                 self.events.pop(e.user, None)
+                self.forgotten.add(e.user)
             elif e.type == "item":
                 items_changed = True
             elif e.type in EVENT_TYPES:
                 self.events[e.user].append(e)
+                self.forgotten.discard(e.user)
                 if e.type == "rating" and e.value is not None:
                     ratings.append((e.user, e.item, float(e.value), int(e.timestamp or 0)))
             self.views.pop(e.user, None)
             self.applied_seq = max(self.applied_seq, e.seq)
         if ratings and self.updates_model:
-            self.rec.update(ratings)  # partial_fit: every worker applies the same rows in the same order
+            n_items = self.rec.train.n_items
+            try:  # partial_fit: every worker applies the same rows in the same order
+                self.rec.update(ratings)
+            except RecstackError as exc:  # e.g. a rating off the model's scale: those users fold in instead
+                log.warning("partial_fit refused %d stored ratings (%s); folding those users in", len(ratings), exc)
+                self.fold_in_users.update(r[0] for r in ratings)
+            if self.rec.train.n_items != n_items:  # new items: rows, masks and the index grow
+                self._build_masks()
+                if self.index is not None:
+                    from recstack.serve.index import ItemIndex
+
+                    self.index = ItemIndex(self.rec.model.item_vectors(), exact_below=EXACT_BELOW)
         return items_changed
 
     def user_view(self, user: str) -> UserView:
@@ -184,6 +201,8 @@ class ModelState:
             return view
         train = self.rec.train
         u = train.user_index.get(user, -1)
+        if user in self.forgotten and u >= self.base_users:
+            u = -1  # learned online, then deleted: the model's state for them is not used
         model = self.rec.model
         known = 0 <= u < getattr(model, "n_users_", train.n_users)
         if u >= 0:
@@ -204,7 +223,8 @@ class ModelState:
                 rated[i] = float(e.value)
                 new_ratings += 1
         scores = None
-        if new_ratings and not self.updates_model and has_ability(model, "folds_in_users"):
+        fold = not self.updates_model or user in self.fold_in_users
+        if new_ratings and fold and has_ability(model, "folds_in_users"):
             items = np.fromiter(rated, np.int64, len(rated))
             values = np.fromiter(rated.values(), np.float64, len(rated))
             scores = np.asarray(model.score_new_user(items, values), np.float64)
@@ -259,7 +279,7 @@ class ModelState:
             idx, vals = self._top(view.scores, k, allowed)
             return self._list(idx, vals, kind, user=user)
         if view.known:
-            if self.index is not None:
+            if self.index is not None and not self.index.exact_only:
                 qv = model.user_vectors(np.array([view.index]))[0]
                 idx, _ = self.index.search(qv, k, allowed)
                 vals = model.score(np.array([view.index]), idx)[0] if len(idx) else np.empty(0, np.float32)
