@@ -38,7 +38,7 @@ def _qps(search, queries: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def ann_case(name: str, items: np.ndarray, queries: np.ndarray, efs: list[int], m: int = 32,
-             ef_construction: int = 200) -> dict:
+             ef_construction: int = 400) -> dict:
     """Recall@10 and QPS of HNSW+reduction (per efSearch) and raw-IP HNSW against IndexFlatIP."""
     import faiss
 
@@ -87,7 +87,7 @@ def run_ann(work: Path) -> list[dict]:
     from recstack.serve.index import factor_like_vectors
 
     out = [ann_case("synthetic-100k-64d", factor_like_vectors(100_000, 64, seed=0),
-                    factor_like_vectors(1000, 64, seed=1), [64, 128, 256, 384])]
+                    factor_like_vectors(1000, 64, seed=1), [128, 192, 256, 384], ef_construction=400)]
     saved = load_model(train_bmf(work / "bmf"))
     model = saved.model
     users = np.arange(saved.train.n_users)

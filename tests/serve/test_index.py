@@ -19,7 +19,7 @@ def test_mips_to_l2_preserves_the_order():
 def test_recall_on_factor_like_vectors():
     x = factor_like_vectors(10_000, 32, seed=0)
     queries = factor_like_vectors(200, 32, seed=1)
-    index = ItemIndex(x, ef_search=256)
+    index = ItemIndex(x, ef_construction=200, ef_search=256)
     found = np.vstack([index.search(q, 10)[0] for q in queries])
     truth = np.vstack([index.exact(q, 10)[0] for q in queries])
     assert recall_at_k(found, truth) >= 0.97
@@ -27,7 +27,7 @@ def test_recall_on_factor_like_vectors():
 
 def test_filters_always_give_k_valid_items():
     x = factor_like_vectors(5000, 16, seed=2)
-    index = ItemIndex(x)
+    index = ItemIndex(x, ef_construction=100)
     rng = np.random.default_rng(0)
     for share in (0.9, 0.3, 0.04, 0.002):
         allowed = rng.random(len(x)) < share

@@ -113,7 +113,8 @@ class Service:
             if force_reload or self.state is None or version != self.state.version:
                 state = await run_in_threadpool(self._load, model_dir, version)
                 self.state = state
-                self.metrics.model_loaded(version, 0 if state.index is None or state.index.exact_only else len(state.index))
+                ann = 0 if state.index is None or state.index.exact_only else len(state.index)
+                self.metrics.model_loaded(version, ann)
                 log.info("serving model version %s from %s", version, model_dir)
             self._active_stamp = stamp
             return self.state  # type: ignore[return-value]

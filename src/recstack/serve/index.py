@@ -48,7 +48,7 @@ class ItemIndex:
     exactly: there one matrix-vector product is faster than any graph walk.
     """
 
-    def __init__(self, vectors: np.ndarray, m: int = 32, ef_construction: int = 200, ef_search: int = 128,
+    def __init__(self, vectors: np.ndarray, m: int = 32, ef_construction: int = 400, ef_search: int = 128,
                  exact_below: int = 0) -> None:
         faiss = _faiss()
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
