@@ -149,6 +149,34 @@ class Service:
                                 headers={"WWW-Authenticate": "Bearer"})
 
 
+class Measure:
+    """ASGI middleware: request count and latency per route template; an x-worker header (the pid)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_with_worker(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-worker", WORKER.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_worker)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path", "unmatched"), scope.get("method", ""), status,
+                                 time.perf_counter() - t0)
+
+
 class BodyLimit:
     """ASGI middleware: 413 for a request body over `limit` bytes (declared or streamed)."""
 
@@ -224,19 +252,6 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Recommendations over HTTP: top-k, similar items, events, model registry.")
     app.state.service = service
     metrics = service.metrics
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["x-worker"] = WORKER
-            return response
-        finally:
-            route = request.scope.get("route")
-            metrics.observe(getattr(route, "path", "unmatched"), request.method, status, time.perf_counter() - t0)
 
     @app.exception_handler(UnknownIdError)
     async def unknown(_: Request, exc: UnknownIdError) -> JSONResponse:
@@ -398,6 +413,7 @@ def create_app(settings: Settings) -> FastAPI:
         return _json(out)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(Measure, metrics=metrics)
     return app
 
 
