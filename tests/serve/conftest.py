@@ -118,9 +118,9 @@ class Server:
     """`recstack serve` in a subprocess on a free loopback port."""
 
     def __init__(self, path: Path, db: str, workers: int = 1, open_writes: bool = False,
-                 key: str | None = KEY, env: dict[str, str] | None = None) -> None:
+                 key: str | None = KEY, env: dict[str, str] | None = None, key_file: Path | None = None) -> None:
         self.path, self.db, self.workers, self.open_writes, self.key = path, db, workers, open_writes, key
-        self.env = env or {}
+        self.env, self.key_file = env or {}, key_file
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -136,6 +136,8 @@ class Server:
                "--port", str(self.port), "--workers", str(self.workers)]
         if self.open_writes:
             cmd.append("--open-writes")
+        if self.key_file:
+            cmd += ["--api-key-file", str(self.key_file)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.time() + timeout

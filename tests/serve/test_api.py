@@ -135,11 +135,14 @@ def test_auth_limits_and_validation(serve, registry, tmp_path):
                                                   "Access-Control-Request-Method": "POST"})
         assert r.status_code >= 400 and "access-control-allow-origin" not in r.headers
     assert KEY not in s.log.read_text()
-    # --open-writes lifts the key for events only
-    o = serve(registry.root, f"sqlite:///{tmp_path / 'open.db'}", open_writes=True)
+    # --open-writes lifts the key for events only; the key may come from a file
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("from-a-file\n")
+    o = serve(registry.root, f"sqlite:///{tmp_path / 'open.db'}", open_writes=True, key=None, key_file=key_file)
     with o.client() as c:
         assert c.post("/users/1/events", json=ev).status_code == 201
         assert c.delete("/users/1").status_code == 401
+        assert c.delete("/users/1", headers={"Authorization": "Bearer from-a-file"}).status_code == 200
 
 
 def test_injection_ids_via_http(serve, registry):

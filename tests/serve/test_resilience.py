@@ -12,7 +12,7 @@ import pytest
 
 from recstack.serve.store import open_store
 
-pytestmark = pytest.mark.serve
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
 def test_two_workers_on_postgresql_reflect_every_rating(serve, registry, pg_server):
@@ -33,6 +33,11 @@ def test_two_workers_on_postgresql_reflect_every_rating(serve, registry, pg_serv
     r = httpx.get(s.url + "/ready").json()
     assert r["ready"]
     assert len(pids - {None}) == 2, f"both workers should have answered: {pids}"
+    # /metrics adds up both workers (prometheus multiprocess mode)
+    text = httpx.get(s.url + "/metrics").text
+    line = next(x for x in text.splitlines()
+                if x.startswith('recstack_requests_total{method="GET",route="/users/{user}/recommendations"'))
+    assert float(line.rsplit(" ", 1)[1]) == 18.0
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
