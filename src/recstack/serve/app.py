@@ -38,6 +38,7 @@ log = logging.getLogger("recstack.serve")
 
 MAX_BODY = 1 << 20  # bytes
 MAX_K = 1000
+# query strings stay short enough that a fully percent-encoded request line fits uvicorn's 16 KiB limit
 WORKER = str(os.getpid())  # names the worker process that answered (x-worker header)
 ID = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID, pattern=S.ID_PATTERN)]
 
@@ -294,8 +295,8 @@ def create_app(settings: Settings) -> FastAPI:
         user: ID,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         exclude_seen: bool = True,
-        exclude: Annotated[str | None, Query(max_length=100_000, description="item ids, comma-separated")] = None,
-        genres: Annotated[str | None, Query(max_length=10_000, description="genres, comma-separated")] = None,
+        exclude: Annotated[str | None, Query(max_length=800, description="item ids, comma-separated")] = None,
+        genres: Annotated[str | None, Query(max_length=200, description="genres, comma-separated")] = None,
         year_from: Annotated[int | None, Query(ge=0, le=9999)] = None,
         year_to: Annotated[int | None, Query(ge=0, le=9999)] = None,
     ) -> Any:
