@@ -145,8 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_model_target(args.out)  # refuse a folder that is not ours before spending the fit
     if args.export_seed:
         check_seed_target(args.export_seed)
-    data = _load_data(args)
-    model = make_model(args.model, _params(args))
+    params = _params(args)
+    max_seq = None
+    if args.db:
+        data, max_seq = _train_on_store(args, params)
+    else:
+        data = _load_data(args)
+    model = make_model(args.model, params)
     _check_implicit(model, data, "rating")
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
     t0 = time.perf_counter()
@@ -161,6 +166,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         info["valid_rmse"] = float(hist.min())
         info["train_rmse"] = float(model.train_rmse_history_[info.get("best_epoch", len(hist)) - 1])
     out = save_model(args.out, model, data, metrics=info)
+    if max_seq is not None:
+        from recstack.serve.training import write_events_marker
+
+        write_events_marker(out, max_seq, args.db)
     if args.export_seed:
         export_seed_layout(args.export_seed, load_model(out))
     record = {"model": args.model, "config": model.config.to_dict(), "out": str(out), **info}
@@ -303,6 +312,119 @@ def cmd_ab_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from recstack.serve.app import Settings, default_db
+    from recstack.serve.registry import resolve_model_dir
+
+    resolve_model_dir(args.path)  # a clear error before any worker starts
+    settings = Settings(path=str(Path(args.path).resolve()), db=args.db or default_db(args.path),
+                        open_writes=args.open_writes, api_key_file=args.api_key_file)
+    if not settings.api_key():
+        _err("no API key (RECSTACK_API_KEY or --api-key-file): writes and admin calls will be refused"
+             + ("; event posts are open (--open-writes)" if args.open_writes else ""))
+    os.environ["RECSTACK_SERVE_SETTINGS"] = json.dumps(settings.__dict__)
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recstack-metrics-")
+    where = settings.db.split("@")[-1]  # never print a password
+    _err(f"serving {args.path} on http://{args.host}:{args.port} (docs at /docs; events in {where})")
+    uvicorn.run("recstack.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from recstack.serve.registry import Registry
+
+    reg = Registry(args.registry)
+    if args.registry_command == "add":
+        out: dict[str, Any] = {"version": reg.add(args.model_dir), "active": None}
+        out["active"] = reg.active()
+    elif args.registry_command == "activate":
+        out = reg.activate(args.version, force=args.force)
+    elif args.registry_command == "rollback":
+        out = reg.rollback()
+    else:
+        out = {"active": reg.active(), "versions": reg.list()}
+    if args.json or args.registry_command == "list":
+        _emit(out)
+    else:
+        if out.get("warning"):
+            _err(f"warning: {out['warning']}")
+        print(out["version"])
+    return 0
+
+
+def cmd_events_export(args: argparse.Namespace) -> int:
+    from recstack.serve.store import open_store
+
+    store = open_store(args.db)
+    try:
+        n = store.export_parquet(args.out)
+    finally:
+        store.close()
+    _err(f"{n:,} events written to {args.out}")
+    if args.json:
+        _emit({"events": n, "out": args.out})
+    return 0
+
+
+def _train_on_store(args: argparse.Namespace, params: dict[str, Any]):
+    """(training data from --db events [+ --base data set], max event seq) for `recstack train --db`."""
+    from recstack.models.base import get_model_class
+    from recstack.serve.store import open_store
+    from recstack.serve.training import parse_event_weights, training_data
+
+    weights = parse_event_weights(params.pop("event_weights", None))
+    explicit = bool(get_model_class(args.model)(params).explicit)
+    base = _load_data(args) if args.base else None
+    store = open_store(args.db)
+    try:
+        return training_data(store, explicit, base, weights)
+    finally:
+        store.close()
+
+
+def _add_serve_commands(sub: Any) -> None:
+    sv = sub.add_parser("serve", help="HTTP API over a model folder or registry (OpenAPI docs at /docs)")
+    sv.add_argument("path", help="a saved model folder or a model registry")
+    sv.add_argument("--db", help="sqlite:////abs/path/events.db or postgresql://USER@HOST:PORT/DB "
+                                 "(default: events.db in the registry, else in the data directory)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1)
+    sv.add_argument("--open-writes", action="store_true", help="event posts need no API key")
+    sv.add_argument("--api-key-file", help="read the API key from this file (else RECSTACK_API_KEY)")
+    sv.set_defaults(func=cmd_serve)
+
+    rg = sub.add_parser("registry", help="model registry: add, activate, rollback, list")
+    rsub = rg.add_subparsers(dest="registry_command", required=True)
+    for name, text in (("add", "copy a saved model folder in as a new version (the first becomes active)"),
+                       ("activate", "make a version active (refuses a clearly worse one unless --force)"),
+                       ("rollback", "re-activate the previously active version"), ("list", "versions as JSON")):
+        r = rsub.add_parser(name, help=text)
+        r.add_argument("registry", help="registry folder")
+        if name == "add":
+            r.add_argument("model_dir")
+        if name == "activate":
+            r.add_argument("version", type=int)
+            r.add_argument("--force", action="store_true")
+        r.add_argument("--json", action="store_true")
+        r.set_defaults(func=cmd_registry)
+
+    ev = sub.add_parser("events", help="the event store")
+    esub = ev.add_subparsers(dest="events_command", required=True)
+    ex = esub.add_parser("export", help="write every stored event (with its event_id) to Parquet")
+    ex.add_argument("--db", required=True)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_events_export)
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from recstack.web.app import launch
 
@@ -378,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
     train.add_argument("--out", required=True, help="folder to write the model to")
     train.add_argument("--export-seed", metavar="DIR", help="also write .npy embeddings + JSON id maps")
+    train.add_argument("--db", metavar="URL", help="train on the events stored in this database "
+                                                  "(--param event_weights=click=0.5,view=0.2 for ranking models)")
+    train.add_argument("--base", action="store_true", help="with --db: also train on the --dataset rows")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
@@ -420,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--explain", action="store_true", help="say which rated items each recommendation comes from")
     _add_rerank_opts(rec)
     rec.set_defaults(func=cmd_recommend)
+
+    _add_serve_commands(sub)
 
     ab = sub.add_parser("ab", help="A/B tests: plan sample sizes")
     absub = ab.add_subparsers(dest="ab_command", required=True)

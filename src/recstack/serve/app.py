@@ -1,0 +1,423 @@
+"""The HTTP service: a FastAPI app factory with thin routes over `ModelState` (see service.py).
+
+The registry's active version (or a plain model folder) loads in the lifespan hook, and the stored
+events newer than its training data are applied before `/ready` answers 200. Writes and admin calls
+need `Authorization: Bearer KEY` (RECSTACK_API_KEY or a key file; compared in constant time, never
+logged); `open_writes` lifts that for event posts only. Request bodies over 1 MiB get 413, bad
+parameters 422 naming the field; CORS is off (no CORS headers are ever sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from recstack.errors import RecstackError, UnknownIdError
+from recstack.serve import schemas as S
+from recstack.serve.metrics import Metrics
+from recstack.serve.registry import Registry, RegistryError, resolve_model_dir
+from recstack.serve.service import ModelState
+from recstack.serve.store import Store, open_store
+
+log = logging.getLogger("recstack.serve")
+
+MAX_BODY = 1 << 20  # bytes
+MAX_K = 1000
+# query strings stay short enough that a fully percent-encoded request line fits uvicorn's 16 KiB limit
+WORKER = str(os.getpid())  # names the worker process that answered (x-worker header)
+ID = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID, pattern=S.ID_PATTERN)]
+
+
+@dataclass
+class Settings:
+    """What `recstack serve` passes to each worker (the key itself travels only in the environment)."""
+
+    path: str
+    db: str | None = None
+    open_writes: bool = False
+    api_key_file: str | None = None
+    use_index: bool = True
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(**json.loads(os.environ["RECSTACK_SERVE_SETTINGS"]))
+
+    def api_key(self) -> str | None:
+        key = os.environ.get("RECSTACK_API_KEY")
+        if not key and self.api_key_file:
+            key = Path(self.api_key_file).read_text().strip()
+        return key or None
+
+
+def default_db(path: str | Path) -> str:
+    """The embedded default: events.db in the registry folder, else in the data directory."""
+    from recstack.data.fetch import cache_root
+
+    folder = Path(path) if Registry.is_registry(path) else cache_root()
+    return f"sqlite:///{(folder / 'events.db').resolve()}"
+
+
+class Service:
+    """The process-wide state: store, registry, the published `ModelState`, readiness."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.registry = Registry(settings.path) if Registry.is_registry(settings.path) else None
+        self.state: ModelState | None = None
+        self.ready = False
+        self._active_stamp: tuple[int, int] | None = None
+        self._swap_lock = asyncio.Lock()
+        self.metrics = Metrics.get()
+        key = settings.api_key()
+        self._key = key.encode() if key else None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.store = await run_in_threadpool(open_store, self.settings.db or default_db(self.settings.path))
+        await self.swap(force_reload=True)
+        self.ready = True
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.registry.root / "ACTIVE")  # type: ignore[union-attr]
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    async def swap(self, force_reload: bool = False) -> ModelState:
+        """Load the registry's active version (or the model folder) when it changed; publish it."""
+        async with self._swap_lock:
+            stamp = self._stamp() if self.registry else None
+            if not force_reload and self.state is not None and stamp == self._active_stamp:
+                return self.state
+            model_dir, version = resolve_model_dir(self.settings.path)
+            if force_reload or self.state is None or version != self.state.version:
+                state = await run_in_threadpool(self._load, model_dir, version)
+                self.state = state
+                ann = 0 if state.index is None or state.index.exact_only else len(state.index)
+                self.metrics.model_loaded(version, ann)
+                log.info("serving model version %s from %s", version, model_dir)
+            self._active_stamp = stamp
+            return self.state  # type: ignore[return-value]
+
+    def _load(self, model_dir: Path, version: int | None) -> ModelState:
+        state = ModelState.load(model_dir, version, use_index=self.settings.use_index)
+        state.sync(self.store)  # type: ignore[arg-type]
+        return state
+
+    async def current(self) -> ModelState:
+        """The state to answer with: swapped if ACTIVE changed, with every stored event applied."""
+        if self.state is None:
+            raise HTTPException(503, "the model is not loaded yet")
+        if self.registry is not None and self._stamp() != self._active_stamp:
+            await self.swap()
+        state = self.state
+        applied = state.sync(self.store)  # type: ignore[arg-type]
+        if applied:
+            self.metrics.events_applied.inc(applied)
+        return state
+
+    # ---- auth ----------------------------------------------------------------------------
+    def check_key(self, request: Request, events: bool = False) -> None:
+        if events and self.settings.open_writes:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        ok = (self._key is not None and scheme.lower() == "bearer"
+              and hmac.compare_digest(given.strip().encode(), self._key))
+        if not ok:
+            raise HTTPException(401, "a valid API key is needed: Authorization: Bearer KEY",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+
+class Measure:
+    """ASGI middleware: request count and latency per route template; an x-worker header (the pid)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_with_worker(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-worker", WORKER.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_worker)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path", "unmatched"), scope.get("method", ""), status,
+                                 time.perf_counter() - t0)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over `limit` bytes (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _too_large(send)
+                return
+        seen = 0
+        started = False
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send) -> None:
+    body = json.dumps({"detail": f"request body over {MAX_BODY} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(json.dumps(obj, default=str, allow_nan=False), status_code=status, media_type="application/json")
+
+
+def _split(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The FastAPI app for one worker process."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="recstack", version="1", lifespan=lifespan,
+                  responses={400: {"model": S.Detail, "description": "bad request (unparsable body, bad id)"},
+                             413: {"model": S.Detail, "description": "request body over 1 MiB"}},
+                  description="Recommendations over HTTP: top-k, similar items, events, model registry.")
+    app.state.service = service
+    metrics = service.metrics
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown(_: Request, exc: UnknownIdError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(RecstackError)
+    async def bad(_: Request, exc: RecstackError) -> JSONResponse:
+        code = 409 if isinstance(exc, RegistryError) and "worse" in str(exc) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    def writer(request: Request) -> None:
+        service.check_key(request)
+
+    def event_writer(request: Request) -> None:
+        service.check_key(request, events=True)
+
+    # ---- status --------------------------------------------------------------------------
+    @app.get("/health", response_model=S.Health)
+    async def health() -> Any:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=S.Ready, responses={503: {"model": S.Ready}})
+    async def ready() -> Any:
+        """200 once the model is loaded and the stored events are applied, else 503."""
+        state = service.state
+        body = {"ready": service.ready, "model_version": state.version if state else None,
+                "applied_seq": state.applied_seq if state else 0}
+        return _json(body, 200 if service.ready else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        """Prometheus text: requests and latency per route, events stored, model version, index size."""
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    # ---- recommendations -----------------------------------------------------------------
+    @app.get("/users/{user}/recommendations", response_model=S.ItemListOut)
+    async def user_recommendations(
+        user: ID,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        exclude_seen: bool = True,
+        exclude: Annotated[str | None, Query(max_length=800, description="item ids, comma-separated")] = None,
+        genres: Annotated[str | None, Query(max_length=200, description="genres, comma-separated")] = None,
+        year_from: Annotated[int | None, Query(ge=0, le=9999)] = None,
+        year_to: Annotated[int | None, Query(ge=0, le=9999)] = None,
+    ) -> Any:
+        """Top-k unseen items for a user (a popular fallback for users the model cannot score)."""
+        state = await service.current()
+        out = state.for_user(user, k, exclude_seen, _split(exclude), _split(genres), year_from, year_to)
+        return _json(out.to_dict())
+
+    @app.post("/recommendations", response_model=S.BatchOut)
+    async def batch_recommendations(body: S.BatchIn) -> Any:
+        """Top-k for many users in one call."""
+        state = await service.current()
+        results = [state.for_user(u, body.k, body.exclude_seen).to_dict() for u in body.users]
+        return _json({"model_version": state.version, "results": results})
+
+    @app.get("/items/{item}/similar", response_model=S.ItemListOut)
+    async def similar(item: ID, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Any:
+        """Items similar to an item (a popular fallback for items the model does not know)."""
+        state = await service.current()
+        return _json(state.similar(item, k).to_dict())
+
+    @app.get("/items/{item}", response_model=S.ItemOut, responses={404: {"model": S.Detail}})
+    async def get_item(item: ID) -> Any:
+        """An item's metadata (from the model's data, updated by PUT /items)."""
+        state = await service.current()
+        i = state.rec.train.item_index.get(item)
+        if i is None and item not in state.item_meta:
+            raise HTTPException(404, f"unknown item id {item!r}")
+        row = state.rec.item_row(i) if i is not None else {"item": item, "label": item}
+        row.update(state.item_meta.get(item, {}))
+        return _json({**row, "in_model": i is not None})
+
+    # ---- writes --------------------------------------------------------------------------
+    @app.post("/users/{user}/events", status_code=201, response_model=S.EventsOut,
+              responses={401: {"model": S.Detail}, 413: {"model": S.Detail}}, dependencies=[Depends(event_writer)])
+    async def post_events(user: ID, body: S.EventBatch) -> Any:
+        """Store a batch of events durably (a repeated event_id is stored once), then learn from them."""
+        events = [e.model_dump() for e in body.events]
+        stored, duplicates = await run_in_threadpool(service.store.add_events, user, events)  # type: ignore[union-attr]
+        metrics.events_stored.inc(stored)
+        state = await service.current()
+        return _json({"user": user, "stored": stored, "duplicates": duplicates,
+                      "applied_seq": state.applied_seq, "model_version": state.version}, 201)
+
+    @app.post("/users", status_code=201, response_model=S.NewUserOut,
+              responses={401: {"model": S.Detail}}, dependencies=[Depends(writer)])
+    async def new_user(body: S.NewUserIn) -> Any:
+        """A new user with a few ratings → stored, folded in, recommendations at once."""
+        user = body.user or f"u-{uuid.uuid4().hex[:12]}"
+        events = [{"event_id": f"signup-{n}", "item": r.item, "type": "rating", "value": r.value,
+                   "timestamp": int(time.time())} for n, r in enumerate(body.ratings)]
+        stored, _ = await run_in_threadpool(service.store.add_events, user, events)  # type: ignore[union-attr]
+        metrics.events_stored.inc(stored)
+        state = await service.current()
+        return _json({"user": user, "stored": stored, "recommendations": state.for_user(user, body.k).to_dict()}, 201)
+
+    @app.delete("/users/{user}", response_model=S.DeletedOut, responses={401: {"model": S.Detail}},
+                dependencies=[Depends(writer)])
+    async def delete_user(user: ID) -> Any:
+        """Remove a user's stored events and online state; says how many events were removed."""
+        removed = await run_in_threadpool(service.store.delete_user, user)  # type: ignore[union-attr]
+        await service.current()
+        return _json({"user": user, "removed_events": removed})
+
+    @app.put("/items/{item}", response_model=S.ItemPutOut,
+             responses={201: {"model": S.ItemPutOut}, 401: {"model": S.Detail}},
+             dependencies=[Depends(writer)])
+    async def put_item(item: ID, body: S.ItemIn) -> Any:
+        """Add or update an item (title, genres, year, feature columns); new items are served by the
+        popular fallback until a model trained with them is activated."""
+        data = body.model_dump(exclude_none=True)
+        new = await run_in_threadpool(service.store.put_item, item, data)  # type: ignore[union-attr]
+        state = await service.current()
+        return _json({"item": item, "created": new, "in_model": item in state.rec.train.item_index},
+                     201 if new else 200)
+
+    # ---- admin ---------------------------------------------------------------------------
+    def registry() -> Registry:
+        if service.registry is None:
+            raise HTTPException(409, "this service serves a model folder, not a registry: "
+                                     "start it on a registry (`recstack registry add`) to manage versions")
+        return service.registry
+
+    admin = {"dependencies": [Depends(writer)], "responses": {401: {"model": S.Detail}, 409: {"model": S.Detail}}}
+
+    @app.get("/admin/models", response_model=S.VersionsOut, **admin)
+    async def list_models() -> Any:
+        """Every registered version with its metadata; which one is active."""
+        reg = registry()
+        return _json({"active": reg.active(), "versions": reg.list()})
+
+    @app.post("/admin/models", status_code=201, response_model=S.VersionOut, **admin)
+    async def add_model(body: S.AddModelIn) -> Any:
+        """Register a saved model folder (copied in) as a new version."""
+        reg = registry()
+        number = await run_in_threadpool(reg.add, body.path)
+        return _json({"version": number}, 201)
+
+    @app.post("/admin/models/{version}/activate", response_model=S.ActivateOut, **admin)
+    async def activate(version: Annotated[int, PathParam(ge=1, le=1_000_000_000)],
+                       body: Annotated[S.ActivateIn | None, Body()] = None) -> Any:
+        """Atomic hot swap: in-flight requests finish on the old version; answers once this worker
+        serves the new one (other workers swap at their next request)."""
+        reg = registry()
+        out = await run_in_threadpool(reg.activate, version, bool(body and body.force))
+        await service.swap()
+        return _json(out)
+
+    @app.post("/admin/rollback", response_model=S.ActivateOut, **admin)
+    async def rollback() -> Any:
+        """Re-activate the version that was active before the current one."""
+        reg = registry()
+        out = await run_in_threadpool(reg.rollback)
+        await service.swap()
+        return _json(out)
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(Measure, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory (`recstack.serve.app:app_from_env`): settings from RECSTACK_SERVE_SETTINGS."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,185 @@
+"""Request and response bodies of the HTTP API (pydantic): limits and field checks live here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+MAX_ID = 200
+MAX_EVENTS = 1000
+# ids are stored verbatim, whatever they hold, except NUL (no database keeps it) and lone surrogates
+ID_PATTERN = r"^[^\x00]+$"
+
+
+def _clean(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_clean)]
+Text = Annotated[str, Field(max_length=10_000), AfterValidator(_clean)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(Strict):
+    event_id: Id = Field(description="client-chosen id; a repeated id is stored once")
+    item: Id
+    type: Literal["rating", "click", "view", "impression"]
+    value: float | None = Field(default=None, allow_inf_nan=False, ge=-1e6, le=1e6,
+                                description="the rating (needed for type rating) or a weight")
+    timestamp: int | None = Field(default=None, ge=0, le=10**12, description="seconds since 1970")
+
+    @model_validator(mode="after")
+    def _rating_has_value(self) -> EventIn:
+        if self.type == "rating" and self.value is None:
+            raise ValueError("value: a rating event needs a value")
+        return self
+
+
+class EventBatch(Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class RatingIn(Strict):
+    item: Id
+    value: float = Field(allow_inf_nan=False, ge=-1e6, le=1e6)
+
+
+class NewUserIn(Strict):
+    user: Id | None = None
+    ratings: list[RatingIn] = Field(min_length=1, max_length=MAX_EVENTS)
+    k: int = Field(default=10, ge=1, le=1000)
+
+
+class BatchIn(Strict):
+    users: list[Id] = Field(min_length=1, max_length=1000)
+    k: int = Field(default=10, ge=1, le=1000)
+    exclude_seen: bool = True
+
+
+Scalar = str | int | float | bool | None
+
+
+class ItemIn(Strict):
+    title: Text | None = None
+    genres: list[Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)]] | None = \
+        Field(default=None, max_length=100)
+    year: int | None = Field(default=None, ge=0, le=9999)
+    features: dict[Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)], Scalar] | None = \
+        Field(default=None, max_length=1000, description="any further feature columns")
+
+    @model_validator(mode="after")
+    def _clean_features(self) -> ItemIn:
+        for value in (self.features or {}).values():
+            if isinstance(value, str):
+                _clean(value)
+            if isinstance(value, float) and value != value:
+                raise ValueError("features: NaN is not a value")
+        return self
+
+
+class AddModelIn(Strict):
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="a saved model folder on the server"),
+                    AfterValidator(_clean)]
+
+
+class ActivateIn(Strict):
+    force: bool = False
+
+
+# ---- responses --------------------------------------------------------------------------------
+class Row(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    item: str
+    label: str
+    rank: int
+    score: float | None
+    title: str | None = None
+    year: int | None = None
+    genres: list[str] | None = None
+
+
+class ItemListOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    user: str | None = None
+    item: dict[str, Any] | None = None
+    score_kind: Literal["rating", "ranking", "similarity", "probability"]
+    fallback: str | None
+    fallback_reason: str | None = None
+    model_version: int | None
+    items: list[Row]
+
+
+class BatchOut(BaseModel):
+    model_version: int | None
+    results: list[ItemListOut]
+
+
+class EventsOut(BaseModel):
+    user: str
+    stored: int
+    duplicates: int
+    applied_seq: int
+    model_version: int | None
+
+
+class NewUserOut(BaseModel):
+    user: str
+    stored: int
+    recommendations: ItemListOut
+
+
+class DeletedOut(BaseModel):
+    user: str
+    removed_events: int
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    item: str
+    label: str
+    in_model: bool
+
+
+class ItemPutOut(BaseModel):
+    item: str
+    created: bool
+    in_model: bool
+
+
+class VersionOut(BaseModel):
+    version: int
+
+
+class ActivateOut(BaseModel):
+    version: int
+    previous: int | None
+    warning: str | None
+
+
+class VersionsOut(BaseModel):
+    active: int | None
+    versions: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    model_version: int | None
+    applied_seq: int
+
+
+class Detail(BaseModel):
+    detail: Any
