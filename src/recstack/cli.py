@@ -62,6 +62,30 @@ def _load_data(args: argparse.Namespace):
     return load_dataset(args.dataset, getattr(args, "data_path", None))
 
 
+def _attach_features(args: argparse.Namespace, *parts):
+    """The parts with `--item-features`, `--user-features` and `--item-vectors` attached (if given)."""
+    items_f, users_f, vec_f = (getattr(args, k, None) for k in ("item_features", "user_features", "item_vectors"))
+    if not (items_f or users_f or vec_f):
+        return parts
+    from recstack.features import read_feature_file, read_item_vectors, with_features
+
+    items = read_feature_file(items_f, "item") if items_f else None
+    users = read_feature_file(users_f, "user") if users_f else None
+    vectors = read_item_vectors(vec_f, getattr(args, "item_vector_ids", None)) if vec_f else None
+    out = tuple(with_features(p, items, users, vectors) for p in parts)
+    for note in out[0].meta.get("feature_notes", []):
+        _err(f"note: {note}")
+    return out
+
+
+def _add_feature_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--item-features", metavar="FILE", help="CSV/TSV with header: item id, then feature columns")
+    p.add_argument("--user-features", metavar="FILE", help="CSV/TSV with header: user id, then feature columns")
+    p.add_argument("--item-vectors", metavar="FILE", help="dense item vectors: Parquet (id, vector) or .npy")
+    p.add_argument("--item-vector-ids", metavar="FILE", help="ids for a .npy of vectors, one per line "
+                   "(default: FILE with .ids.txt)")
+
+
 def _add_model_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (see `recstack models`)")
     p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="hyperparameter; repeatable")
@@ -85,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recstack.models.base import make_model
     from recstack.persist import export_seed_layout, load_model, save_model
 
-    data = _load_data(args)
+    (data,) = _attach_features(args, _load_data(args))
     model = make_model(args.model, _params(args))
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
     t0 = time.perf_counter()
@@ -121,6 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from recstack.data.files import read_train_test
 
         train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
+        train, test = _attach_features(args, train, test)
         record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
                               progress=progress)
@@ -130,6 +155,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from recstack.data.movielens import load_dataset
 
             data = load_dataset(args.dataset, args.data_path)
+        if args.item_features or args.user_features or args.item_vectors:
+            from recstack.data.movielens import load_dataset
+
+            (data,) = _attach_features(args, data if data is not None else load_dataset(args.dataset))
         record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress)
     if args.out:
@@ -224,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
     train.add_argument("--out", required=True, help="folder to write the model to")
     train.add_argument("--export-seed", metavar="DIR", help="also write .npy embeddings + JSON id maps")
+    _add_feature_opts(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
@@ -240,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
+    _add_feature_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")
