@@ -159,7 +159,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from recstack.data.movielens import load_dataset
 
             (data,) = _attach_features(args, data if data is not None else load_dataset(args.dataset))
-        record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
+        protocol = args.protocol
+        if protocol == "cold-users" and args.given != 5:
+            protocol = f"cold-users-given{args.given}"
+        elif args.given != 5:
+            raise RecstackError("--given applies to --protocol cold-users only")
+        record = run_protocol(args.model, protocol, data=data, params=_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress)
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2, default=str))
@@ -259,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
     _add_model_opts(ev)
     ev.add_argument("--protocol", required=True,
-                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, custom")
+                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, cold-items, cold-users, custom")
+    ev.add_argument("--given", type=int, choices=[1, 3, 5], default=5,
+                    help="cold-users: how many first ratings each held-out user brings (default 5)")
     ev.add_argument("--dataset", default="ml-100k")
     ev.add_argument("--data-path", help="local folder holding the data set")
     ev.add_argument("--train", dest="train_file", metavar="FILE", help="custom protocol: training file")
