@@ -124,7 +124,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read `--config FILE`: a JSON object of parameters, or a result record with a `config` key."""
+    """Read `--config FILE`: a JSON object of parameters (a `chosen` key, the provenance, is set
+    aside), or a result record with a `config` key."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -136,6 +137,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: expected a JSON object of parameters")
     if isinstance(data.get("config"), dict):
         data = data["config"]
+    data.pop("chosen", None)  # provenance (how the config was chosen), not a parameter
     return data
 
 
