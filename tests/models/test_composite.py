@@ -104,3 +104,18 @@ def test_config_file_with_provenance(tmp_path):
     p.write_text(json.dumps({**BLEND, "chosen": {"protocol": "msr-75", "metric": "ndcg@10", "value": 0.5}}))
     m = make_model("blend", read_config_file(p))
     assert [part["model"] for part in m.config.parts] == ["ease", "als"]
+
+
+def test_cli_train_and_recommend_a_blend(blocks, tmp_path, capsys):
+    from recstack.cli import main
+
+    frame = blocks.to_frame()
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    cfg = tmp_path / "blend.json"
+    cfg.write_text(json.dumps({**BLEND, "chosen": {"protocol": "demo"}}))
+    assert main(["train", "blend", "--train", str(tmp_path / "r.csv"), "--config", str(cfg),
+                 "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["recommend", str(tmp_path / "m"), "--user", "0", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [int(row["item"]) % 2 for row in out["items"]] == [0, 0, 0]  # user 0's own block

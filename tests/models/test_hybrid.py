@@ -116,3 +116,17 @@ def test_quality_floor_cold_items(ml100k):
     rec = run_protocol("hybrid", "cold-items", data=ml100k,
                        params={"item_features": "genres,year", "user_features": "none", "epochs": 10})
     assert rec["metrics"]["ndcg@10"] > 0.14  # popular 0.130, content 0.131 on this split
+
+
+def test_kg_model_requires_the_graph():
+    from recstack.errors import ConfigError
+
+    assert make_model("kg").config.item_features == "genres,year,kg"
+    with pytest.raises(ConfigError, match="needs the 'kg' group"):
+        make_model("kg", {"item_features": "genres"})
+
+
+def test_kg_features_reach_the_model(ml100k):
+    model = make_model("kg", {"epochs": 1, "factors": 4, "user_features": "none"})
+    items, _ = model._features(ml100k)
+    assert "kg" in set(items.groups) and "genre" in set(items.groups)

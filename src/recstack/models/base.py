@@ -52,6 +52,7 @@ MODELS: dict[str, str] = {
     "sasrec": "recstack.models.sasrec:SASRec",
     # level 4: side information and composition
     "hybrid": "recstack.models.hybrid:Hybrid",
+    "kg": "recstack.models.hybrid:KGHybrid",
     "blend": "recstack.models.composite:Blend",
     "chain": "recstack.models.composite:Chain",
 }

@@ -433,3 +433,23 @@ class Hybrid(Model):
             parts.append(("id" if name.startswith("id:") else name,
                           float(x * (self.item_embeddings_[g] @ p + self.item_biases_[g]))))
         return sorted(parts, key=lambda t: -abs(t[1]))
+
+
+@dataclass(frozen=True)
+class KGHybridConfig(HybridConfig):
+    """`hybrid` whose item features include the knowledge graph (`kg` must be among them)."""
+
+    item_features: str = "genres,year,kg"
+
+    def check(self) -> None:
+        super().check()
+        groups = self.groups("item") or ()
+        require("kg" in groups, "item_features", self.item_features, "the kg model needs the 'kg' group")
+
+
+class KGHybrid(Hybrid):
+    """`hybrid` with ML-100K's knowledge-graph facts (item × (relation, entity)) as item features;
+    the same model without `kg` in `item_features` is its ablation."""
+
+    name = "kg"
+    config_class = KGHybridConfig
