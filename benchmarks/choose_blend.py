@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", nargs="+", default=list(candidates()), help="candidate part names")
     ap.add_argument("--out", help="write the chosen config here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", help="folder keeping each part's validation scores (.npy) between runs")
     args = ap.parse_args(argv)
     split = tuning_split("msr-75", seed=args.seed)
     users = np.intersect1d(np.unique(split.train.user), np.unique(split.valid.user))
@@ -71,8 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.parts:
         model, config = table[name]
         t0 = time.perf_counter()
-        m = make_model(model, {**config, **({"seed": args.seed} if "seed" in config else {})}).fit(split.train)
-        z[name] = standardize_unseen(m.score(users), seen).astype(np.float32)
+        cached = Path(args.cache) / f"{name}-seed{args.seed}.npy" if args.cache else None
+        if cached is not None and cached.exists():
+            z[name] = np.load(cached, allow_pickle=False)
+        else:
+            m = make_model(model, {**config, **({"seed": args.seed} if "seed" in config else {})}).fit(split.train)
+            z[name] = standardize_unseen(m.score(users), seen).astype(np.float32)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cached, z[name])
         print(f"{name}: validation ndcg@10 {ndcg(z[name], seen, mask, relevant):.4f} "
               f"(fit {time.perf_counter() - t0:.1f}s)", file=sys.stderr, flush=True)
     names = list(z)

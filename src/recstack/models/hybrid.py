@@ -51,7 +51,7 @@ class HybridConfig(Config):
     `year_bucket`, `kg_min_items`, `text_dims`."""
 
     factors: int = 64
-    epochs: int = 30
+    epochs: int = 20
     learning_rate: float = 0.05
     loss: Literal["warp", "bpr"] = "warp"
     max_sampled: int = 30
