@@ -44,6 +44,9 @@ def candidates() -> dict[str, tuple[str, dict[str, Any]]]:
         "slim": ("slim", read_config_file(ROOT / "configs" / "slim.msr-75.json")),
         "hybrid": ("hybrid", {"item_features": "genres,year", "user_features": "auto", "epochs": 30}),
         "hybrid-kg": ("hybrid", {"item_features": "genres,year,kg", "user_features": "auto", "epochs": 30}),
+        "hybrid-text": ("hybrid", {"item_features": "genres,year,text", "user_features": "auto", "epochs": 30}),
+        "cdae": ("cdae", read_config_file(ROOT / "configs" / "cdae.msr-75.json")),
+        "multvae": ("multvae", read_config_file(ROOT / "configs" / "multvae.msr-75.json")),
     }
 
 
@@ -57,7 +60,8 @@ def ndcg(z: np.ndarray, seen, mask: np.ndarray, relevant, k: int = 10) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--parts", nargs="+", default=list(candidates()), help="candidate part names")
+    ap.add_argument("--parts", nargs="+", default=["ease", "als", "rp3beta", "slim", "hybrid", "hybrid-kg"],
+                    help=f"candidate part names, of: {', '.join(candidates())}")
     ap.add_argument("--out", help="write the chosen config here")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="folder keeping each part's validation scores (.npy) between runs")
