@@ -175,6 +175,8 @@ class Blend(_Composite):
         rows = []
         for part, m in zip(self.config.parts, self._models):
             s = _new_user_scores(m, items, ratings, user)
+            if s is None and hasattr(m, "item_scores_"):  # popularity: the same row for anyone
+                s = np.asarray(m.item_scores_, np.float64)
             if s is None:
                 if user is None:
                     raise RecstackError(f"blend part {part['model']!r} cannot fold in a new user")

@@ -76,14 +76,3 @@ class Popular(Model):
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         s = self.item_scores_ if items is None else self.item_scores_[items]
         return np.broadcast_to(s.astype(np.float32), (len(users), len(s))).copy()
-
-    def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        """(n_items,) the same popularity scores: a new user gets what everyone gets."""
-        return self.item_scores_.astype(np.float32)
-
-    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The k most popular other items (popularity knows no similarity)."""
-        s = self.item_scores_.copy()
-        s[item] = -np.inf
-        top = np.argsort(-s, kind="stable")[:k]
-        return top, s[top].astype(np.float32)
