@@ -120,5 +120,5 @@ def test_cli_train_and_recommend_a_blend(blocks, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     from recstack.recommend import Recommender
 
-    assert out == Recommender(load_model(tmp_path / "m")).for_user("0", k=3)
+    assert out == json.loads(json.dumps(Recommender(load_model(tmp_path / "m")).for_user("0", k=3).to_dict()))
     assert sum(int(row["item"]) % 2 == 0 for row in out["items"]) >= 2  # mostly user 0's own block

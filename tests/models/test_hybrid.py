@@ -104,9 +104,15 @@ def test_new_user_from_demographics_and_ratings():
 def test_explain_parts_sum_to_the_score():
     data = with_block_features(block_data(n_users=30, n_items=20, density=0.5, seed=1))
     model = make_model("hybrid", {**TINY, "item_features": "genres,year"}).fit(data)
-    parts = model.explain(3, 7)
-    assert {name for name, _ in parts} >= {"id", "genre=g1"}
-    assert sum(v for _, v in parts) == pytest.approx(float(model.score([3], [7])[0, 0]), rel=1e-4, abs=1e-5)
+    e = model.explain(3, 7)
+    assert {p["key"] for p in e.parts} >= {"id", "genre=g1"} and e.exact
+    assert e.score == pytest.approx(float(model.score([3], [7])[0, 0]), rel=1e-4, abs=1e-5)
+    from recstack.persist import SavedModel
+    from recstack.recommend import Recommender
+
+    out = Recommender(SavedModel(model, data, {})).explain("3", "7")
+    assert {"feature": "genre=g1", "contribution": pytest.approx(next(
+        p["contribution"] for p in e.parts if p["key"] == "genre=g1"))} in out["parts"]
 
 
 @pytest.mark.slow

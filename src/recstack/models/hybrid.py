@@ -33,7 +33,7 @@ from recstack import progress
 from recstack.data.interactions import Interactions
 from recstack.errors import DataError
 from recstack.features.matrix import FeatureMatrix, item_feature_matrix, user_feature_matrix
-from recstack.models.base import Model
+from recstack.models.base import Explanation, Model
 from recstack.models.config import Config, require
 
 DENSE_GROUPS = ("text", "vector")
@@ -422,17 +422,19 @@ class Hybrid(Model):
         top = np.argsort(-sims, kind="stable")[:k]
         return top, sims[top].astype(np.float32)
 
-    def explain(self, user: int, item: int) -> list[tuple[str, float]]:
-        """The score of (user, item) split over the item's features: p_u · x_ig e_g + x_ig β_g
-        for each feature g of the item (identity shown as `id`); the parts sum to the score."""
+    def explain(self, user: int, item: int, history: Any = None) -> Explanation:
+        """The score of (user, item) split over the item's features: p_u · x_ig e_g + x_ig β_g for
+        each feature g of the item (kind "feature", key its name; the identity is key "id");
+        the parts sum to the score. `history` is not needed."""
         row = self._rows("item")[item]
         p = self.user_representations(np.array([user]))[0]
         parts = []
         for g, x in zip(row.indices, row.data):
             name = str(self.item_feature_names_[g])
-            parts.append(("id" if name.startswith("id:") else name,
-                          float(x * (self.item_embeddings_[g] @ p + self.item_biases_[g]))))
-        return sorted(parts, key=lambda t: -abs(t[1]))
+            parts.append({"kind": "feature", "key": "id" if name.startswith("id:") else name,
+                          "contribution": float(x * (self.item_embeddings_[g] @ p + self.item_biases_[g]))})
+        parts.sort(key=lambda d: -abs(d["contribution"]))
+        return Explanation(float(sum(d["contribution"] for d in parts)), parts, True)
 
 
 @dataclass(frozen=True)
