@@ -41,8 +41,14 @@ LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov"}
 PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn", "bpmf"],
     "msr-75": ["popular", "mf", "biased-mf", "svdpp", "nmf", "als", "item-knn", "user-knn", "ease",
-               "ease-als", "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn"],
+               "ease-als", "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn",
+               "hybrid", "blend"],
     "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec"],
+    # level 4: cold start (hybrid's defaults: genres + year items, demographic users, 20 epochs)
+    "cold-items": ["popular", "content", "hybrid", "kg"],
+    "cold-users-given1": ["popular", "ease", "als", "ease-als", "content", "hybrid"],
+    "cold-users-given3": ["popular", "ease", "als", "ease-als", "content", "hybrid"],
+    "cold-users": ["popular", "ease", "als", "ease-als", "content", "hybrid"],
 }
 QUICK_PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["mf", "biased-mf", "baseline"],

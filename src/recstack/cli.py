@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from recstack.errors import RecstackError
@@ -75,6 +76,30 @@ def _load_data(args: argparse.Namespace):
 
         return read_interactions_file(args.train_file, duplicates=args.duplicates)
     return load_dataset(args.dataset, getattr(args, "data_path", None))
+
+
+def _attach_features(args: argparse.Namespace, *parts):
+    """The parts with `--item-features`, `--user-features` and `--item-vectors` attached (if given)."""
+    items_f, users_f, vec_f = (getattr(args, k, None) for k in ("item_features", "user_features", "item_vectors"))
+    if not (items_f or users_f or vec_f):
+        return parts
+    from recstack.features import read_feature_file, read_item_vectors, with_features
+
+    items = read_feature_file(items_f, "item") if items_f else None
+    users = read_feature_file(users_f, "user") if users_f else None
+    vectors = read_item_vectors(vec_f, getattr(args, "item_vector_ids", None)) if vec_f else None
+    out = tuple(with_features(p, items, users, vectors) for p in parts)
+    for note in out[0].meta.get("feature_notes", []):
+        _err(f"note: {note}")
+    return out
+
+
+def _add_feature_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--item-features", metavar="FILE", help="CSV/TSV with header: item id, then feature columns")
+    p.add_argument("--user-features", metavar="FILE", help="CSV/TSV with header: user id, then feature columns")
+    p.add_argument("--item-vectors", metavar="FILE", help="dense item vectors: Parquet (id, vector) or .npy")
+    p.add_argument("--item-vector-ids", metavar="FILE", help="ids for a .npy of vectors, one per line "
+                   "(default: FILE with .ids.txt)")
 
 
 def _rerank(args: argparse.Namespace):
@@ -150,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.db:
         data, max_seq = _train_on_store(args, params)
     else:
-        data = _load_data(args)
+        (data,) = _attach_features(args, _load_data(args))
     model = make_model(args.model, params)
     _check_implicit(model, data, "rating")
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
@@ -195,6 +220,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         _check_implicit(None, train, args.task)
+        train, test = _attach_features(args, train, test)
         record = run_protocol(args.model, "custom", **_protocol_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
                               progress=progress, rerank=_rerank(args))
@@ -204,7 +230,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from recstack.data.movielens import load_dataset
 
             data = load_dataset(args.dataset, args.data_path)
-        record = run_protocol(args.model, args.protocol, data=data, **_protocol_params(args),
+        if args.item_features or args.user_features or args.item_vectors:
+            from recstack.data.movielens import load_dataset
+
+            (data,) = _attach_features(args, data if data is not None else load_dataset(args.dataset))
+        protocol = args.protocol
+        if protocol == "cold-users" and args.given != 5:
+            protocol = f"cold-users-given{args.given}"
+        elif args.given != 5:
+            raise RecstackError("--given applies to --protocol cold-users only")
+        record = run_protocol(args.model, protocol, data=data, **_protocol_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress,
                               rerank=_rerank(args))
     if args.out:
@@ -503,12 +538,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--db", metavar="URL", help="train on the events stored in this database "
                                                   "(--param event_weights=click=0.5,view=0.2 for ranking models)")
     train.add_argument("--base", action="store_true", help="with --db: also train on the --dataset rows")
+    _add_feature_opts(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
     _add_model_opts(ev)
     ev.add_argument("--protocol", required=True,
-                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, custom")
+                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, cold-items, cold-users, custom")
+    ev.add_argument("--given", type=int, choices=[1, 3, 5], default=5,
+                    help="cold-users: how many first ratings each held-out user brings (default 5)")
     ev.add_argument("--dataset", default="ml-100k")
     ev.add_argument("--data-path", help="local folder holding the data set")
     ev.add_argument("--train", dest="train_file", metavar="FILE", help="custom protocol: training file")
@@ -520,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the protocol's and the model's seed (overrides a seed in --config/--param)")
     ev.add_argument("--folds", type=_int_at_least(1), default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
+    _add_feature_opts(ev)
     _add_rerank_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 

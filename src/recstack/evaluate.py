@@ -6,6 +6,8 @@
 | random-80-20    | rating | one seeded shuffle, 80% train                                  |
 | msr-75          | top-N  | Microsoft Recommenders' stratified 75/25 by item, seed 42, k=10 |
 | leave-last-out  | top-N  | per user last → test, second-to-last → valid; full ranking     |
+| cold-items      | top-N  | 10% of items (by popularity decile) with all their rows → test; rank only them |
+| cold-users      | top-N  | 10% of users held out; first `given` (1/3/5) ratings are their history, rest test |
 | custom          | either | the user's own train and test files                            |
 
 Models never see a test part while choosing hyperparameters: early stopping carves its
@@ -16,6 +18,7 @@ torch models then refit on the whole training part (`refit`). A per-fold config 
 
 from __future__ import annotations
 
+import inspect
 import resource
 import sys
 import time
@@ -29,9 +32,16 @@ from recstack import metrics as M
 from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError, RecstackError
 from recstack.models.base import Model, get_model_class
-from recstack.recommend import recommend
+from recstack.recommend import recommend, top_k_from_scores
 from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
-from recstack.split import leave_last_out, ml100k_folds, random_split, stratified_split
+from recstack.split import (
+    cold_items_split,
+    cold_users_split,
+    leave_last_out,
+    ml100k_folds,
+    random_split,
+    stratified_split,
+)
 
 
 @dataclass
@@ -53,6 +63,7 @@ class Protocol:
     default_data: str = "ml-100k"
     candidates: str = "all"  # "all" | "train" (items seen in train)
     exclude_valid: bool = False  # also remove the validation items from the ranking
+    fold_metrics: Callable[[Model, Fold, int], tuple[dict[str, float], float]] | None = None  # own scoring
 
 
 def _folds_ml100k(data: Interactions, seed: int) -> list[Fold]:
@@ -74,11 +85,90 @@ def _folds_llo(data: Interactions, seed: int) -> list[Fold]:
     return [Fold("leave-last-out", tr, te, va)]
 
 
+# ---- cold start -----------------------------------------------------------------------------------
+COLD_FRACTION = 0.1
+
+
+def _folds_cold_items(data: Interactions, seed: int) -> list[Fold]:
+    train, test, cold = cold_items_split(data, COLD_FRACTION, seed)
+    test.meta["cold_items"] = cold
+    return [Fold("cold-items", train, test)]
+
+
+def _folds_cold_users(given: int) -> Callable[[Interactions, int], list[Fold]]:
+    def make(data: Interactions, seed: int) -> list[Fold]:
+        train, given_part, test, _ = cold_users_split(data, COLD_FRACTION, given, seed)
+        test.meta["given"] = given_part
+        return [Fold(f"cold-users-given{given}", train, test)]
+
+    return make
+
+
+def cold_start_carve(protocol: str, train: Interactions, seed: int = 0) -> Fold:
+    """A validation `Fold` carved from a cold-start protocol's training part by the same rule
+    (for tuning; the protocol's test part is never an argument)."""
+    fold = get_protocol(protocol).make_folds(train, seed)[0]
+    return Fold(fold.name + "-valid", fold.train, fold.test)
+
+
+def cold_item_metrics(model: Model, fold: Fold, k: int = 10) -> tuple[dict[str, float], float]:
+    """Each test user (with training rows) ranks only the cold items; every test row is relevant."""
+    train, test = fold.train, fold.test
+    mask = np.zeros(train.n_items, bool)
+    mask[test.meta["cold_items"]] = True
+    users = np.intersect1d(np.unique(train.user), np.unique(test.user))
+    t0 = time.perf_counter()
+    rec, _ = recommend(model, users, k, exclude=train.csr, candidates=mask)
+    seconds = time.perf_counter() - t0
+    hits, n_rel = M.hit_matrix(rec, test.csr[users])
+    out = {f"ndcg@{k}": M.ndcg_at_k(hits, n_rel, k), f"hr@{k}": M.hr_at_k(hits, n_rel, k),
+           f"recall@{k}": M.recall_at_k(hits, n_rel, k), f"precision@{k}": M.precision_at_k(hits, n_rel, k),
+           "coverage": float(len(np.unique(rec[rec >= 0])) / max(mask.sum(), 1))}
+    return out, seconds
+
+
+def fold_in_scores(model: Model, user: int, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    """(n_items,) scores for a user known only by a few ratings, without refitting: the model's
+    `score_new_user` (given the user's index when it takes one, for its features), else its
+    `score` row (e.g. `popular`). NaN where it cannot score."""
+    fn = getattr(model, "score_new_user", None)
+    if fn is None:
+        return np.asarray(model.score([user])[0], np.float64)
+    if "user" in inspect.signature(fn).parameters:
+        return np.asarray(fn(items, ratings, user=user), np.float64)
+    return np.asarray(fn(items, ratings), np.float64)
+
+
+def cold_user_metrics(model: Model, fold: Fold, k: int = 10) -> tuple[dict[str, float], float]:
+    """Each held-out user is folded in from their given ratings and ranks every other item."""
+    test, given = fold.test, fold.test.meta["given"]
+    users = np.unique(test.user)
+    g = given.csr
+    t0 = time.perf_counter()
+    rows = []
+    for u in users:
+        items = g.indices[g.indptr[u]:g.indptr[u + 1]].astype(np.int64)
+        s = fold_in_scores(model, int(u), items, g.data[g.indptr[u]:g.indptr[u + 1]].astype(np.float64))
+        s[items] = -np.inf
+        rows.append(s)
+    rec, _ = top_k_from_scores(np.vstack(rows), k)
+    seconds = time.perf_counter() - t0
+    hits, n_rel = M.hit_matrix(rec, test.csr[users])
+    out = {f"ndcg@{k}": M.ndcg_at_k(hits, n_rel, k), f"hr@{k}": M.hr_at_k(hits, n_rel, k),
+           f"recall@{k}": M.recall_at_k(hits, n_rel, k), f"precision@{k}": M.precision_at_k(hits, n_rel, k),
+           "coverage": M.coverage(rec, fold.train.n_items)}
+    return out, seconds
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "ml100k-folds": Protocol("ml100k-folds", "rating", _folds_ml100k),
     "random-80-20": Protocol("random-80-20", "rating", _folds_random),
     "msr-75": Protocol("msr-75", "topn", _folds_msr, candidates="train"),
     "leave-last-out": Protocol("leave-last-out", "topn", _folds_llo, exclude_valid=True),
+    "cold-items": Protocol("cold-items", "topn", _folds_cold_items, fold_metrics=cold_item_metrics),
+    "cold-users": Protocol("cold-users", "topn", _folds_cold_users(5), fold_metrics=cold_user_metrics),
+    "cold-users-given1": Protocol("cold-users-given1", "topn", _folds_cold_users(1), fold_metrics=cold_user_metrics),
+    "cold-users-given3": Protocol("cold-users-given3", "topn", _folds_cold_users(3), fold_metrics=cold_user_metrics),
 }
 
 
@@ -238,7 +328,9 @@ def run_protocol(
         folds = proto.make_folds(data, seed)
         task, k = proto.task, k or proto.k
         candidates, exclude_valid = proto.candidates, proto.exclude_valid
+        fold_metrics = proto.fold_metrics
     else:
+        fold_metrics = None
         if task not in ("rating", "topn"):
             raise ConfigError(f"task must be 'rating' or 'topn', got {task!r}")
         k, candidates, exclude_valid = k or 10, "all", False
@@ -258,7 +350,9 @@ def run_protocol(
         t0 = time.perf_counter()
         model.fit(fold.train, fold.valid)
         fit_s = time.perf_counter() - t0
-        if task == "rating":
+        if fold_metrics is not None:
+            m, pred_s = fold_metrics(model, fold, k)
+        elif task == "rating":
             m, pred_s = rating_metrics(model, fold.train, fold.test)
         else:
             extra = fold.valid if exclude_valid else None

@@ -1,4 +1,5 @@
-"""Splits: GroupLens folds, random, stratified (per user or item), leave-last-out, time cutoff.
+"""Splits: GroupLens folds, random, stratified (per user or item), leave-last-out, time cutoff,
+cold items and cold users.
 
 Every split returns `Interactions` parts that share the input's vocabularies, so indices
 agree between parts. Row order inside a part follows the input's row order.
@@ -96,3 +97,63 @@ def validation_split(train: Interactions, fraction: float = 0.1, seed: int = 0) 
     if not 0 < fraction < 1:
         raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
     return random_split(train, 1.0 - fraction, seed)
+
+
+def cold_items_split(data: Interactions, fraction: float = 0.1, seed: int = 0,
+                     ) -> tuple[Interactions, Interactions, np.ndarray]:
+    """Cold items: a seeded `fraction` of the items, stratified by popularity decile, go to test
+    with all their interactions; train has none of them. Returns (train, test, cold item indices).
+
+    The rule: items with at least one interaction are ordered by (count, index) and cut into ten
+    deciles by rank (item at rank r of n goes to decile floor(10·r/n)); from each decile,
+    `round(fraction · size)` items are drawn uniformly without replacement with
+    `np.random.default_rng(seed)`, deciles taken in order 0..9.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"cold fraction must be in (0, 1), got {fraction}")
+    counts = data.item_popularity
+    active = np.flatnonzero(counts > 0)
+    order = active[np.lexsort((active, counts[active]))]
+    decile = (10 * np.arange(len(order))) // max(len(order), 1)
+    rng = np.random.default_rng(seed)
+    cold = []
+    for d in range(10):
+        members = order[decile == d]
+        take = int(round(fraction * len(members)))
+        if take:
+            cold.append(rng.choice(members, take, replace=False))
+    cold_items = np.sort(np.concatenate(cold)) if cold else np.empty(0, np.int64)
+    in_test = np.isin(data.item, cold_items)
+    if not in_test.any():
+        raise DataError("too few items for a cold-item split")
+    return data.subset(~in_test), data.subset(in_test), cold_items.astype(np.int64)
+
+
+def cold_users_split(data: Interactions, fraction: float = 0.1, given: int = 5, seed: int = 0,
+                     ) -> tuple[Interactions, Interactions, Interactions, np.ndarray]:
+    """Cold users: a seeded `fraction` of the users are held out of train; each one's first `given`
+    interactions by (timestamp, input order) are their only history, the rest is test.
+
+    The rule: users with more than `given` interactions are eligible; `round(fraction · n)` of
+    them are drawn uniformly without replacement with `np.random.default_rng(seed)`. Returns
+    (train: every other user's rows, given part, test part, cold user indices sorted).
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"cold fraction must be in (0, 1), got {fraction}")
+    if given < 1:
+        raise DataError(f"given must be ≥ 1, got {given}")
+    eligible = np.flatnonzero(data.user_activity > given)
+    take = int(round(fraction * len(eligible)))
+    if take == 0:
+        raise DataError(f"no user has more than {given} interactions to hold out")
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.choice(eligible, take, replace=False)).astype(np.int64)
+    is_cold = np.isin(data.user, cold)
+    order = np.lexsort((np.arange(len(data)), data.timestamp, data.user))
+    u = data.user[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(u)) + 1]
+    pos = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    position = np.empty(len(data), np.int64)
+    position[order] = pos  # 0 for a user's first interaction
+    given_rows = is_cold & (position < given)
+    return (data.subset(~is_cold), data.subset(given_rows), data.subset(is_cold & ~given_rows), cold)

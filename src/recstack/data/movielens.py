@@ -29,6 +29,7 @@ MIRROR_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5
 MIRROR_PREFIX = "recbole/dataset_example/ml-100k/"
 MIRROR_INTER_BODY_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
 MIRROR_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user", "ml-100k.kg", "ml-100k.link")
+KG_FILES = ("ml-100k.kg", "ml-100k.link")
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -70,6 +71,29 @@ def _from_mirror(tmp: Path) -> None:
     for f in (tmp / "wheel").iterdir():
         f.unlink()
     (tmp / "wheel").rmdir()
+
+
+def _kg_from_mirror(tmp: Path) -> None:
+    wheel = pip_download(MIRROR_WHEEL, tmp / "wheel")
+    verify(wheel, MIRROR_WHEEL_SHA256, "sha256")
+    with zipfile.ZipFile(wheel) as zf:
+        for member in KG_FILES:
+            (tmp / member).write_bytes(zf.read(MIRROR_PREFIX + member))
+    for f in (tmp / "wheel").iterdir():
+        f.unlink()
+    (tmp / "wheel").rmdir()
+
+
+def fetch_ml100k_kg(path: str | Path | None = None) -> Path:
+    """Folder holding ML-100K's `ml-100k.kg` and `ml-100k.link` (knowledge graph, item → entity).
+
+    The ratings folder already has them when it came from the wheel mirror; otherwise (the
+    official zip has no graph) they come from the same verified wheel into the cache `ml-100k-kg`.
+    """
+    folder = fetch_ml100k(path)
+    if all((folder / f).exists() for f in KG_FILES):
+        return folder
+    return materialise("ml-100k-kg", [("PyPI wheel mirror", _kg_from_mirror)])
 
 
 def fetch_ml100k(path: str | Path | None = None, md5: str | None = None) -> Path:

@@ -51,6 +51,11 @@ MODELS: dict[str, str] = {
     "multdae": "recstack.models.autoencoders:MultDAE",
     "lightgcn": "recstack.models.lightgcn:LightGCN",
     "sasrec": "recstack.models.sasrec:SASRec",
+    # level 4: side information and composition
+    "hybrid": "recstack.models.hybrid:Hybrid",
+    "kg": "recstack.models.hybrid:KGHybrid",
+    "blend": "recstack.models.composite:Blend",
+    "chain": "recstack.models.composite:Chain",
 }
 
 # which optional extra a module needs, for a clear message when it is missing
