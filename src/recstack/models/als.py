@@ -21,7 +21,7 @@ of the exact solve, the reference both are tested against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numba
 import numpy as np
@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
 from recstack.models.config import Config, require
+from recstack.models.incremental import item_rows, upsert_ratings, user_rows
 from recstack.models.mf import MF
 from recstack.progress import Bar
 
@@ -307,6 +308,52 @@ class ALS(MF):
             conf = self._confidence(r)
             als_solve_slow(indptr, items, conf - 1, conf, x, Y, Y.T @ Y, self.config.reg, 0.0)
         return x[0], 0.0
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    replay_size: ClassVar[int] = 0  # ALS re-solves rows exactly; it replays nothing
+
+    def partial_fit(self, events: Interactions) -> Self:
+        """Learn from `events` (vocabularies extending the model's) by exact row re-solves.
+
+        New users and items start at zero. The touched users are solved exactly with the item
+        factors fixed, then the touched items with the user factors fixed, then the touched
+        users once more, so each touched user ends at the exact `fold_in` solve against the
+        final item factors. Each half is one `als_solve` call over the touched rows' kept
+        ratings; implicit mode uses the full YᵀY (XᵀX) Gram, as the training solve does.
+        """
+        up = upsert_ratings(self, events)
+        self._grow_state(self.n_users_, self.n_items_)
+        users, items = up.touched_users, up.touched_items
+        self._resolve(users, item_side=False)
+        self._resolve(items, item_side=True)
+        self._resolve(users, item_side=False)
+        self.updates_ += 1
+        return self
+
+    def resolve_users(self, users: np.ndarray) -> None:
+        """Solve `users`' vectors exactly over their kept ratings, item factors fixed."""
+        self._resolve(np.asarray(users, np.int64), item_side=False)
+
+    def _resolve(self, rows: np.ndarray, item_side: bool) -> None:
+        if not len(rows):
+            return
+        if item_side:
+            indptr, cols, values = item_rows(self, rows)
+            X, Y = self.item_factors_, self.user_factors_
+        else:
+            indptr, cols, values = user_rows(self, rows)
+            X, Y = self.user_factors_, self.item_factors_
+        k = X.shape[1]
+        out = np.zeros((len(rows), k), np.float32)
+        if self.explicit:
+            target = (values - self.global_mean_).astype(np.float32)
+            als_solve(indptr, cols, np.ones(len(cols), np.float32), target, out, Y,
+                      np.zeros((k, k), np.float32), 0.0, float(self.config.reg))
+        else:
+            conf = self._confidence(values.astype(np.float32))
+            gram = (Y.T.astype(np.float64) @ Y).astype(np.float32)
+            als_solve(indptr, cols, conf - 1, conf, out, Y, gram, float(self.config.reg), 0.0)
+        X[rows] = out
 
 
 def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
