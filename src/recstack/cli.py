@@ -125,6 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recstack.evaluate import Fold, run_protocol
 
     progress: Callable[[str], None] | None = None if args.json else _err
+    if args.protocol == "stream":
+        return _evaluate_stream(args, progress)
     if args.protocol == "custom":
         if not (args.train_file and args.test_file):
             raise RecstackError("protocol custom needs --train FILE and --test FILE")
@@ -155,6 +157,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             u1 = record["folds"][0]["metrics"]
             print(f"{'u1 rmse':>14}: {u1['rmse']:.4f}")
         print(f"{'fit seconds':>14}: {record['fit_seconds']:.2f}")
+    return 0
+
+
+def _evaluate_stream(args: argparse.Namespace, progress: Callable[[str], None] | None) -> int:
+    """`evaluate --protocol stream --update none|incremental|retrain`: the prequential replay."""
+    from recstack.data.movielens import load_dataset
+    from recstack.stream import run_stream
+
+    data = load_dataset(args.dataset, args.data_path)
+    record = run_stream(args.model, data, _params(args), update=args.update or "incremental",
+                        retrain_every=args.retrain_every, k=args.k or 10, seed=args.seed, progress=progress)
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2, default=str))
+    if args.json:
+        _emit(record)
+    else:
+        for key, value in record["metrics"].items():
+            print(f"{key:>14}: {value:.4f}")
+        print(f"{'user-days':>14}: {record['user_days']}")
+        print(f"{'update seconds':>14}: {record['update_seconds']:.3f}")
     return 0
 
 
@@ -240,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
     _add_model_opts(ev)
     ev.add_argument("--protocol", required=True,
-                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, custom")
+                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, stream, custom")
     ev.add_argument("--dataset", default="ml-100k")
     ev.add_argument("--data-path", help="local folder holding the data set")
     ev.add_argument("--train", dest="train_file", metavar="FILE", help="custom protocol: training file")
@@ -251,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
+    ev.add_argument("--update", choices=["none", "incremental", "retrain"], default=None,
+                    help="stream protocol: how the model learns each day's events (default incremental)")
+    ev.add_argument("--retrain-every", type=int, default=1, metavar="N",
+                    help="stream protocol with --update retrain: refit every N days (default 1)")
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")

@@ -215,6 +215,35 @@ class Recommender:
         hits.sort(key=lambda i: (-self.train.item_popularity[i], i))
         return [self.item_row(i) for i in hits[:limit]]
 
+    # ---- learning from new events --------------------------------------------------------
+    def update(self, rows: Any, now: int | None = None) -> dict[str, int]:
+        """Learn from rows `(user, item, rating[, timestamp])` in external ids, without a refit.
+
+        Every row is validated first (a bad one raises a `DataError` naming the row and field and
+        nothing is applied); new users and items extend the vocabularies; the model learns
+        through `partial_fit`, and the training log takes the rows (a repeated (user, item)
+        replaces the earlier rating), so seen items, popularity and fallbacks follow. Late events
+        (older than the user's latest) are accepted. Returns counts of rows, new users, new items.
+        """
+        from recstack.data.updates import extend, merge, parse_rows
+
+        require_ability(self.model, "partial_fit")
+        users, items, ratings, stamps = parse_rows(rows, now)
+        events = extend(self.train, users, items, ratings, stamps)
+        new_users = events.n_users - self.train.n_users
+        new_items = events.n_items - self.train.n_items
+        self.model.partial_fit(events)
+        self.train = merge(self.train, events)
+        self.labels = self.train.item_titles()
+        self.scale = (float(self.train.rating.min()), float(self.train.rating.max()))
+        return {"rows": len(events), "new_users": new_users, "new_items": new_items}
+
+    def save(self, path: Any) -> Any:
+        """Write the (updated) model and its training log to folder `path` (`persist.save_model`)."""
+        from recstack.persist import save_model
+
+        return save_model(path, self.model, self.train, metrics=self.info.get("metrics"))
+
 
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

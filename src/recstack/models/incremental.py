@@ -57,10 +57,12 @@ def check_extends(model: Any, events: Interactions) -> None:
             f"must extend the model's ({model.n_users_} users, {model.n_items_} items)")
 
 
-def grow(a: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
-    """`a` with rows appended (value `fill`) up to n rows; `a` itself when it is already that long."""
+def grow(a: np.ndarray, n: int, fill: float = 0.0, spare: float = 0.0) -> np.ndarray:
+    """`a` with rows appended (value `fill`) up to n rows — or n·(1 + spare) rows, so that large
+    arrays grow in amortised steps; `a` itself when it is already long enough."""
     if len(a) >= n:
         return a
+    n = max(n, int(len(a) * (1.0 + spare)))
     pad = np.full((n - len(a),) + a.shape[1:], fill, dtype=a.dtype)
     return np.concatenate([a, pad])
 
@@ -165,3 +167,136 @@ def user_rows(model: Any, users: np.ndarray):
 def item_rows(model: Any, items: np.ndarray):
     """Sub-CSR (indptr, user indices, ratings) of the kept ratings of `items`."""
     return csr_rows(model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, items)
+
+
+# ---- per-row Gram statistics (ALS) ----------------------------------------------------------
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def gram_stats(indptr, indices, weight, target, Y, M, b):  # pragma: no cover - numba
+    """M[r] = Σ_j w_rj y_j y_jᵀ, b[r] = Σ_j t_rj y_j for every CSR row r (M (n, f, f), b (n, f))."""
+    n, k = b.shape
+    for r in numba.prange(n):
+        for a in range(k):
+            b[r, a] = 0.0
+            for e in range(k):
+                M[r, a, e] = 0.0
+        for jj in range(indptr[r], indptr[r + 1]):
+            j = indices[jj]
+            w = weight[jj]
+            t = target[jj]
+            for a in range(k):
+                b[r, a] += t * Y[j, a]
+                wa = w * Y[j, a]
+                for e in range(k):
+                    M[r, a, e] += wa * Y[j, e]
+
+
+@numba.njit(cache=True, fastmath=True)
+def gram_delta(rows, indptr, indices, weight, target, old, new, M, b):  # pragma: no cover - numba
+    """Vectors of `rows` moved old[q] → new[q]: fix the statistics of every column they touch.
+
+    For entry (rows[q], j): M[j] += w (new newᵀ − old oldᵀ), b[j] += t (new − old). indptr,
+    indices, weight, target: the CSR of the moved rows (row q ↔ rows[q])."""
+    k = old.shape[1]
+    for q in range(len(rows)):
+        for jj in range(indptr[q], indptr[q + 1]):
+            j = indices[jj]
+            w = weight[jj]
+            t = target[jj]
+            for a in range(k):
+                b[j, a] += t * (new[q, a] - old[q, a])
+                na = w * new[q, a]
+                oa = w * old[q, a]
+                for e in range(k):
+                    M[j, a, e] += na * new[q, e] - oa * old[q, e]
+
+
+@numba.njit(cache=True, fastmath=True)
+def gram_add(cols, X, rows, dw, dt, M, b):  # pragma: no cover - numba
+    """For each entry q: M[cols[q]] += dw[q] x xᵀ, b[cols[q]] += dt[q] x, x = X[rows[q]]."""
+    k = X.shape[1]
+    for q in range(len(cols)):
+        j = cols[q]
+        r = rows[q]
+        for a in range(k):
+            xa = X[r, a]
+            b[j, a] += dt[q] * xa
+            wa = dw[q] * xa
+            for e in range(k):
+                M[j, a, e] += wa * X[r, e]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _cholesky_solve(A, rhs, out):  # pragma: no cover - numba
+    """Solve A x = rhs (A (f, f) symmetric positive definite) into `out`; A and rhs are overwritten."""
+    k = len(rhs)
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= A[j, m] * A[j, m]
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, k):
+            s = A[i, j]
+            for m in range(j):
+                s -= A[i, m] * A[j, m]
+            A[i, j] = s / d
+    for i in range(k):
+        s = rhs[i]
+        for m in range(i):
+            s -= A[i, m] * rhs[m]
+        rhs[i] = s / A[i, i]
+    for i in range(k - 1, -1, -1):
+        s = rhs[i]
+        for m in range(i + 1, k):
+            s -= A[m, i] * out[m]
+        out[i] = s / A[i, i]
+
+
+@numba.njit(cache=True, fastmath=True)
+def solve_from_stats(rows, M, b, base, lam, out):  # pragma: no cover - numba
+    """out[q] = (base + M[rows[q]] + lam[q] I)⁻¹ b[rows[q]] (0 when the system is empty)."""
+    k = base.shape[0]
+    A = np.empty((k, k))
+    rhs = np.empty(k)
+    for q in range(len(rows)):
+        r = rows[q]
+        for a in range(k):
+            rhs[a] = b[r, a]
+            for e in range(k):
+                A[a, e] = base[a, e] + M[r, a, e]
+            A[a, a] += lam[q]
+        if A[0, 0] == 0.0:
+            out[q, :] = 0.0
+            continue
+        _cholesky_solve(A, rhs, out[q])
+
+
+@numba.njit(cache=True, fastmath=True)
+def solve_rows(indptr, indices, weight, target, Y, base, reg, reg_per_count, out):  # pragma: no cover
+    """Serial exact ridge solve of a few CSR rows (the `als_solve` system, no thread start-up):
+    out[q] = (base + Σ_j w_qj y_j y_jᵀ + (reg + reg_per_count·n_q) I)⁻¹ Σ_j t_qj y_j."""
+    k = base.shape[0]
+    A = np.empty((k, k))
+    rhs = np.empty(k)
+    for q in range(len(indptr) - 1):
+        for a in range(k):
+            rhs[a] = 0.0
+            for e in range(k):
+                A[a, e] = base[a, e]
+        for jj in range(indptr[q], indptr[q + 1]):
+            j = indices[jj]
+            w = weight[jj]
+            t = target[jj]
+            for a in range(k):
+                ya = Y[j, a]
+                rhs[a] += t * ya
+                wa = w * ya
+                for e in range(k):
+                    A[a, e] += wa * Y[j, e]
+        lam = reg + reg_per_count * (indptr[q + 1] - indptr[q])
+        for a in range(k):
+            A[a, a] += lam
+        if A[0, 0] == 0.0:
+            out[q, :] = 0.0
+            continue
+        _cholesky_solve(A, rhs, out[q])

@@ -23,7 +23,7 @@ import numpy as np
 from recstack.data.interactions import Interactions
 from recstack.models.base import Model
 from recstack.models.config import Config, require
-from recstack.models.incremental import grow, keep_ratings, upsert_ratings, user_rows
+from recstack.models.incremental import grow, keep_ratings, solve_rows, upsert_ratings, user_rows
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -452,7 +452,7 @@ class MF(Model):
         the new ratings together with the replay buffer of recent ones (the training update,
         same learning rate and regularisation); then every touched user's vector (and bias) is
         solved exactly with item factors fixed — the `fold_in` ridge regression over all of the
-        user's ratings, batched in the `als_solve` kernel. μ stays as fitted.
+        user's ratings, batched in the serial `solve_rows` kernel. μ stays as fitted.
         """
         up = upsert_ratings(self, events)
         self._grow_state(self.n_users_, self.n_items_)
@@ -489,8 +489,6 @@ class MF(Model):
 
     def resolve_users(self, users: np.ndarray) -> None:
         """Solve `users`' vectors (and biases) exactly as `fold_in` does, over their kept ratings."""
-        from recstack.models.als import als_solve  # als imports this module
-
         users = np.asarray(users, np.int64)
         if not len(users):
             return
@@ -501,10 +499,9 @@ class MF(Model):
             target = target - self.item_bias_[items]
             Y = np.hstack([Y, np.ones((len(Y), 1), np.float32)])
         k = Y.shape[1]
-        X = np.zeros((len(users), k), np.float32)
-        als_solve(indptr, items, np.ones(len(items), np.float32), target.astype(np.float32), X,
-                  np.ascontiguousarray(Y, np.float32), np.zeros((k, k), np.float32), 1.0,
-                  float(self.config.reg))
+        X = np.zeros((len(users), k))
+        solve_rows(indptr, items, np.ones(len(items)), target, Y, np.zeros((k, k)), 1.0,
+                   float(self.config.reg), X)
         if self.biased:
             self.user_factors_[users] = X[:, :-1]
             self.user_bias_[users] = X[:, -1]
