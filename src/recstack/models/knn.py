@@ -344,9 +344,10 @@ class ItemKNN(Model):
         recomputed from the kept ratings (`entity_sims`), and their column is patched into every
         other row (`patch_neighbours`), which is recomputed from the data only when a lost
         neighbour could be replaced by one it never stored. The result equals a full refit's
-        neighbour matrix on the same ratings. `pearson_baseline`: the baselines μ, b_u, b_i
-        stay as last fitted (new users and items start at 0); residuals of new ratings use
-        them; they are re-estimated only by a full `fit`. Means are recomputed.
+        neighbour matrix on the same ratings. The baselines μ, b_u, b_i (`pearson_baseline`
+        similarities, the `baseline` estimator, the `plain` fallback μ) stay as last fitted —
+        new users and items start at b = 0, new ratings' residuals use them — and are
+        re-estimated only by a full `fit`. User and item means are recomputed.
         """
         c = self.config
         if not self.has_partial_fit:
