@@ -164,7 +164,9 @@ class Recommender:
             return self.popular(k, user=str(user_id), fallback="popular",
                                 fallback_reason=f"unknown user id {str(user_id)!r}: the most popular items")
         u = self.train.user_of(user_id)
-        idx, val = recommend(self.model, [u], k, exclude=self.train.csr)
+        scores = self.model.score([u]).astype(np.float64)
+        scores[0, self.train.item[self.train.user == u]] = -np.inf  # seen items (no full CSR build)
+        idx, val = top_k_from_scores(scores, k)
         return self.item_list(idx[0], val[0], self.model.score_kind, user=str(user_id))
 
     def rated_by(self, user_id: object, k: int = 10) -> ItemList:
@@ -234,7 +236,8 @@ class Recommender:
         new_items = events.n_items - self.train.n_items
         self.model.partial_fit(events)
         self.train = merge(self.train, events)
-        self.labels = self.train.item_titles()
+        if new_items:
+            self.labels = self.train.item_titles()
         self.scale = (float(self.train.rating.min()), float(self.train.rating.max()))
         return {"rows": len(events), "new_users": new_users, "new_items": new_items}
 

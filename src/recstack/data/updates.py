@@ -118,13 +118,22 @@ def extend(train: Interactions, users: list[str], items: list[str], ratings: np.
 
 def merge(train: Interactions, events: Interactions) -> Interactions:
     """`train`'s rows (re-indexed onto `events`' vocabularies, which extend them) plus the events;
-    a (user, item) pair present in both keeps only the event (the last event when repeated)."""
-    user = np.concatenate([train.user, events.user])
-    item = np.concatenate([train.item, events.item])
-    key = user.astype(np.int64) * events.n_items + item
-    _, last = np.unique(key[::-1], return_index=True)
-    keep = np.sort(len(key) - 1 - last)  # the last row of each pair, in log order
-    return replace(events, user=user[keep], item=item[keep],
-                   rating=np.concatenate([train.rating, events.rating])[keep],
-                   timestamp=np.concatenate([train.timestamp, events.timestamp])[keep],
+    a (user, item) pair present in both keeps only the event (the last event when repeated).
+
+    Only the rows of the events' users are searched for repeats, so a small batch costs
+    O(len(train)) vectorised work, not a sort of the whole log."""
+    n_items = events.n_items
+    ev_key = events.user.astype(np.int64) * n_items + events.item
+    _, last = np.unique(ev_key[::-1], return_index=True)
+    ev_rows = np.sort(len(ev_key) - 1 - last)  # the last event of each pair, in log order
+    cand = np.flatnonzero(np.isin(train.user, np.unique(events.user)))
+    tr_key = train.user[cand].astype(np.int64) * n_items + train.item[cand]
+    keep = np.ones(len(train), bool)
+    keep[cand[np.isin(tr_key, ev_key)]] = False
+
+    def join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[keep], b[ev_rows]])
+
+    return replace(events, user=join(train.user, events.user), item=join(train.item, events.item),
+                   rating=join(train.rating, events.rating), timestamp=join(train.timestamp, events.timestamp),
                    meta=dict(train.meta))

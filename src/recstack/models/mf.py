@@ -500,8 +500,15 @@ class MF(Model):
             Y = np.hstack([Y, np.ones((len(Y), 1), np.float32)])
         k = Y.shape[1]
         X = np.zeros((len(users), k))
-        solve_rows(indptr, items, np.ones(len(items)), target, Y, np.zeros((k, k)), 1.0,
-                   float(self.config.reg), X)
+        if len(users) <= 4:  # a few users (real-time updates): BLAS Gram + LAPACK solve
+            for q in range(len(users)):
+                rows = slice(indptr[q], indptr[q + 1])
+                Yu = Y[items[rows]].astype(np.float64)
+                lam = self.config.reg * len(Yu) + 1.0
+                X[q] = np.linalg.solve(Yu.T @ Yu + lam * np.eye(k), Yu.T @ target[rows])
+        else:
+            solve_rows(indptr, items, np.ones(len(items)), target, Y, np.zeros((k, k)), 1.0,
+                       float(self.config.reg), X)
         if self.biased:
             self.user_factors_[users] = X[:, :-1]
             self.user_bias_[users] = X[:, -1]
