@@ -120,7 +120,13 @@ class Recommender:
 
     # ---- rows -----------------------------------------------------------------------------
     def item_meta(self, index: int) -> dict[str, Any]:
-        """Display metadata of item `index`: label, and title, year, genres where known."""
+        """Display metadata of item `index`: label, and title, year, genres where known (cached)."""
+        cache = self.__dict__.setdefault("_meta_cache", {})
+        if index not in cache:
+            cache[index] = self._item_meta(index)
+        return dict(cache[index])
+
+    def _item_meta(self, index: int) -> dict[str, Any]:
         f = self.train.item_features
         row: dict[str, Any] = {"label": self.labels[index]}
         if f is not None:
