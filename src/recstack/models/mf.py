@@ -500,7 +500,7 @@ class MF(Model):
             Y = np.hstack([Y, np.ones((len(Y), 1), np.float32)])
         k = Y.shape[1]
         X = np.zeros((len(users), k))
-        if len(users) <= 4:  # a few users (real-time updates): BLAS Gram + LAPACK solve
+        if len(users) <= 4 or k >= 32:  # few users or wide factors: BLAS Gram + LAPACK per user
             for q in range(len(users)):
                 rows = slice(indptr[q], indptr[q + 1])
                 Yu = Y[items[rows]].astype(np.float64)
