@@ -23,7 +23,7 @@ from typing import Any  # noqa: E402
 from benchmarks.realtime import stream_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["biased-mf", "als", "item-knn"]
+MODELS = ["biased-mf", "als", "item-knn", "implicit-als-stream"]
 UPDATES = ["none", "incremental", "retrain"]
 TARGET_GAP, TARGET_SPEEDUP = 0.80, 50.0
 
@@ -32,18 +32,88 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(data: Any, out: Path, models: list[str] = MODELS, config_dir: Path = ROOT / "configs") -> list[dict]:
-    """Run every (model, update mode) and write its record; returns the records."""
+def implicit_reference() -> type:
+    """`implicit-als-stream`: implicit's ALS (the `implicit-als` adapter) with `partial_fit` by its
+    own `partial_fit_users` then `partial_fit_items` over the touched rows' full histories."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from benchmarks.references import ImplicitALS, _one_blas_thread, feedback_matrix
+    from recstack.models.incremental import item_rows, keep_ratings, upsert_ratings, user_rows
+
+    class ImplicitALSStream(ImplicitALS):
+        name = "implicit-als-stream"
+
+        def _fit(self, train: Any, valid: Any) -> None:
+            from implicit.cpu.als import AlternatingLeastSquares
+
+            c = self.config
+            X = feedback_matrix(train, c.binary)
+            if c.one_plus:
+                X.data = 1.0 + c.alpha * X.data
+            with _one_blas_thread():
+                self._algo = AlternatingLeastSquares(
+                    factors=c.factors, regularization=c.reg, alpha=1.0 if c.one_plus else c.alpha,
+                    iterations=c.epochs, use_cg=c.cg, calculate_training_loss=False, num_threads=c.threads,
+                    random_state=c.seed)
+                self._algo.cg_steps = c.cg_steps
+                self._algo.fit(X, show_progress=False)
+            keep_ratings(self, train)
+            self.user_factors_ = np.asarray(self._algo.user_factors, np.float32)
+            self.item_factors_ = np.asarray(self._algo.item_factors, np.float32)
+
+        def _rows(self, indptr: np.ndarray, cols: np.ndarray, values: np.ndarray, width: int) -> sp.csr_matrix:
+            c = self.config
+            v = np.ones_like(values) if c.binary else values
+            v = 1.0 + c.alpha * v if c.one_plus else v
+            return sp.csr_matrix((v.astype(np.float32), cols, indptr), shape=(len(indptr) - 1, width))
+
+        def partial_fit(self, events: Any) -> Any:
+            up = upsert_ratings(self, events)
+            a = self._algo
+            f = a.user_factors.shape[1]
+            pad = np.zeros((self.n_users_ - len(a.user_factors), f), a.user_factors.dtype)
+            a.user_factors = np.concatenate([a.user_factors, pad])
+            pad = np.zeros((self.n_items_ - len(a.item_factors), f), a.item_factors.dtype)
+            a.item_factors = np.concatenate([a.item_factors, pad])
+            users, items = up.touched_users, up.touched_items
+            with _one_blas_thread():
+                a.partial_fit_users(users, self._rows(*user_rows(self, users), self.n_items_))
+                a.partial_fit_items(items, self._rows(*item_rows(self, items), self.n_users_))
+            self.user_factors_ = np.asarray(a.user_factors, np.float32)
+            self.item_factors_ = np.asarray(a.item_factors, np.float32)
+            return self
+
+    return ImplicitALSStream
+
+
+def run(data: Any, out: Path, models: list[str] = MODELS, config_dir: Path = ROOT / "configs",
+        updates: list[str] = UPDATES) -> list[dict]:
+    """Run every (model, update mode) and write its record; returns the records.
+
+    "implicit-als-stream" (the reference) runs with `als`'s config mirrored onto implicit."""
+    from benchmarks.references import mirror_params
+    from recstack.models.base import MODELS as REGISTRY
+    from recstack.models.base import make_model
     from recstack.stream import run_stream
 
     (out / "records").mkdir(parents=True, exist_ok=True)
     records = []
     for model in models:
-        params, source = stream_config(model, config_dir)
-        for update in UPDATES:
+        if model == "implicit-als-stream":
+            cls = implicit_reference()
+            globals()["ImplicitALSStream"] = cls
+            REGISTRY.setdefault(model, f"{__name__}:ImplicitALSStream")
+            ours, source = stream_config("als", config_dir)
+            params = mirror_params("implicit-als", make_model("als", ours).config.to_dict())
+            source = f"same {', '.join(sorted(params))} as als ({source})"
+        else:
+            params, source = stream_config(model, config_dir)
+        for update in updates:
             _err(f"[stream] {model} --update {update} ({source}) …")
             rec = run_stream(model, data, params, update=update, progress=lambda line: _err(f"    {line}"))
-            rec.update({"side": "recstack", "library": "recstack", "config_source": source})
+            side = "implicit" if model.startswith("implicit") else "recstack"
+            rec.update({"side": side, "library": side, "config_source": source})
             (out / "records" / f"stream__{model}__{update}.json").write_text(json.dumps(rec, indent=2))
             _err(f"    hr@10 {rec['metrics']['hr@10']:.4f}, update {rec['update_seconds']:.2f}s")
             records.append(rec)
@@ -117,12 +187,18 @@ def plot(folder: Path, records: list[dict]) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.stream", description=__doc__)
     p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--updates", nargs="+", default=UPDATES, choices=UPDATES)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--summary-only", action="store_true",
+                   help="only rebuild the table and plot from the records already under --out")
     args = p.parse_args(argv)
     from recstack.data.movielens import load_dataset
 
     args.out.mkdir(parents=True, exist_ok=True)
-    records = run(load_dataset("ml-100k"), args.out, args.models)
+    if not args.summary_only:
+        run(load_dataset("ml-100k"), args.out, args.models, updates=args.updates)
+    records = [json.loads(f.read_text()) for f in sorted((args.out / "records").glob("stream__*.json"))]
+    records.sort(key=lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else 99, UPDATES.index(r["update"])))
     rows = summary(records)
     (args.out / "stream.json").write_text(json.dumps(rows, indent=2))
     (args.out / "stream.md").write_text("\n".join(markdown(rows)))
