@@ -171,3 +171,27 @@ def test_models_lists_hyperparameters_and_abilities():
     assert "predicts_ratings" not in by_name["ease"]["abilities"]
     text = run("models").stdout
     assert "abilities:" in text and "factors: int = 100" in text
+
+
+def test_recommend_reranks_for_diversity_and_excludes_genres(trained):
+    plain = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "10", "--json").stdout)
+    diverse = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "10", "--json",
+                           "--diversity", "0.8", "--exclude-genre", "Drama").stdout)
+    assert [r["item"] for r in plain["items"]] != [r["item"] for r in diverse["items"]]
+    assert len(diverse["items"]) == 10 and not any("Drama" in r["genres"] for r in diverse["items"])
+    refused(run("recommend", str(trained[0]), "--user", "196", "--diversity", "2", ok=False), "diversity=2.0")
+
+
+def test_ab_plan_gives_users_per_variant():
+    rec = one_json(run("ab", "plan", "--base-rate", "0.1", "--lift", "0.2", "--json").stdout)
+    assert rec["users_per_variant"] == 3841 and isinstance(rec["users_per_variant"], int)
+    refused(run("ab", "plan", "--base-rate", "1.5", "--lift", "0.2", ok=False), "base rate 1.5")
+
+
+def test_recommend_explain_names_rated_movies(trained):
+    out = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "3", "--json", "--explain").stdout)
+    for row in out["items"]:
+        e = row["explanation"]
+        assert e["item"]["item"] == row["item"] and e["parts"]
+    text = run("recommend", str(trained[0]), "--user", "196", "-k", "3", "--explain").stdout
+    assert text.count("because you rated") + text.count("no single rated movie") == 3

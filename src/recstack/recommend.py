@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from recstack.errors import ConfigError, RecstackError, UnknownIdError
 from recstack.itemlist import ItemList, ScoreKind
 from recstack.models.base import Model, has_ability, require_ability
+from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
 
 if TYPE_CHECKING:
     from recstack.persist import SavedModel
@@ -160,8 +161,12 @@ class Recommender:
         _check_k(k)
         return self.item_list(popular_items(self.train.item_popularity, k, exclude), None, "ranking", **kw)
 
-    def for_user(self, user_id: object, k: int = 10, fallback: str = "none") -> ItemList:
-        """Top-k unseen items for a known user; popular items for an unknown one when asked."""
+    def for_user(self, user_id: object, k: int = 10, fallback: str = "none",
+                 rerank: Rerank | None = None) -> ItemList:
+        """Top-k unseen items for a known user; popular items for an unknown one when asked.
+
+        `rerank` re-ranks the model's best candidates (diversity, novelty, excluded genres; see
+        `recstack.rerank`); scores stay the model's own."""
         _check_k(k)
         if str(user_id) not in self.train.user_index:
             if fallback != "popular":
@@ -170,10 +175,43 @@ class Recommender:
             return self.popular(k, user=str(user_id), fallback="popular",
                                 fallback_reason=f"unknown user id {str(user_id)!r}: the most popular items")
         u = self.train.user_of(user_id)
+        wide = k if rerank is None else rerank.n_candidates(k)
         scores = self.model.score([u]).astype(np.float64)
         scores[0, self.train.item[self.train.user == u]] = -np.inf  # seen items (no full CSR build)
-        idx, val = top_k_from_scores(scores, k)
-        return self.item_list(idx[0], val[0], self.model.score_kind, user=str(user_id))
+        idx, val = top_k_from_scores(scores, wide)
+        idx, val = self._reranked(idx[0], val[0], k, rerank)
+        return self.item_list(idx, val, self.model.score_kind, user=str(user_id))
+
+    def _reranked(self, idx: np.ndarray, val: np.ndarray, k: int,
+                  rerank: Rerank | None) -> tuple[np.ndarray, np.ndarray]:
+        """The k items to show from ranked candidates (idx, val), re-ranked when asked."""
+        if rerank is None or not rerank.active:
+            return idx[:k], val[:k]
+        chosen = rerank_candidates(idx, val, k, rerank, self._rerank_vectors(rerank),
+                                   self.train.item_popularity, self._item_genres())
+        score_of = dict(zip(idx.tolist(), val.tolist()))
+        return chosen, np.array([score_of[i] for i in chosen.tolist()], np.float32)
+
+    def _item_genres(self) -> list[set[str]] | None:
+        if not hasattr(self, "_genres"):
+            self._genres = item_genres(self.train)
+        return self._genres
+
+    def _rerank_vectors(self, rerank: Rerank) -> np.ndarray | None:
+        """Unit item vectors for the diversity similarity (cached per kind)."""
+        if rerank.diversity <= 0:
+            return None
+        cache = self.__dict__.setdefault("_unit_vectors", {})
+        if rerank.similarity not in cache:
+            if rerank.similarity == "embedding":
+                require_ability(self.model, "item_embeddings")
+                cache["embedding"] = unit_rows(self.model.item_vectors())
+            else:
+                g = genre_matrix(self.train)
+                if g is None:
+                    raise RecstackError("diversity by genre needs item genres; use similarity='embedding'")
+                cache["genre"] = unit_rows(g)
+        return cache[rerank.similarity]
 
     def rated_by(self, user_id: object, k: int = 10) -> ItemList:
         """The user's highest-rated training items (ties: most recent first); scores are their ratings."""
@@ -213,6 +251,37 @@ class Recommender:
         require_ability(self.model, "similar_items")
         idx, sims = self.model.similar_items(i, k)
         return self.item_list(idx, sims, "similarity", item=self.item_row(i))
+
+    def history(self, user_id: object) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, ratings) of the user's training rows."""
+        u = self.train.user_of(user_id)
+        x = self.train.csr
+        lo, hi = x.indptr[u], x.indptr[u + 1]
+        return x.indices[lo:hi].astype(np.int64), x.data[lo:hi].astype(np.float64)
+
+    def explain(self, user_id: object, item_id: object, top: int | None = None) -> dict[str, Any]:
+        """Why `item_id` scores what it does for `user_id`: {"score": the unclipped score the
+        ranking used, "parts": [{"item", "label", "contribution"} | {"feature"/"bias", ...}], "exact"}.
+
+        For exact models the parts sum to the score; `top` keeps the largest parts only (the
+        sum then leaves out the rest, so `score` is unchanged). Needs the model's `explains` ability."""
+        require_ability(self.model, "explains")
+        u, i = self.train.user_of(user_id), self.train.item_of(item_id)
+        e = self.model.explain(u, i, history=self.history(user_id))
+        parts = []
+        for p in e.parts:
+            if p["kind"] == "item":
+                parts.append({"item": str(self.train.item_ids[p["key"]]), "label": self.labels[p["key"]],
+                              "contribution": p["contribution"]})
+            else:
+                parts.append({p["kind"]: str(p["key"]), "contribution": p["contribution"]})
+        return {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
+                "exact": e.exact, "parts": parts if top is None else parts[:top]}
+
+    def because(self, user_id: object, item_id: object, n: int = 2) -> list[str]:
+        """Labels of the (at most n) history items that raise `item_id`'s score the most."""
+        parts = self.explain(user_id, item_id)["parts"]
+        return [p["label"] for p in parts if "item" in p and p["contribution"] > 0][:n]
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Items whose label contains every word of `query` (case-insensitive), most popular first."""
