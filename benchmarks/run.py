@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from benchmarks import references, report, speed  # noqa: E402
+from benchmarks import stream as stream_bench  # noqa: E402
 from recstack.errors import ConfigError, MissingExtraError, RecstackError  # noqa: E402
 from recstack.evaluate import run_protocol  # noqa: E402
 from recstack.models.base import get_model_class  # noqa: E402
@@ -231,6 +232,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-speed", action="store_true", help="skip the timed speed rows")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--speed-only", action="store_true", help="only the timed speed rows, no accuracy runs")
+    p.add_argument("--no-stream", action="store_true",
+                   help="skip the stream protocol rows (none / incremental / retrain; ~15 min; off with --quick)")
     args = p.parse_args(argv)
     if args.quick and args.folds is None:
         args.folds = 1
@@ -262,6 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs, notes = ([], []) if args.speed_only else build_plan(args, args.configs)
     records, failures = run_jobs(jobs, data, args.folds, out)
     speed_rows = [] if args.no_speed else run_speed(args, data, args.configs)
+    stream_records = []
+    if not (args.no_stream or args.quick or args.speed_only):
+        models = [m for m in stream_bench.MODELS if not args.only or m in args.only]
+        stream_records = stream_bench.run(data, out, models, args.configs)
+        stream_rows = stream_bench.summary(stream_records)
+        (out / "stream.json").write_text(json.dumps(stream_rows, indent=2))
     (out / "speed.json").write_text(json.dumps(speed_rows, indent=2))
     seconds = time.perf_counter() - t0
     header = [f"`python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}` — "
@@ -277,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "~0.3 s) — the speed rows time the library's own `fit` alone. `config` says where the "
               "hyperparameters came from; `peak_memory_mb` in the records is the whole process's peak so far."]
     report.write_markdown(out / "README.md", records, notes + failures, speed_rows, header)
+    if stream_records:
+        with (out / "README.md").open("a") as fh:
+            fh.write("\n" + "\n".join(stream_bench.markdown(stream_bench.summary(stream_records))))
     plots = [] if args.no_plots else report.write_plots(out, records)
+    if stream_records and not args.no_plots:
+        plots.append(stream_bench.plot(out, stream_records))
     if limits is not None:
         limits.restore_original_limits()
     _err(f"wrote {len(records)} records, {len(speed_rows)} speed rows, {len(plots)} plots to {out} "

@@ -213,6 +213,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         check_json_target(args.out, "result record")
     progress: Callable[[str], None] | None = None if args.json else _err
+    if args.protocol == "stream":
+        return _evaluate_stream(args, progress)
     if args.protocol == "custom":
         if not (args.train_file and args.test_file):
             raise RecstackError("protocol custom needs --train FILE and --test FILE")
@@ -255,6 +257,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             u1 = record["folds"][0]["metrics"]
             print(f"{'u1 rmse':>14}: {u1['rmse']:.4f}")
         print(f"{'fit seconds':>14}: {record['fit_seconds']:.2f}")
+    return 0
+
+
+def _evaluate_stream(args: argparse.Namespace, progress: Callable[[str], None] | None) -> int:
+    """`evaluate --protocol stream --update none|incremental|retrain`: the prequential replay."""
+    from recstack.data.movielens import load_dataset
+    from recstack.stream import run_stream
+
+    data = load_dataset(args.dataset, args.data_path)
+    record = run_stream(args.model, data, _params(args), update=args.update or "incremental",
+                        retrain_every=args.retrain_every, k=args.k or 10, seed=args.seed, progress=progress)
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2, default=str))
+    if args.json:
+        _emit(record)
+    else:
+        for key, value in record["metrics"].items():
+            print(f"{key:>14}: {value:.4f}")
+        print(f"{'user-days':>14}: {record['user_days']}")
+        print(f"{'update seconds':>14}: {record['update_seconds']:.3f}")
     return 0
 
 
@@ -544,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
     _add_model_opts(ev)
     ev.add_argument("--protocol", required=True,
-                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, cold-items, cold-users, custom")
+                    help="ml100k-folds, random-80-20, msr-75, leave-last-out, stream, cold-items, cold-users, custom")
     ev.add_argument("--given", type=int, choices=[1, 3, 5], default=5,
                     help="cold-users: how many first ratings each held-out user brings (default 5)")
     ev.add_argument("--dataset", default="ml-100k")
@@ -559,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--folds", type=_int_at_least(1), default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
     _add_feature_opts(ev)
+    ev.add_argument("--update", choices=["none", "incremental", "retrain"], default=None,
+                    help="stream protocol: how the model learns each day's events (default incremental)")
+    ev.add_argument("--retrain-every", type=int, default=1, metavar="N",
+                    help="stream protocol with --update retrain: refit every N days (default 1)")
     _add_rerank_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 

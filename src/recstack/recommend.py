@@ -121,7 +121,13 @@ class Recommender:
 
     # ---- rows -----------------------------------------------------------------------------
     def item_meta(self, index: int) -> dict[str, Any]:
-        """Display metadata of item `index`: label, and title, year, genres where known."""
+        """Display metadata of item `index`: label, and title, year, genres where known (cached)."""
+        cache = self.__dict__.setdefault("_meta_cache", {})
+        if index not in cache:
+            cache[index] = self._item_meta(index)
+        return dict(cache[index])
+
+    def _item_meta(self, index: int) -> dict[str, Any]:
         f = self.train.item_features
         row: dict[str, Any] = {"label": self.labels[index]}
         if f is not None:
@@ -170,7 +176,9 @@ class Recommender:
                                 fallback_reason=f"unknown user id {str(user_id)!r}: the most popular items")
         u = self.train.user_of(user_id)
         wide = k if rerank is None else rerank.n_candidates(k)
-        idx, val = recommend(self.model, [u], wide, exclude=self.train.csr)
+        scores = self.model.score([u]).astype(np.float64)
+        scores[0, self.train.item[self.train.user == u]] = -np.inf  # seen items (no full CSR build)
+        idx, val = top_k_from_scores(scores, wide)
         idx, val = self._reranked(idx[0], val[0], k, rerank)
         return self.item_list(idx, val, self.model.score_kind, user=str(user_id))
 
@@ -283,6 +291,36 @@ class Recommender:
         hits = [i for i, label in enumerate(self.labels) if all(w in label.lower() for w in words)]
         hits.sort(key=lambda i: (-self.train.item_popularity[i], i))
         return [self.item_row(i) for i in hits[:limit]]
+
+    # ---- learning from new events --------------------------------------------------------
+    def update(self, rows: Any, now: int | None = None) -> dict[str, int]:
+        """Learn from rows `(user, item, rating[, timestamp])` in external ids, without a refit.
+
+        Every row is validated first (a bad one raises a `DataError` naming the row and field and
+        nothing is applied); new users and items extend the vocabularies; the model learns
+        through `partial_fit`, and the training log takes the rows (a repeated (user, item)
+        replaces the earlier rating), so seen items, popularity and fallbacks follow. Late events
+        (older than the user's latest) are accepted. Returns counts of rows, new users, new items.
+        """
+        from recstack.data.updates import extend, merge, parse_rows
+
+        require_ability(self.model, "partial_fit")
+        users, items, ratings, stamps = parse_rows(rows, now)
+        events = extend(self.train, users, items, ratings, stamps)
+        new_users = events.n_users - self.train.n_users
+        new_items = events.n_items - self.train.n_items
+        self.model.partial_fit(events)
+        self.train = merge(self.train, events)
+        if new_items:
+            self.labels = self.train.item_titles()
+        self.scale = (float(self.train.rating.min()), float(self.train.rating.max()))
+        return {"rows": len(events), "new_users": new_users, "new_items": new_items}
+
+    def save(self, path: Any) -> Any:
+        """Write the (updated) model and its training log to folder `path` (`persist.save_model`)."""
+        from recstack.persist import save_model
+
+        return save_model(path, self.model, self.train, metrics=self.info.get("metrics"))
 
 
 def _check_k(k: int) -> None:

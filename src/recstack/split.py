@@ -157,3 +157,52 @@ def cold_users_split(data: Interactions, fraction: float = 0.1, given: int = 5, 
     position[order] = pos  # 0 for a user's first interaction
     given_rows = is_cold & (position < given)
     return (data.subset(~is_cold), data.subset(given_rows), data.subset(is_cold & ~given_rows), cold)
+
+
+def stream_split(data: Interactions, fraction: float = 0.5, day_seconds: int = 86400
+                 ) -> tuple[Interactions, list[tuple[int, Interactions]]]:
+    """The `stream` protocol's replay (prequential evaluation, Vinagre, Jorge & Gama 2014).
+
+    Rows are ordered by (timestamp, input order) and the vocabularies re-ordered by first
+    appearance in that order, so the users and items seen up to any moment are a prefix of
+    them. Returns (initial, days): `initial` holds the rows before the timestamp of the row at
+    position ⌊fraction·n⌋ (vocabularies: what those rows use); `days` lists, per following UTC
+    day (timestamp // day_seconds), that day's rows over the vocabularies seen up to its end —
+    each batch's vocabularies extend the previous ones, as `partial_fit` expects.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"stream fraction must be in (0, 1), got {fraction}")
+    if len(data) < 2:
+        raise DataError("the stream protocol needs at least two rows")
+    order = np.lexsort((np.arange(len(data)), data.timestamp))
+    u, i = data.user[order], data.item[order]
+    _, first_u = np.unique(u, return_index=True)
+    _, first_i = np.unique(i, return_index=True)
+    uorder = np.unique(u)[np.argsort(first_u, kind="stable")]  # old user index by first appearance
+    iorder = np.unique(i)[np.argsort(first_i, kind="stable")]
+    unew = np.empty(data.n_users, np.int64)
+    unew[uorder] = np.arange(len(uorder))
+    inew = np.empty(data.n_items, np.int64)
+    inew[iorder] = np.arange(len(iorder))
+    uid, iid = data.user_ids[uorder], data.item_ids[iorder]
+    u, i = unew[u].astype(np.int32), inew[i].astype(np.int32)
+    rating, ts = data.rating[order], data.timestamp[order]
+    nu = np.maximum.accumulate(u.astype(np.int64)) + 1  # vocabulary sizes after each row
+    ni = np.maximum.accumulate(i.astype(np.int64)) + 1
+    ifeat = None if data.item_features is None else data.item_features.iloc[iorder].reset_index(drop=True)
+    ufeat = None if data.user_features is None else data.user_features.iloc[uorder].reset_index(drop=True)
+
+    def part(lo: int, hi: int) -> Interactions:
+        n_u, n_i = int(nu[hi - 1]), int(ni[hi - 1])
+        return Interactions(uid[:n_u], iid[:n_i], u[lo:hi], i[lo:hi], rating[lo:hi], ts[lo:hi],
+                            None if ifeat is None else ifeat.iloc[:n_i].reset_index(drop=True),
+                            None if ufeat is None else ufeat.iloc[:n_u].reset_index(drop=True),
+                            data.name)
+
+    cut = int(np.searchsorted(ts, ts[int(fraction * len(ts))], side="left"))
+    if cut == 0:
+        raise DataError("the stream protocol's initial part is empty (all rows share one timestamp)")
+    day = ts // day_seconds
+    bounds = np.r_[cut, cut + np.flatnonzero(np.diff(day[cut:])) + 1, len(ts)]
+    days = [(int(day[lo]), part(int(lo), int(hi))) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    return part(0, cut), days

@@ -21,7 +21,7 @@ import pytest
 
 from recstack.data.synthetic import block_data, block_of
 from recstack.errors import ConfigError, RecstackError, UnknownIdError
-from recstack.models.base import make_model
+from recstack.models.base import has_ability, make_model
 from recstack.persist import load_model, save_model
 from recstack.recommend import Recommender, recommend
 
@@ -148,3 +148,33 @@ class ModelConformance:
         idx, _ = recommend(fitted, users, k=self.known_answer_k, exclude=data.csr)
         right = block_of(idx, n_blocks) == block_of(users, n_blocks)[:, None]
         assert right[idx >= 0].mean() >= 0.95, f"in-block share {right[idx >= 0].mean():.3f}"
+
+    def test_partial_fit(self, data, tmp_path):
+        """Models with partial_fit: new users and items grow the model, are scored and recommended;
+        new users' top items come from their own block about as often as after a full refit (or
+        ≥ 0.8 of them); save → load gives the same scores."""
+        if not has_ability(self.make(), "partial_fit"):
+            pytest.skip("no partial_fit")
+        self.check_partial_fit(data, tmp_path)
+
+    def check_partial_fit(self, data, tmp_path):
+        n_u, n_i = data.n_users - 10, data.n_items - 4
+        old = (data.user < n_u) & (data.item < n_i)
+        first = data.subset(old)
+        first = type(data)(data.user_ids[:n_u], data.item_ids[:n_i], first.user, first.item, first.rating,
+                           first.timestamp, name=data.name)
+        model = self.make().fit(first)
+        assert model.partial_fit(data.subset(~old)) is model
+        assert (model.n_users_, model.n_items_) == (data.n_users, data.n_items)
+        s = model.score(np.arange(data.n_users))
+        assert s.shape == (data.n_users, data.n_items) and np.isfinite(s).all()
+        new_users = np.arange(n_u, data.n_users)
+        idx, _ = recommend(model, new_users, k=self.known_answer_k, exclude=data.csr)
+        assert (idx >= 0).all()
+        full_idx, _ = recommend(self.make().fit(data), new_users, k=self.known_answer_k, exclude=data.csr)
+        share = (block_of(idx, 2) == block_of(new_users, 2)[:, None]).mean()
+        full = (block_of(full_idx, 2) == block_of(new_users, 2)[:, None]).mean()
+        assert share >= min(0.8, full) - 0.1, f"new users' in-block share {share:.3f}, full refit {full:.3f}"
+        save_model(tmp_path / "m", model, data)
+        np.testing.assert_array_equal(load_model(tmp_path / "m").model.score(np.arange(data.n_users)), s)
+

@@ -26,6 +26,10 @@ class TestALSImplicit(ModelConformance):
         idx, _ = recommend(self.make().fit(inside), users, k=self.known_answer_k, exclude=inside.csr)
         assert (block_of(idx) == block_of(users)[:, None]).all()
 
+    def test_partial_fit(self, data, tmp_path):
+        """As `test_known_answer`: on the in-block interactions only."""
+        self.check_partial_fit(data.subset(block_of(data.user) == block_of(data.item)), tmp_path)
+
 
 class TestALSImplicitExact(TestALSImplicit):
     params = {**TestALSImplicit.params, "solver": "exact"}

@@ -21,7 +21,7 @@ of the exact solve, the reference both are tested against.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numba
 import numpy as np
@@ -30,6 +30,17 @@ import scipy.sparse as sp
 from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
 from recstack.models.config import Config, require
+from recstack.models.incremental import (
+    gram_add,
+    gram_delta,
+    gram_stats,
+    grow,
+    item_rows,
+    solve_from_stats,
+    solve_rows,
+    upsert_ratings,
+    user_rows,
+)
 from recstack.models.mf import MF
 from recstack.progress import Bar
 
@@ -322,6 +333,113 @@ class ALS(MF):
             conf = self._confidence(r)
             als_solve_slow(indptr, items, conf - 1, conf, x, Y, Y.T @ Y, self.config.reg, 0.0)
         return x[0], 0.0
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    replay_size: ClassVar[int] = 0  # ALS re-solves rows exactly; it replays nothing
+
+    stats_budget: ClassVar[int] = 50_000_000  # most floats kept for per-item Gram statistics
+
+    def partial_fit(self, events: Interactions) -> Self:
+        """Learn from `events` (vocabularies extending the model's) by exact row re-solves.
+
+        New users and items start at zero. The touched users are solved exactly with the item
+        factors fixed, then the touched items with the user factors fixed, then the touched
+        users once more, so each touched user ends at the exact `fold_in` solve against the
+        final item factors. Users are solved from their kept ratings (`solve_rows`). Items are
+        solved from per-item Gram statistics kept as state, `item_gram_` (n_items, f, f) =
+        Σ_u w_ui x_u x_uᵀ and `item_rhs_` (n_items, f) = Σ_u t_ui x_u (spare rows at the end; w, t: 1 and r − μ in
+        explicit mode; c − 1 and c in implicit mode), which are corrected whenever a user's
+        vector or a rating changes — so an item's solve costs O(f³), not O(f² · its raters).
+        Models whose statistics would exceed `stats_budget` floats solve items from their
+        ratings instead. Implicit mode uses the full YᵀY (XᵀX) Gram, as the training solve does.
+        """
+        stats = self._item_stats_ready()
+        up = upsert_ratings(self, events)
+        self._grow_state(self.n_users_, self.n_items_)
+        if stats:
+            self.item_gram_ = grow(self.item_gram_, self.n_items_, spare=0.25)  # spare rows: amortised
+            self.item_rhs_ = grow(self.item_rhs_, self.n_items_, spare=0.25)
+            old_w, old_t = self._weights(np.where(np.isnan(up.old), 0.0, up.old))
+            new_w, new_t = self._weights(up.ratings)
+            gone = np.isnan(up.old)
+            old_w[gone], old_t[gone] = 0.0, 0.0
+            gram_add(up.items, self.user_factors_, up.users, new_w - old_w, new_t - old_t,
+                     self.item_gram_, self.item_rhs_)
+        users, items = up.touched_users, up.touched_items
+        self._resolve_tracked(users, stats)
+        if stats:
+            k = self.user_factors_.shape[1]
+            X = self.user_factors_
+            if self.explicit:
+                base = np.zeros((k, k))
+                lam = self.config.reg * np.diff(self.train_t_indptr_)[items].astype(np.float64)
+            else:
+                base = X.T.astype(np.float64) @ X
+                lam = np.full(len(items), float(self.config.reg))
+            out = np.zeros((len(items), k))
+            solve_from_stats(items, self.item_gram_, self.item_rhs_, base, lam, out)
+            self.item_factors_[items] = out
+        else:
+            self._resolve(items, item_side=True)
+        self._resolve_tracked(users, stats)
+        self.updates_ += 1
+        return self
+
+    def _weights(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(w, t) per rating: (1, r − μ) explicit; (c − 1, c) implicit."""
+        values = np.asarray(values, np.float64)
+        if self.explicit:
+            return np.ones_like(values), values - self.global_mean_
+        conf = self._confidence(values)
+        return conf - 1.0, conf
+
+    def _item_stats_ready(self) -> bool:
+        """Build the per-item Gram statistics from the current state if missing; False: over budget."""
+        k = self.user_factors_.shape[1]
+        if self.n_items_ * (k * k + k) > self.stats_budget:
+            return False
+        if getattr(self, "item_gram_", None) is None or len(self.item_gram_) < self.n_items_:
+            w, t = self._weights(self.train_t_values_)
+            self.item_gram_ = np.zeros((self.n_items_, k, k))
+            self.item_rhs_ = np.zeros((self.n_items_, k))
+            gram_stats(self.train_t_indptr_, self.train_t_indices_, w, t,
+                       self.user_factors_.astype(np.float64), self.item_gram_, self.item_rhs_)
+        return True
+
+    def _resolve_tracked(self, users: np.ndarray, stats: bool) -> None:
+        """Re-solve `users` and carry their vectors' change into the item statistics."""
+        if not stats:
+            self._resolve(users, item_side=False)
+            return
+        old = self.user_factors_[users].astype(np.float64)
+        self._resolve(users, item_side=False)
+        new = self.user_factors_[users].astype(np.float64)
+        indptr, cols, values = user_rows(self, users)
+        w, t = self._weights(values)
+        gram_delta(users, indptr, cols, w, t, old, new, self.item_gram_, self.item_rhs_)
+
+    def resolve_users(self, users: np.ndarray) -> None:
+        """Solve `users`' vectors exactly over their kept ratings, item factors fixed."""
+        self._resolve(np.asarray(users, np.int64), item_side=False)
+
+    def _resolve(self, rows: np.ndarray, item_side: bool) -> None:
+        if not len(rows):
+            return
+        if item_side:
+            indptr, cols, values = item_rows(self, rows)
+            X, Y = self.item_factors_, self.user_factors_
+        else:
+            indptr, cols, values = user_rows(self, rows)
+            X, Y = self.user_factors_, self.item_factors_
+        k = X.shape[1]
+        out = np.zeros((len(rows), k))
+        w, t = self._weights(values)
+        if self.explicit:
+            solve_rows(indptr, cols, w, t, Y, np.zeros((k, k)), 0.0, float(self.config.reg), out)
+        else:
+            gram = Y.T.astype(np.float64) @ Y
+            solve_rows(indptr, cols, w, t, Y, gram, float(self.config.reg), 0.0, out)
+        X[rows] = out
 
 
 def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

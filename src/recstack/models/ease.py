@@ -11,6 +11,13 @@ collaborative filtering with side-information", RecSys 2020): one row per genre 
 release-year bucket, weight w, stacked under X, so G = XᵀX + w²·FFᵀ with F the
 (n_items, n_features) one-hot metadata. Memory is dense n_items², so this suits catalogues up
 to a few tens of thousands of items.
+
+No `partial_fit`: EASE's weights B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹, depend on the
+whole inverse. A new rating (u, i) changes row and column i of the Gram matrix XᵀX by
+r·x_u (a rank-2 update per touched item, and a user with n ratings touches n items), so a
+Woodbury update of P costs O(n_items² · rank) per event and leaves every column of B changed
+— about the cost of a full refit (one dense inverse) for any daily batch of real size, with
+accumulated rounding besides. A full refit is the honest update; `Recommender.update` says so.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ stored state is a sparse neighbour matrix and no dense n×n matrix is ever built
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +31,7 @@ from recstack.errors import RecstackError
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.baseline import als_biases
 from recstack.models.config import Config, require
+from recstack.models.incremental import grow, keep_ratings, upsert_ratings
 from recstack.models.similarity import (
     BASELINE,
     COSINE,
@@ -38,8 +39,11 @@ from recstack.models.similarity import (
     MEANS,
     PEARSON,
     PLAIN,
+    entity_sims,
     estimate_pairs,
     n_chunks,
+    patch_neighbours,
+    store_rows,
     top_neighbours,
 )
 
@@ -358,6 +362,126 @@ class ItemKNN(Model):
         lo, hi = self.neighbour_indptr_[item], self.neighbour_indptr_[item + 1]
         hi = min(hi, lo + k)
         return self.neighbour_indices_[lo:hi].copy(), self.neighbour_sims_[lo:hi].copy()
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
+        """`Model.fit`, then keep the ratings item-major too (`incremental.keep_ratings`)."""
+        super().fit(train, valid)
+        keep_ratings(self, train)
+        return self
+
+    @property
+    def has_partial_fit(self) -> bool:
+        """Every similarity but BM25, whose weights (idf, mean length) every new rating changes."""
+        return not (self.config.mode == "ranking" and self.config.sim == "bm25")
+
+    def partial_fit(self, events: Interactions) -> Self:
+        """Learn from `events` by updating the touched similarity rows and columns, exactly.
+
+        A new or changed rating (u, i) changes only the similarities of pairs containing i
+        (item-based; u for user-based): their co-rating sums and i's norm. The touched rows are
+        recomputed from the kept ratings (`entity_sims`), and their column is patched into every
+        other row (`patch_neighbours`), which is recomputed from the data only when a lost
+        neighbour could be replaced by one it never stored. The result equals a full refit's
+        neighbour matrix on the same ratings. The baselines μ, b_u, b_i (`pearson_baseline`
+        similarities, the `baseline` estimator, the `plain` fallback μ) stay as last fitted —
+        new users and items start at b = 0, new ratings' residuals use them — and are
+        re-estimated only by a full `fit`. User and item means are recomputed.
+        """
+        c = self.config
+        if not self.has_partial_fit:
+            raise RecstackError("item-knn with similarity bm25 cannot learn incrementally: BM25 weights "
+                                "(idf, mean row length) change with every rating; refit, or use cosine")
+        up = upsert_ratings(self, events)
+        n_u, n_i = self.n_users_, self.n_items_
+        self.user_bias_ = grow(self.user_bias_, n_u)
+        self.item_bias_ = grow(self.item_bias_, n_i)
+        x = self._ratings()
+        t = sp.csr_matrix((self.train_t_values_, self.train_t_indices_, self.train_t_indptr_), shape=(n_i, n_u))
+        self.user_mean_ = _row_means(x, self.global_mean_)
+        self.item_mean_ = _row_means(t, self.global_mean_)
+        self.min_rating_ = min(self.min_rating_, float(up.ratings.min()))
+        self.max_rating_ = max(self.max_rating_, float(up.ratings.max()))
+        ent, oth = (x, t) if c.user_based else (t, x)
+        touched = up.touched_users if c.user_based else up.touched_items
+        a_vals, t_vals, kind = self._similarity_values(ent, oth)
+        n = ent.shape[0]
+        keep = c.k if c.mode == "ranking" else (c.max_neighbours or n)
+        keep = max(1, min(keep, n - 1)) if n > 1 else 1
+        shrinkage = c.shrinkage if c.shrinkage is not None else (100.0 if c.sim == "pearson_baseline" else 0.0)
+        args = (ent.indptr.astype(np.int64), ent.indices.astype(np.int64), a_vals,
+                oth.indptr.astype(np.int64), oth.indices.astype(np.int64), t_vals, kind,
+                float(shrinkage), int(c.min_support))
+        self._init_reserve(keep)
+        slot = np.full(n, -1, np.int64)
+        slot[touched] = np.arange(len(touched))
+        fresh = entity_sims(touched.astype(np.int64), *args)
+        reserve = keep if self.reserve_size is None else self.reserve_size
+        out = patch_neighbours(self.neighbour_indptr_, self.neighbour_indices_,
+                               self.neighbour_sims_.astype(np.float64), self.reserve_indptr_,
+                               self.reserve_indices_, self.reserve_sims_, self.bound_sims_,
+                               self.bound_indices_, n, slot, fresh, keep, reserve)
+        counts, idx, sims, rcounts, ridx, rsims, bs, bi, redo = out
+        rows = np.flatnonzero(redo)
+        if len(rows):
+            store_rows(rows, entity_sims(rows, *args), keep, reserve, counts, idx, sims, rcounts, ridx,
+                       rsims, bs, bi)
+        valid = np.arange(idx.shape[1])[None, :] < counts[:, None]
+        self.neighbour_indptr_ = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        self.neighbour_indices_ = idx[valid].astype(np.int64)
+        self.neighbour_sims_ = sims[valid].astype(np.float32)
+        valid = np.arange(ridx.shape[1])[None, :] < rcounts[:, None]
+        self.reserve_indptr_ = np.r_[0, np.cumsum(rcounts)].astype(np.int64)
+        self.reserve_indices_ = ridx[valid].astype(np.int64)
+        self.reserve_sims_ = rsims[valid].astype(np.float32).astype(np.float64)
+        self.bound_sims_, self.bound_indices_ = bs, bi
+        self.redone_rows_ = int(len(rows))
+        return self
+
+    reserve_size: int | None = None  # reserve entries per row; None: as many as the neighbours
+
+    def _init_reserve(self, keep: int) -> None:
+        """After a fit: an empty reserve, and each full row's last neighbour as its bound (a
+        candidate it does not store ranks after it); rows holding every positive one: (0, n)."""
+        if getattr(self, "bound_sims_", None) is not None:
+            return
+        n = len(self.neighbour_indptr_) - 1
+        counts = np.diff(self.neighbour_indptr_)
+        self.reserve_indptr_ = np.zeros(n + 1, np.int64)
+        self.reserve_indices_ = np.zeros(0, np.int64)
+        self.reserve_sims_ = np.zeros(0, np.float64)
+        self.bound_sims_ = np.zeros(n)
+        self.bound_indices_ = np.full(n, n, np.int64)
+        full = np.flatnonzero(counts >= keep)
+        last = self.neighbour_indptr_[full + 1] - 1
+        self.bound_sims_[full] = self.neighbour_sims_[last]
+        self.bound_indices_[full] = self.neighbour_indices_[last]
+
+    def _similarity_values(self, ent: sp.csr_matrix, oth: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, int]:
+        """(values of `ent`, values of `oth`, kernel kind) as `fit` compares them: raw ratings,
+        baseline residuals (pearson_baseline) or L2-normalised rows (ranking cosine)."""
+        c = self.config
+        a = ent.data.astype(np.float64)
+        b = oth.data.astype(np.float64)
+        ent_of_a = np.repeat(np.arange(ent.shape[0]), np.diff(ent.indptr))
+        ent_of_b = oth.indices
+        if c.mode == "ranking":
+            if c.binary:
+                a, b = np.ones_like(a), np.ones_like(b)
+            sq = sp.csr_matrix((a * a, ent.indices, ent.indptr), shape=ent.shape)
+            norms = np.maximum(np.sqrt(np.asarray(sq.sum(axis=1)).ravel()), 1e-12)  # as `_l2_rows`
+            return a / norms[ent_of_a], b / norms[ent_of_b], DOT
+        if c.sim == "pearson_baseline":
+            oth_of_b = np.repeat(np.arange(oth.shape[0]), np.diff(oth.indptr))
+            bu, bi = self.user_bias_, self.item_bias_
+            if c.user_based:  # ent = users, oth = items
+                a = a - (self.global_mean_ + bu[ent_of_a] + bi[ent.indices])
+                b = b - (self.global_mean_ + bu[ent_of_b] + bi[oth_of_b])
+            else:
+                a = a - (self.global_mean_ + bi[ent_of_a] + bu[ent.indices])
+                b = b - (self.global_mean_ + bi[ent_of_b] + bu[oth_of_b])
+            return a, b, COSINE
+        return a, b, {"cosine": COSINE, "pearson": PEARSON}[c.sim]
 
 
 class UserKNN(ItemKNN):

@@ -18,7 +18,7 @@ hot loop and no numba kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from recstack.data.interactions import Interactions
 from recstack.models.base import Model
 from recstack.models.config import Config, require
+from recstack.models.incremental import check_extends, grow
 
 
 def sequence_order(data: Interactions) -> np.ndarray:
@@ -154,3 +155,44 @@ class Markov(Model):
         if denom <= 0:
             return self.popularity_.astype(np.float32)
         return ((row + alpha * self.popularity_) / denom).astype(np.float32)
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
+        """`Model.fit`, then keep the item counts that `popularity_` is made of."""
+        super().fit(train, valid)
+        self.item_counts_ = train.item_popularity.astype(np.float64)
+        return self
+
+    def partial_fit(self, events: Interactions) -> Self:
+        """Extend each user's history with the events, in (timestamp, row) order: every event
+        adds the transition last item → its item and becomes the user's last item; item counts
+        (popularity) grow. Events are a sequence: a repeated item is a new step, and a late event
+        (older than the user's latest) counts as arriving now."""
+        check_extends(self, events)
+        n_items = events.n_items
+        order = sequence_order(events)
+        u = events.user[order].astype(np.int64)
+        i = events.item[order].astype(np.int64)
+        last = grow(self.last_item_, events.n_users, fill=-1)
+        prev = np.empty_like(i)
+        if len(i):
+            first = np.r_[True, u[1:] != u[:-1]]
+            prev[1:] = i[:-1]
+            prev[first] = last[u[first]]
+        has = prev >= 0
+        old = sp.csr_matrix((self.trans_data_, self.trans_indices_, self.trans_indptr_),
+                            shape=(self.n_items_, self.n_items_))
+        old.resize((n_items, n_items))
+        add = sp.csr_matrix((np.ones(int(has.sum())), (prev[has], i[has])), shape=(n_items, n_items))
+        counts = (old + add).tocsr()
+        counts.sort_indices()
+        last[u] = i  # rows are in time order per user: the last one wins
+        self.last_item_ = last
+        self.trans_indptr_ = counts.indptr.astype(np.int64)
+        self.trans_indices_ = counts.indices.astype(np.int64)
+        self.trans_data_ = counts.data.astype(np.float64)
+        self.item_counts_ = grow(self.item_counts_, n_items) + np.bincount(i, minlength=n_items)
+        self.popularity_ = self.item_counts_ / self.item_counts_.sum()
+        self.n_users_, self.n_items_ = events.n_users, n_items
+        return self
+

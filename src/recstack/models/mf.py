@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numba
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from recstack.data.interactions import Interactions
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
+from recstack.models.incremental import grow, keep_ratings, solve_rows, upsert_ratings, user_rows
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -524,6 +525,95 @@ class MF(Model):
         sims[item] = -np.inf
         top = np.argsort(-sims, kind="stable")[:k]
         return top, sims[top].astype(np.float32)
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    # The model keeps its training ratings as state (see `incremental`) plus a ring buffer of
+    # the most recent `replay_size` ratings, replayed with each batch of new ones against drift.
+    partial_epochs: ClassVar[int] = 3  # SGD passes over new ratings + replay per partial_fit
+    replay_size: ClassVar[int] = 1000
+
+    def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
+        """`Model.fit`, then keep the training ratings and the most recent ones for `partial_fit`."""
+        super().fit(train, valid)
+        keep_ratings(self, train)
+        recent = np.lexsort((np.arange(len(train)), train.timestamp))[len(train) - self.replay_size:]
+        if self.replay_size == 0:
+            recent = recent[:0]
+        self.replay_users_ = train.user[recent].astype(np.int32)
+        self.replay_items_ = train.item[recent].astype(np.int32)
+        self.replay_ratings_ = train.rating[recent].astype(np.float32)
+        self.updates_ = 0
+        return self
+
+    def partial_fit(self, events: Interactions) -> Self:
+        """Learn from `events` (vocabularies extending the model's): grow, SGD, re-solve users.
+
+        New users and items start at zero (bias and factors); `partial_epochs` SGD passes run over
+        the new ratings together with the replay buffer of recent ones (the training update,
+        same learning rate and regularisation); then every touched user's vector (and bias) is
+        solved exactly with item factors fixed — the `fold_in` ridge regression over all of the
+        user's ratings, batched in the serial `solve_rows` kernel. μ stays as fitted.
+        """
+        up = upsert_ratings(self, events)
+        self._grow_state(self.n_users_, self.n_items_)
+        f32 = np.float32
+        users = np.concatenate([up.users.astype(np.int32), self.replay_users_])
+        items = np.concatenate([up.items.astype(np.int32), self.replay_items_])
+        ratings = np.concatenate([up.ratings.astype(f32), self.replay_ratings_])
+        P, Q = self.user_factors_, self.item_factors_
+        bu = self.user_bias_ if self.biased else np.zeros(len(P), f32)
+        bi = self.item_bias_ if self.biased else np.zeros(len(Q), f32)
+        c = self.config
+        reg_bias = getattr(c, "reg_bias", -1.0)
+        scalars = (f32(self.global_mean_), f32(c.learning_rate), f32(c.reg),
+                   f32(c.reg if reg_bias < 0 else reg_bias), self.biased)
+        seed = int(np.random.default_rng([c.seed, self.updates_]).integers(1 << 63))
+        for epoch in range(self.partial_epochs):
+            shuffle_rows(seed + epoch, users, items, ratings)
+            sgd_epoch(users, items, ratings, P, Q, bu, bi, *scalars)
+        keep = max(0, len(self.replay_users_) + len(up.users) - self.replay_size)
+        self.replay_users_ = np.concatenate([self.replay_users_, up.users.astype(np.int32)])[keep:]
+        self.replay_items_ = np.concatenate([self.replay_items_, up.items.astype(np.int32)])[keep:]
+        self.replay_ratings_ = np.concatenate([self.replay_ratings_, up.ratings.astype(f32)])[keep:]
+        self.resolve_users(up.touched_users)
+        self.updates_ += 1
+        return self
+
+    def _grow_state(self, n_users: int, n_items: int) -> None:
+        """Append zero rows for new users and items to every per-user / per-item state array."""
+        self.user_factors_ = grow(self.user_factors_, n_users)
+        self.item_factors_ = grow(self.item_factors_, n_items)
+        if self.biased:
+            self.user_bias_ = grow(self.user_bias_, n_users)
+            self.item_bias_ = grow(self.item_bias_, n_items)
+
+    def resolve_users(self, users: np.ndarray) -> None:
+        """Solve `users`' vectors (and biases) exactly as `fold_in` does, over their kept ratings."""
+        users = np.asarray(users, np.int64)
+        if not len(users):
+            return
+        indptr, items, ratings = user_rows(self, users)
+        target = ratings - self.global_mean_
+        Y = self.item_factors_
+        if self.biased:
+            target = target - self.item_bias_[items]
+            Y = np.hstack([Y, np.ones((len(Y), 1), np.float32)])
+        k = Y.shape[1]
+        X = np.zeros((len(users), k))
+        if len(users) <= 4 or k >= 32:  # few users or wide factors: BLAS Gram + LAPACK per user
+            for q in range(len(users)):
+                rows = slice(indptr[q], indptr[q + 1])
+                Yu = Y[items[rows]].astype(np.float64)
+                lam = self.config.reg * len(Yu) + 1.0
+                X[q] = np.linalg.solve(Yu.T @ Yu + lam * np.eye(k), Yu.T @ target[rows])
+        else:
+            solve_rows(indptr, items, np.ones(len(items)), target, Y, np.zeros((k, k)), 1.0,
+                       float(self.config.reg), X)
+        if self.biased:
+            self.user_factors_[users] = X[:, :-1]
+            self.user_bias_[users] = X[:, -1]
+        else:
+            self.user_factors_[users] = X
 
 
 class BiasedMF(MF):

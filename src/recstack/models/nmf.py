@@ -145,6 +145,9 @@ class NMF(MF):
 
     name = "nmf"
     config_class = NMFConfig
+    replay_size = 0
+    # MF's partial_fit (SGD + ridge re-solves) would break non-negativity: not offered for NMF
+    has_partial_fit = False
 
     @property
     def biased(self) -> bool:  # type: ignore[override]

@@ -10,13 +10,14 @@ the lower item index — top-k is deterministic however the scores are cut.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 
 from recstack.data.interactions import Interactions
 from recstack.models.base import Model
 from recstack.models.config import Config, require
+from recstack.models.incremental import grow, keep_ratings, upsert_ratings
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,25 @@ class Popular(Model):
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         s = self.item_scores_ if items is None else self.item_scores_[items]
         return np.broadcast_to(s.astype(np.float32), (len(users), len(s))).copy()
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
+        """`Model.fit`, then keep the training ratings (so a repeated rating replaces, not adds)."""
+        super().fit(train, valid)
+        keep_ratings(self, train)
+        return self
+
+    def partial_fit(self, events: Interactions) -> Self:
+        """Add the events to the counts (a repeated (user, item) replaces its earlier rating)."""
+        up = upsert_ratings(self, events)
+        c = self.config
+
+        def weight(r: np.ndarray) -> np.ndarray:
+            w = r if c.weight == "rating" else np.ones_like(r)
+            return np.where(np.isfinite(r) & (r >= c.min_rating), w, 0.0)
+
+        delta = weight(up.ratings) - weight(np.where(np.isnan(up.old), -np.inf, up.old))
+        counts = grow(self.item_counts_, self.n_items_)
+        self.item_counts_ = counts + np.bincount(up.items, weights=delta, minlength=self.n_items_)
+        self.item_scores_ = popularity_scores(self.item_counts_)
+        return self

@@ -108,6 +108,7 @@ def neighbour_block(indptr, indices, values, t_indptr, t_indices, t_values, star
                 f = touched[t]
                 sim = _finish(acc[f, 0], acc[f, 1], acc[f, 2], acc[f, 3], acc[f, 4], acc[f, 5],
                               kind, shrinkage, min_support)
+                sim = float(np.float32(sim))  # rank by the stored precision (ties: lower index)
                 acc[f, :] = 0.0
                 if sim > 0:
                     cand[m] = f
@@ -282,3 +283,174 @@ def estimate_pairs_slow(xs, ys, bounds, nb_indptr, nb_indices, nb_sims, y_indptr
             est = base + float(np.dot(w, dev) / w.sum())
         out[q] = min(max(est, lo), hi)
     return out
+
+
+# ---- incremental updates --------------------------------------------------------------------
+# A new rating (e, o) changes only the similarities of pairs that contain entity e (its sums
+# over common columns, its norm), so `partial_fit` recomputes the rows of the touched entities
+# exactly from the data and patches their column in every other row — a row re-ranks its old
+# neighbours with the new values and is recomputed from the data only when a neighbour it lost
+# could have been replaced by one it never stored (its list was full and the new last entry
+# ranks below the old last one).
+@numba.njit(cache=True, nogil=True)
+def entity_sims(rows, indptr, indices, values, t_indptr, t_indices, t_values, kind, shrinkage,
+                min_support):  # pragma: no cover - numba
+    """(len(rows), n) dense similarities of the given rows of A with every row (0 where not positive).
+
+    Same sums and `_finish` as `neighbour_block`, serial, without pruning."""
+    n_ent = len(indptr) - 1
+    out = np.zeros((len(rows), n_ent), np.float64)
+    acc = np.zeros((n_ent, 6))
+    touched = np.empty(n_ent, np.int64)
+    for q in range(len(rows)):
+        e = rows[q]
+        nt = 0
+        for p in range(indptr[e], indptr[e + 1]):
+            o = indices[p]
+            a = values[p]
+            for r in range(t_indptr[o], t_indptr[o + 1]):
+                f = t_indices[r]
+                if f == e:
+                    continue
+                b = t_values[r]
+                if acc[f, 0] == 0.0:
+                    touched[nt] = f
+                    nt += 1
+                acc[f, 0] += 1.0
+                acc[f, 1] += a * b
+                acc[f, 2] += a
+                acc[f, 3] += b
+                acc[f, 4] += a * a
+                acc[f, 5] += b * b
+        for t in range(nt):
+            f = touched[t]
+            sim = _finish(acc[f, 0], acc[f, 1], acc[f, 2], acc[f, 3], acc[f, 4], acc[f, 5],
+                          kind, shrinkage, min_support)
+            acc[f, :] = 0.0
+            if sim > 0:
+                out[q, f] = float(np.float32(sim))  # as `neighbour_block` ranks them
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _before(s1, i1, s2, i2):  # pragma: no cover - numba
+    """Whether (s1, i1) ranks at or before (s2, i2) in (similarity desc, index asc) order."""
+    return s1 > s2 or (s1 == s2 and i1 <= i2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _store(j, cand, sims, keep, reserve, bs, bi, counts, idx, sim, rcounts, ridx, rsim, out_bs,
+           out_bi, presorted=False):  # pragma: no cover - numba
+    """Write row j's ranked candidates: the first `keep` as neighbours, the next `reserve` as its
+    reserve; the first one dropped (if any) becomes the bound when it ranks before (bs, bi)."""
+    if not presorted:
+        cand, sims = _best(cand, sims, keep + reserve + 1)
+    m = min(len(cand), keep)
+    counts[j] = m
+    idx[j, :m] = cand[:m]
+    sim[j, :m] = sims[:m]
+    r = max(0, min(len(cand) - keep, reserve))
+    rcounts[j] = r
+    ridx[j, :r] = cand[keep:keep + r]
+    rsim[j, :r] = sims[keep:keep + r]
+    out_bs[j], out_bi[j] = bs, bi
+    if len(cand) > keep + reserve and _before(sims[-1], cand[-1], bs, bi):
+        out_bs[j], out_bi[j] = sims[-1], cand[-1]
+
+
+@numba.njit(cache=True, nogil=True)
+def patch_neighbours(nb_indptr, nb_indices, nb_sims, rs_indptr, rs_indices, rs_sims, bound_s, bound_i,
+                     n, slot, fresh, keep, reserve):  # pragma: no cover - numba
+    """New neighbour rows (top `keep`) and reserves (the next `reserve`) after the entities with
+    slot[e] ≥ 0 changed. Rows past the old ends are new, empty entities.
+
+    nb_* / rs_*: the old neighbours and reserves (CSR, rows best first); bound_s, bound_i: per
+    row, the best-ranked (similarity, index) any candidate it does not store can have — (0, n)
+    when it stores every positive one. fresh (n_touched, n): exact new similarities of the
+    touched rows (`entity_sims`), by symmetry also their new values in every other row. A row
+    keeps its exact top `keep` when at least `keep` of its known candidates rank before its
+    bound; otherwise redo[j] is set and the row must be recomputed from the data.
+    Returns (counts, idx, sims, rcounts, ridx, rsims, bound_s, bound_i, redo)."""
+    counts = np.zeros(n, np.int64)
+    idx = np.full((n, keep), -1, np.int64)
+    sim = np.zeros((n, keep), np.float64)
+    rcounts = np.zeros(n, np.int64)
+    ridx = np.full((n, max(reserve, 1)), -1, np.int64)
+    rsim = np.zeros((n, max(reserve, 1)), np.float64)
+    out_bs = np.zeros(n)
+    out_bi = np.full(n, n, np.int64)
+    redo = np.zeros(n, np.bool_)
+    n_old = len(nb_indptr) - 1
+    touched = np.flatnonzero(slot >= 0)
+    fresh_t = np.empty((n, len(touched)))  # fresh_t[j, q]: touched[q]'s new similarity with j
+    for q in range(len(touched)):
+        fresh_t[:, q] = fresh[slot[touched[q]]]
+    for j in range(n):
+        if slot[j] >= 0:
+            cand = np.flatnonzero(fresh[slot[j]] > 0)
+            _store(j, cand, fresh[slot[j]][cand], keep, reserve, 0.0, n, counts, idx, sim, rcounts, ridx, rsim,
+                   out_bs, out_bi)
+            continue
+        bs, bi = (bound_s[j], bound_i[j]) if j < n_old else (0.0, n)
+        # A: stored entries of untouched entities, already in rank order (neighbours, then reserve)
+        size = 0
+        if j < n_old:
+            size = nb_indptr[j + 1] - nb_indptr[j] + rs_indptr[j + 1] - rs_indptr[j]
+        a_idx = np.empty(size, np.int64)
+        a_sim = np.empty(size)
+        na = 0
+        if j < n_old:
+            for p in range(nb_indptr[j], nb_indptr[j + 1]):
+                if slot[nb_indices[p]] < 0:
+                    a_idx[na] = nb_indices[p]
+                    a_sim[na] = nb_sims[p]
+                    na += 1
+            for p in range(rs_indptr[j], rs_indptr[j + 1]):
+                if slot[rs_indices[p]] < 0:
+                    a_idx[na] = rs_indices[p]
+                    a_sim[na] = rs_sims[p]
+                    na += 1
+        # B: the touched entities' new values, ranked
+        b_idx = np.empty(len(touched), np.int64)
+        b_sim = np.empty(len(touched))
+        nb = 0
+        col = fresh_t[j]
+        for q in range(len(touched)):
+            if col[q] > 0:
+                b_idx[nb] = touched[q]
+                b_sim[nb] = col[q]
+                nb += 1
+        order = np.argsort(-b_sim[:nb], kind="mergesort")  # stable: ties keep ascending index
+        b_idx, b_sim = b_idx[:nb][order], b_sim[:nb][order]
+        # merge, up to keep + reserve + 1 entries
+        total = min(na + nb, keep + reserve + 1)
+        cand = np.empty(total, np.int64)
+        sims = np.empty(total)
+        x = y = 0
+        for c in range(total):
+            if y >= nb or (x < na and _before(a_sim[x], a_idx[x], b_sim[y], b_idx[y])):
+                cand[c], sims[c] = a_idx[x], a_sim[x]
+                x += 1
+            else:
+                cand[c], sims[c] = b_idx[y], b_sim[y]
+                y += 1
+        certified = 0
+        for q in range(total):
+            if _before(sims[q], cand[q], bs, bi):
+                certified += 1
+        if certified < keep and bs > 0.0:  # bound 0: the row stores every positive candidate
+            redo[j] = True
+            continue
+        _store(j, cand, sims, keep, reserve, bs, bi, counts, idx, sim, rcounts, ridx, rsim, out_bs, out_bi,
+               True)
+    return counts, idx, sim, rcounts, ridx, rsim, out_bs, out_bi, redo
+
+
+@numba.njit(cache=True, nogil=True)
+def store_rows(rows, fresh, keep, reserve, counts, idx, sim, rcounts, ridx, rsim, out_bs, out_bi):  # pragma: no cover
+    """Fill rows recomputed from the data (`entity_sims` of `rows`) into `patch_neighbours`' output."""
+    n = len(out_bs)
+    for q in range(len(rows)):
+        cand = np.flatnonzero(fresh[q] > 0)
+        _store(rows[q], cand, fresh[q][cand], keep, reserve, 0.0, n, counts, idx, sim, rcounts, ridx, rsim,
+               out_bs, out_bi)

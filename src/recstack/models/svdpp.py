@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
+from recstack.models.incremental import grow
 from recstack.models.mf import BiasedMF, BiasedMFConfig, EarlyStopping, fit_with_refit
 from recstack.progress import Bar
 
@@ -237,3 +238,14 @@ class SVDpp(BiasedMF):
         self.global_mean_ = float(mu)
         self.min_rating_ = float(train.rating.min())
         self.max_rating_ = float(train.rating.max())
+
+    # ---- incremental updates (partial_fit) --------------------------------------------------
+    def _grow_state(self, n_users: int, n_items: int) -> None:
+        """`BiasedMF._grow_state`, plus zero implicit factors for new items.
+
+        `partial_fit` (inherited) treats `user_factors_` — the effective vectors
+        p_u + |N(u)|^-1/2 Σ y_j — as the user vectors: SGD passes update them with q_i and the
+        biases, and a touched user's effective vector is re-solved exactly (`fold_in`). The
+        implicit factors y_j are only learned by a full fit."""
+        super()._grow_state(n_users, n_items)
+        self.implicit_factors_ = grow(self.implicit_factors_, n_items)

@@ -1,0 +1,302 @@
+"""Shared pieces of `partial_fit`: the ratings a model keeps, merged with new events in place.
+
+Design: a model that learns incrementally keeps the ratings it learned from as its own state
+arrays — a user-major CSR (`train_indptr_`, `train_indices_`, `train_values_`) and the same
+ratings item-major (`train_t_indptr_`, `train_t_indices_`, `train_t_values_`) — so that exact
+re-solves of a touched user (all of the user's ratings) or item (all of its raters) need
+nothing but the model. They are public attributes ending in `_`, so `persist.save_model`
+writes them to `arrays.npz` and a saved, updated model reloads with everything it needs to
+keep learning. (The Recommender's `train.npz` holds the same rows for seen-item exclusion and
+popularity; the model never depends on the caller passing it back.)
+
+`upsert_ratings` merges a batch of events into both CSRs: a repeated (user, item) replaces the
+stored value, a new one is inserted at its sorted place (O(nnz) memory moves, no Python loop
+per event), and the vocabularies grow to the events' sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from recstack.data.interactions import Interactions
+from recstack.errors import RecstackError
+
+
+@dataclass
+class Upsert:
+    """One merged batch, deduplicated (a later row for the same pair wins), sorted by (user, item).
+
+    users, items: (n,) int64; ratings: (n,) float64; old: (n,) float64 previous stored value
+    (NaN where the pair is new)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    old: np.ndarray
+
+    @property
+    def touched_users(self) -> np.ndarray:
+        return np.unique(self.users)
+
+    @property
+    def touched_items(self) -> np.ndarray:
+        return np.unique(self.items)
+
+
+def check_extends(model: Any, events: Interactions) -> None:
+    """Raise unless `events`' vocabularies are at least as large as the model's (they extend them)."""
+    if not isinstance(events, Interactions):
+        raise RecstackError(f"partial_fit needs an Interactions, got {type(events).__name__}")
+    if events.n_users < model.n_users_ or events.n_items < model.n_items_:
+        raise RecstackError(
+            f"partial_fit: the events' vocabularies ({events.n_users} users, {events.n_items} items) "
+            f"must extend the model's ({model.n_users_} users, {model.n_items_} items)")
+
+
+def grow(a: np.ndarray, n: int, fill: float = 0.0, spare: float = 0.0) -> np.ndarray:
+    """`a` with rows appended (value `fill`) up to n rows — or n·(1 + spare) rows, so that large
+    arrays grow in amortised steps; `a` itself when it is already long enough."""
+    if len(a) >= n:
+        return a
+    n = max(n, int(len(a) * (1.0 + spare)))
+    pad = np.full((n - len(a),) + a.shape[1:], fill, dtype=a.dtype)
+    return np.concatenate([a, pad])
+
+
+def dedupe_last(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_items: int):
+    """(users, items, ratings) with one row per pair — the last given — sorted by (user, item)."""
+    key = users.astype(np.int64) * n_items + items.astype(np.int64)
+    rev = key[::-1]
+    _, first_in_rev = np.unique(rev, return_index=True)  # sorted keys; last occurrence in input
+    pick = len(key) - 1 - first_in_rev
+    return users[pick].astype(np.int64), items[pick].astype(np.int64), ratings[pick].astype(np.float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def locate(indptr, indices, rows, cols):  # pragma: no cover - numba
+    """For each (row, col): its insertion position in the CSR (sorted columns) and whether it exists."""
+    n = len(rows)
+    pos = np.empty(n, np.int64)
+    found = np.zeros(n, np.bool_)
+    for q in range(n):
+        lo, hi = indptr[rows[q]], indptr[rows[q] + 1]
+        c = cols[q]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if indices[mid] < c:
+                lo = mid + 1
+            else:
+                hi = mid
+        pos[q] = lo
+        found[q] = lo < indptr[rows[q] + 1] and indices[lo] == c
+    return pos, found
+
+
+def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_rows: int,
+               rows: np.ndarray, cols: np.ndarray, vals: np.ndarray):
+    """Merge (rows, cols, vals) — deduplicated, sorted by (row, col) — into a CSR with sorted rows.
+
+    Returns (indptr (n_rows+1,), indices, values, old) where `old` holds each pair's previous
+    value (NaN for a new pair); the CSR grows to `n_rows` rows."""
+    if len(indptr) - 1 < n_rows:
+        indptr = np.concatenate([indptr, np.full(n_rows + 1 - len(indptr), indptr[-1], indptr.dtype)])
+    pos, found = locate(indptr, indices, rows, cols)
+    old = np.full(len(rows), np.nan)
+    values = values.copy()
+    old[found] = values[pos[found]]
+    values[pos[found]] = vals[found]
+    new = ~found
+    if new.any():
+        indices = np.insert(indices, pos[new], cols[new])
+        values = np.insert(values, pos[new], vals[new])
+        added = np.bincount(rows[new], minlength=n_rows)
+        indptr = indptr.copy()
+        indptr[1:] += np.cumsum(added)
+    return indptr, indices, values, old
+
+
+def csr_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, rows: np.ndarray):
+    """The sub-CSR (indptr, indices, values) of the chosen rows, in the order given."""
+    rows = np.asarray(rows, np.int64)
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    sub_ptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    take = np.repeat(starts - sub_ptr[:-1], lengths) + np.arange(sub_ptr[-1])
+    return sub_ptr, indices[take], values[take]
+
+
+def keep_ratings(model: Any, train: Interactions) -> None:
+    """Store `train`'s ratings on `model` as user-major and item-major CSR state arrays."""
+    x = train.csr.astype(np.float64)
+    t = x.T.tocsr()
+    t.sort_indices()
+    model.train_indptr_ = x.indptr.astype(np.int64)
+    model.train_indices_ = x.indices.astype(np.int64)
+    model.train_values_ = x.data.astype(np.float64)
+    model.train_t_indptr_ = t.indptr.astype(np.int64)
+    model.train_t_indices_ = t.indices.astype(np.int64)
+    model.train_t_values_ = t.data.astype(np.float64)
+
+
+def upsert_ratings(model: Any, events: Interactions) -> Upsert:
+    """Merge `events` into the model's kept ratings (both orientations) and grow its sizes.
+
+    Sets `n_users_`/`n_items_` to the events' vocabulary sizes. Returns the deduplicated batch."""
+    check_extends(model, events)
+    n_users, n_items = events.n_users, events.n_items
+    u, i, r = dedupe_last(events.user, events.item, events.rating, n_items)
+    model.train_indptr_, model.train_indices_, model.train_values_, old = csr_upsert(
+        model.train_indptr_, model.train_indices_, model.train_values_, n_users, u, i, r)
+    order = np.lexsort((u, i))
+    model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, _ = csr_upsert(
+        model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, n_items,
+        i[order], u[order], r[order])
+    model.n_users_, model.n_items_ = n_users, n_items
+    return Upsert(u, i, r, old)
+
+
+def user_rows(model: Any, users: np.ndarray):
+    """Sub-CSR (indptr, item indices, ratings) of the kept ratings of `users`."""
+    return csr_rows(model.train_indptr_, model.train_indices_, model.train_values_, users)
+
+
+def item_rows(model: Any, items: np.ndarray):
+    """Sub-CSR (indptr, user indices, ratings) of the kept ratings of `items`."""
+    return csr_rows(model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, items)
+
+
+# ---- per-row Gram statistics (ALS) ----------------------------------------------------------
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def gram_stats(indptr, indices, weight, target, Y, M, b):  # pragma: no cover - numba
+    """M[r] = Σ_j w_rj y_j y_jᵀ, b[r] = Σ_j t_rj y_j for every CSR row r (M (n, f, f), b (n, f))."""
+    n, k = b.shape
+    for r in numba.prange(n):
+        for a in range(k):
+            b[r, a] = 0.0
+            for e in range(k):
+                M[r, a, e] = 0.0
+        for jj in range(indptr[r], indptr[r + 1]):
+            j = indices[jj]
+            w = weight[jj]
+            t = target[jj]
+            for a in range(k):
+                b[r, a] += t * Y[j, a]
+                wa = w * Y[j, a]
+                for e in range(k):
+                    M[r, a, e] += wa * Y[j, e]
+
+
+@numba.njit(cache=True, fastmath=True)
+def gram_delta(rows, indptr, indices, weight, target, old, new, M, b):  # pragma: no cover - numba
+    """Vectors of `rows` moved old[q] → new[q]: fix the statistics of every column they touch.
+
+    For entry (rows[q], j): M[j] += w (new newᵀ − old oldᵀ), b[j] += t (new − old). indptr,
+    indices, weight, target: the CSR of the moved rows (row q ↔ rows[q])."""
+    k = old.shape[1]
+    for q in range(len(rows)):
+        for jj in range(indptr[q], indptr[q + 1]):
+            j = indices[jj]
+            w = weight[jj]
+            t = target[jj]
+            for a in range(k):
+                b[j, a] += t * (new[q, a] - old[q, a])
+                na = w * new[q, a]
+                oa = w * old[q, a]
+                for e in range(k):
+                    M[j, a, e] += na * new[q, e] - oa * old[q, e]
+
+
+@numba.njit(cache=True, fastmath=True)
+def gram_add(cols, X, rows, dw, dt, M, b):  # pragma: no cover - numba
+    """For each entry q: M[cols[q]] += dw[q] x xᵀ, b[cols[q]] += dt[q] x, x = X[rows[q]]."""
+    k = X.shape[1]
+    for q in range(len(cols)):
+        j = cols[q]
+        r = rows[q]
+        for a in range(k):
+            xa = X[r, a]
+            b[j, a] += dt[q] * xa
+            wa = dw[q] * xa
+            for e in range(k):
+                M[j, a, e] += wa * X[r, e]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _cholesky_solve(A, rhs, out):  # pragma: no cover - numba
+    """Solve A x = rhs (A (f, f) symmetric positive definite) into `out`; A and rhs are overwritten."""
+    k = len(rhs)
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= A[j, m] * A[j, m]
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, k):
+            s = A[i, j]
+            for m in range(j):
+                s -= A[i, m] * A[j, m]
+            A[i, j] = s / d
+    for i in range(k):
+        s = rhs[i]
+        for m in range(i):
+            s -= A[i, m] * rhs[m]
+        rhs[i] = s / A[i, i]
+    for i in range(k - 1, -1, -1):
+        s = rhs[i]
+        for m in range(i + 1, k):
+            s -= A[m, i] * out[m]
+        out[i] = s / A[i, i]
+
+
+@numba.njit(cache=True, fastmath=True)
+def solve_from_stats(rows, M, b, base, lam, out):  # pragma: no cover - numba
+    """out[q] = (base + M[rows[q]] + lam[q] I)⁻¹ b[rows[q]] (0 when the system is empty)."""
+    k = base.shape[0]
+    A = np.empty((k, k))
+    rhs = np.empty(k)
+    for q in range(len(rows)):
+        r = rows[q]
+        for a in range(k):
+            rhs[a] = b[r, a]
+            for e in range(k):
+                A[a, e] = base[a, e] + M[r, a, e]
+            A[a, a] += lam[q]
+        if A[0, 0] == 0.0:
+            out[q, :] = 0.0
+            continue
+        _cholesky_solve(A, rhs, out[q])
+
+
+@numba.njit(cache=True, fastmath=True)
+def solve_rows(indptr, indices, weight, target, Y, base, reg, reg_per_count, out):  # pragma: no cover
+    """Serial exact ridge solve of a few CSR rows (the `als_solve` system, no thread start-up):
+    out[q] = (base + Σ_j w_qj y_j y_jᵀ + (reg + reg_per_count·n_q) I)⁻¹ Σ_j t_qj y_j."""
+    k = base.shape[0]
+    A = np.empty((k, k))
+    rhs = np.empty(k)
+    for q in range(len(indptr) - 1):
+        for a in range(k):
+            rhs[a] = 0.0
+            for e in range(k):
+                A[a, e] = base[a, e]
+        for jj in range(indptr[q], indptr[q + 1]):
+            j = indices[jj]
+            w = weight[jj]
+            t = target[jj]
+            for a in range(k):
+                ya = Y[j, a]
+                rhs[a] += t * ya
+                wa = w * ya
+                for e in range(k):
+                    A[a, e] += wa * Y[j, e]
+        lam = reg + reg_per_count * (indptr[q + 1] - indptr[q])
+        for a in range(k):
+            A[a, a] += lam
+        if A[0, 0] == 0.0:
+            out[q, :] = 0.0
+            continue
+        _cholesky_solve(A, rhs, out[q])
