@@ -50,6 +50,9 @@ MODELS: dict[str, str] = {
     "multdae": "recstack.models.autoencoders:MultDAE",
     "lightgcn": "recstack.models.lightgcn:LightGCN",
     "sasrec": "recstack.models.sasrec:SASRec",
+    "gru4rec": "recstack.models.gru4rec:GRU4Rec",
+    "bert4rec": "recstack.models.bert4rec:BERT4Rec",
+    "tisasrec": "recstack.models.tisasrec:TiSASRec",
 }
 
 # which optional extra a module needs, for a clear message when it is missing
