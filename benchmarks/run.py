@@ -35,14 +35,15 @@ from recstack.models.base import get_model_class  # noqa: E402
 from recstack.models.config import read_config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov"}
+LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov", "gru4rec", "bert4rec", "tisasrec"}
 
 # protocol -> recstack models run on it (rating lists keep only models that estimate ratings)
 PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn", "bpmf"],
     "msr-75": ["popular", "mf", "biased-mf", "svdpp", "nmf", "als", "item-knn", "user-knn", "ease",
                "ease-als", "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn"],
-    "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec"],
+    "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec", "gru4rec", "bert4rec",
+                       "tisasrec"],
 }
 QUICK_PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["mf", "biased-mf", "baseline"],

@@ -230,3 +230,17 @@ def test_quality_floor_leave_last_out(ml100k, name, params, floor):
     m = make_model(name, {"early_stopping": False, "threads": 1, **params}).fit(train, valid)
     metrics, _ = topn_metrics(m, train, test, 10, "all", valid)
     assert metrics["ndcg@10"] > floor
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL)
+def test_cutting_leading_padding_changes_no_output(name, chain_split):
+    """Training batches drop all-padding columns (`length_batches`); the networks must not notice."""
+    train, _, _ = chain_split
+    m = make_model(name, {**TINY[name], "epochs": 1, "early_stopping": False}).fit(train)
+    seq = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5, 6, 7], [0, 0, 0, 0, 2, 9, 1, 4, 4, 8]])
+    times = torch.arange(10)[None].repeat(2, 1) * 1000
+    with torch.no_grad():
+        full = m.encode(seq, times if m.uses_time else None)
+        cut = m.encode(seq[:, 4:], times[:, 4:] if m.uses_time else None)
+    torch.testing.assert_close(full[:, 5:], cut[:, 1:])
+    torch.testing.assert_close(full[1, 4], cut[1, 0])

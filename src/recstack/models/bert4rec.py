@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from recstack.models.config import require
-from recstack.models.sequential import SequentialConfig, SequentialModel
+from recstack.models.sequential import SequentialConfig, SequentialModel, length_batches
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ class BERT4RecNet(nn.Module):
         n, length = seq.shape
         real = seq > 0
         pos = torch.arange(length, device=seq.device)
-        x = self.dropout(self.item(seq) + self.position(pos)[None]) * real[..., None]
+        at = pos + self.position.num_embeddings - length  # positions count from the right
+        x = self.dropout(self.item(seq) + self.position(at)[None]) * real[..., None]
         eye = torch.eye(length, dtype=torch.bool, device=seq.device)[None]
         mask = ~(real[:, None, :] | eye)  # every real key, both directions; itself always
         mask = mask.repeat_interleave(self.heads, dim=0)
@@ -125,8 +126,8 @@ class BERT4Rec(SequentialModel):
         """(masked input, targets at masked positions else 0[, negatives]) per shuffled batch."""
         c = self.config
         rows = torch.from_numpy(windows[0])
-        for chunk in self.shuffled(len(rows), generator):
-            seq = rows[chunk]
+        for chunk, width in length_batches(rows, c.batch_size, generator):
+            seq = rows[chunk, -width:]
             real = seq > 0
             masked = (torch.rand(seq.shape, generator=generator) < c.mask_prob) & real
             last_only = torch.rand(len(seq), generator=generator) < c.last_share

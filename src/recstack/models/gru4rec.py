@@ -10,9 +10,9 @@ The paper trains session-parallel mini-batches with ranking losses (TOP1, BPR) o
 negatives; here, as for `sasrec`, each window's next item is predicted at every position with
 full softmax cross-entropy (`loss="ce"`; the sampled binary loss is `loss="bce"`), which the
 CIKM 2018 follow-up and later reproductions find at least as accurate on small catalogues.
-A user's whole history is one sequence (the "session"). Left padding feeds zero vectors into
-the GRU before the first item. Histories, windows, early stopping, scoring and `partial_fit`
-come from `recstack.models.sequential`.
+A user's whole history is one sequence (the "session"); the GRU starts at its first item
+(sequences are packed, so padding never enters the recurrence). Histories, windows, early
+stopping, scoring and `partial_fit` come from `recstack.models.sequential`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,17 @@ class GRU4RecNet(nn.Module):
         nn.init.xavier_normal_(self.item.weight[1:])
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        h, _ = self.gru(self.dropout(self.item(seq)))
+        n, length = seq.shape
+        lengths = (seq > 0).sum(1).clamp(min=1)
+        # left padding → right padding, packed, so the GRU starts at each sequence's first item
+        shift = (length - lengths)[:, None]
+        pos = torch.arange(length, device=seq.device)[None]
+        right = torch.gather(seq, 1, (pos + shift) % length)
+        packed = nn.utils.rnn.pack_padded_sequence(self.dropout(self.item(right)), lengths.cpu(),
+                                                   batch_first=True, enforce_sorted=False)
+        h, _ = self.gru(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=length)
+        h = torch.gather(h, 1, ((pos - shift) % length)[..., None].expand(-1, -1, h.shape[-1]))
         return self.out(self.dropout(h))
 
     def item_weights(self) -> torch.Tensor:

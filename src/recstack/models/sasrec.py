@@ -76,7 +76,9 @@ class SASRecNet(nn.Module):
         n, length = seq.shape
         real = seq > 0
         pos = torch.arange(length, device=seq.device)
-        x = self.item(seq) * self.scale + self.position(pos)[None]
+        # positions count from the right, so cutting leading padding columns changes nothing
+        at = pos + self.position.num_embeddings - length
+        x = self.item(seq) * self.scale + self.position(at)[None]
         x = self.dropout(x) * real[..., None]
         # a query sees earlier-or-same real keys, and always itself (so no row is fully masked)
         causal = pos[None, :] <= pos[:, None]

@@ -134,6 +134,27 @@ def last_item_holdout(data: Interactions) -> tuple[Interactions, Interactions]:
     return data.subset(~valid), data.subset(valid)
 
 
+def length_batches(windows: torch.Tensor, batch_size: int, generator: torch.Generator,
+                   pool: int = 32) -> Iterator[tuple[torch.Tensor, int]]:
+    """Seeded mini-batches of row indices of left-padded (n, L) `windows` with similar lengths.
+
+    A random permutation is cut into pools of `pool` batches; each pool is sorted by window
+    length and cut into batches, and all batches are shuffled. Yields (rows, width): width is
+    the longest real length in the batch, so `windows[rows, -width:]` drops only padding columns.
+    The networks place positions from the right, so the cut changes no output.
+    """
+    lengths = (windows > 0).sum(1)
+    perm = torch.randperm(len(windows), generator=generator)
+    chunks = []
+    for start in range(0, len(perm), batch_size * pool):
+        part = perm[start:start + batch_size * pool]
+        part = part[torch.sort(lengths[part], stable=True).indices]
+        chunks.extend(part.split(batch_size))
+    for k in torch.randperm(len(chunks), generator=generator).tolist():
+        rows = chunks[k]
+        yield rows, max(int(lengths[rows].max()), 1)
+
+
 def merge_histories(indptr: np.ndarray, items: np.ndarray, times: np.ndarray, n_users: int,
                     user: np.ndarray, item: np.ndarray, ts: np.ndarray,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -177,10 +198,11 @@ class SequentialModel(TorchModel):
 
     def batches(self, windows: tuple[np.ndarray, ...], generator: torch.Generator,
                 ) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Shuffled mini-batches (x, y[, times][, negatives]) from `make_windows`' arrays."""
+        """Shuffled mini-batches (x, y[, times][, negatives]) from `make_windows`' arrays, cut to
+        their longest window (`length_batches`)."""
         tensors = [torch.from_numpy(a) for a in windows]
-        for chunk in self.shuffled(len(tensors[0]), generator):
-            batch = [t[chunk] for t in tensors]
+        for chunk, width in length_batches(tensors[0], self.config.batch_size, generator):
+            batch = [t[chunk, -width:] for t in tensors]
             if self.config.loss == "bce":
                 batch.append(torch.randint(1, self.n_items_ + 1, batch[1].shape, generator=generator))
             yield tuple(t.to(self.device) for t in batch)

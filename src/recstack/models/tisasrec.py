@@ -125,7 +125,8 @@ class TiSASRecNet(nn.Module):
         real = seq > 0
         pos = torch.arange(length, device=seq.device)
         buckets = interval_buckets(times, real, self.time_span, self.intervals)
-        x = self.item(seq) * self.scale + self.position(pos)[None]
+        at = pos + self.position.num_embeddings - length  # positions count from the right
+        x = self.item(seq) * self.scale + self.position(at)[None]
         x = self.dropout(x) * real[..., None]
         # a query sees earlier-or-same real keys, and always itself (so no row is fully masked)
         eye = torch.eye(length, dtype=torch.bool, device=seq.device)[None]
