@@ -276,6 +276,15 @@ class ItemKNN(Model):
             out[known] = self._estimate(users[known], items[known])
         return out
 
+    @property
+    def has_folds_in_users(self) -> bool:
+        """Only the item-based model folds in a new user (user-based needs the user's neighbours)."""
+        return not self.config.user_based
+
+    @property
+    def has_similar_items(self) -> bool:
+        return not self.config.user_based
+
     def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         """(n_items,) scores for a user known only by `ratings` of `items` (item-based only).
 

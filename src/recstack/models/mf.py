@@ -379,9 +379,19 @@ class MF(Model):
         return out
 
     # ---- optional abilities ------------------------------------------------------------
-    @property
-    def item_embeddings_(self) -> np.ndarray:
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, f[+1]) vectors for retrieval: item factors, plus the item bias when biased."""
+        if self.biased:
+            return np.hstack([self.item_factors_, self.item_bias_[:, None]]).astype(np.float32)
         return self.item_factors_
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), f[+1]): user·item orders items exactly as `score` does (μ and b_u are
+        constant per user; the bias column meets a 1)."""
+        P = self.user_factors_[np.asarray(users, np.int64)]
+        if self.biased:
+            return np.hstack([P, np.ones((len(P), 1), np.float32)])
+        return P
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         """A new user's (factor vector, bias) from their ratings, item factors fixed.
