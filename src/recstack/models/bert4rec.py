@@ -144,5 +144,5 @@ class BERT4Rec(SequentialModel):
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         seq = self._scoring_input()[0][users]
         mask = torch.full((len(seq), 1), self.n_items_ + 1, dtype=seq.dtype, device=seq.device)
-        h = self.network_(torch.cat([seq[:, 1:], mask], 1))[:, -1]
+        h = self.last_states(torch.cat([seq[:, 1:], mask], 1), None)
         return h @ self.network_.item_weights().T

@@ -224,8 +224,24 @@ class SequentialModel(TorchModel):
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         seq, times = self._scoring_input()
-        h = self.encode(seq[users], None if times is None else times[users])[:, -1]
+        h = self.last_states(seq[users], None if times is None else times[users])
         return h @ self.network_.item_weights().T
+
+    def last_states(self, seq: torch.Tensor, times: torch.Tensor | None, chunk: int = 128) -> torch.Tensor:
+        """(B, d) last-position outputs of left-padded (B, L) sequences, encoded in groups of
+        similar length cut to their longest (exact: the networks ignore leading padding)."""
+        lengths = (seq > 0).sum(1)
+        order = torch.argsort(lengths, stable=True)
+        out = None
+        for rows in order.split(chunk):
+            width = max(int(lengths[rows].max()), 1)
+            h = self.encode(seq[rows, -width:], None if times is None else times[rows, -width:])[:, -1]
+            if out is None:
+                out = h.new_empty((len(seq), h.shape[-1]))
+            out[rows] = h
+        if out is None:
+            return torch.zeros((0, self.network_.item_weights().shape[1]), device=seq.device)
+        return out
 
     # ---- sequences -------------------------------------------------------------------------------
     def _set_histories(self, indptr: np.ndarray, items: np.ndarray, times: np.ndarray) -> None:
