@@ -186,3 +186,12 @@ def test_ab_plan_gives_users_per_variant():
     rec = one_json(run("ab", "plan", "--base-rate", "0.1", "--lift", "0.2", "--json").stdout)
     assert rec["users_per_variant"] == 3841 and isinstance(rec["users_per_variant"], int)
     refused(run("ab", "plan", "--base-rate", "1.5", "--lift", "0.2", ok=False), "base rate 1.5")
+
+
+def test_recommend_explain_names_rated_movies(trained):
+    out = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "3", "--json", "--explain").stdout)
+    for row in out["items"]:
+        e = row["explanation"]
+        assert e["item"]["item"] == row["item"] and e["parts"]
+    text = run("recommend", str(trained[0]), "--user", "196", "-k", "3", "--explain").stdout
+    assert text.count("because you rated") + text.count("no single rated movie") == 3

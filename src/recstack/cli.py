@@ -209,8 +209,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     rec = Recommender(load_model(args.dir))
     result = rec.for_user(args.user, k=args.k, fallback=args.fallback, rerank=_rerank(args))
+    explanations: dict[str, dict[str, Any]] = {}
+    if args.explain and not result.fallback:
+        from recstack.models.base import require_ability
+
+        require_ability(rec.model, "explains")
+        explanations = {i: rec.explain(args.user, i, top=5) for i in result.ids.tolist()}
     if args.json:
-        _emit(result.to_dict())
+        out = result.to_dict()
+        for row in out["items"]:
+            if row["item"] in explanations:
+                row["explanation"] = explanations[row["item"]]
+        _emit(out)
         return 0
     if result.fallback:
         _err(f"user {args.user!r} is unknown to this model; showing the most popular movies")
@@ -219,6 +229,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         score = f"{row['score']:.2f}" if row.get("score") is not None else "-"
         genres = "|".join(row.get("genres") or [])
         print(f"{row['rank']:>3}. {row['label']:<55} {genres:<40} {score}")
+        if row["item"] in explanations:
+            liked = [p["label"] for p in explanations[row["item"]]["parts"] if "item" in p and p["contribution"] > 0]
+            print(f"     because you rated {' and '.join(liked[:2])}" if liked
+                  else "     (no single rated movie stands out)")
     return 0
 
 
@@ -306,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--fallback", choices=["none", "popular"], default="none",
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
+    rec.add_argument("--explain", action="store_true", help="say which rated items each recommendation comes from")
     _add_rerank_opts(rec)
     rec.set_defaults(func=cmd_recommend)
 

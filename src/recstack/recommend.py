@@ -244,6 +244,37 @@ class Recommender:
         idx, sims = self.model.similar_items(i, k)
         return self.item_list(idx, sims, "similarity", item=self.item_row(i))
 
+    def history(self, user_id: object) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, ratings) of the user's training rows."""
+        u = self.train.user_of(user_id)
+        x = self.train.csr
+        lo, hi = x.indptr[u], x.indptr[u + 1]
+        return x.indices[lo:hi].astype(np.int64), x.data[lo:hi].astype(np.float64)
+
+    def explain(self, user_id: object, item_id: object, top: int | None = None) -> dict[str, Any]:
+        """Why `item_id` scores what it does for `user_id`: {"score": the unclipped score the
+        ranking used, "parts": [{"item", "label", "contribution"} | {"feature"/"bias", ...}], "exact"}.
+
+        For exact models the parts sum to the score; `top` keeps the largest parts only (the
+        sum then leaves out the rest, so `score` is unchanged). Needs the model's `explains` ability."""
+        require_ability(self.model, "explains")
+        u, i = self.train.user_of(user_id), self.train.item_of(item_id)
+        e = self.model.explain(u, i, history=self.history(user_id))
+        parts = []
+        for p in e.parts:
+            if p["kind"] == "item":
+                parts.append({"item": str(self.train.item_ids[p["key"]]), "label": self.labels[p["key"]],
+                              "contribution": p["contribution"]})
+            else:
+                parts.append({p["kind"]: str(p["key"]), "contribution": p["contribution"]})
+        return {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
+                "exact": e.exact, "parts": parts if top is None else parts[:top]}
+
+    def because(self, user_id: object, item_id: object, n: int = 2) -> list[str]:
+        """Labels of the (at most n) history items that raise `item_id`'s score the most."""
+        parts = self.explain(user_id, item_id)["parts"]
+        return [p["label"] for p in parts if "item" in p and p["contribution"] > 0][:n]
+
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Items whose label contains every word of `query` (case-insensitive), most popular first."""
         words = [w for w in query.lower().split() if w]

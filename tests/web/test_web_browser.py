@@ -163,6 +163,10 @@ def test_existing_user_top_n(page, served, tmp_path):
     expect(page.locator("#user-msg")).to_contain_text("User 196")
     expect(_titles(page, "user-recs")).to_have_text(expected)
     expect(_scores(page, "user-recs")).to_have_text(_shown(recs))  # the numbers, not only titles
+    because = page.locator('#user-recs [role="gridcell"][data-col="5"]')
+    expect(because).to_have_text([" and ".join(rec.because("196", i)) for i in recs.ids])
+    history = {row["label"] for row in rec.rated_by("196", k=1000).rows()}
+    assert any(label in history for label in rec.because("196", recs.ids[0]))  # names a rated movie
     expect(_titles(page, "user-rated")).to_have_text([row["title"] for row in rated.rows()])
     expect(_scores(page, "user-rated")).to_have_text([f"{v:g}" for v in rated.scores])
     shot = tmp_path / "existing-user.png"

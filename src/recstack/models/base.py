@@ -163,9 +163,12 @@ class ItemEmbeddings(Protocol):
 
 @runtime_checkable
 class Explains(Protocol):
-    """`explain(user, item)` → `Explanation`: the score and parts that sum to it (or a hint)."""
+    """`explain(user, item, history)` → `Explanation`: the score and parts that sum to it (or a hint).
 
-    def explain(self, user: int, item: int) -> Any: ...
+    `history` is (item indices, ratings) of what the user rated in training; models that keep
+    their training matrix may ignore it."""
+
+    def explain(self, user: int, item: int, history: Any = None) -> Any: ...
 
 
 @dataclass
@@ -178,6 +181,20 @@ class Explanation:
     score: float
     parts: list[dict[str, Any]] = field(default_factory=list)
     exact: bool = True
+
+
+def item_parts(items: np.ndarray, contributions: np.ndarray, rest: float = 0.0, exact: bool = True,
+               biases: dict[str, float] | None = None) -> Explanation:
+    """An `Explanation` whose score is the sum of its parts: biases, one part per history item
+    with a non-zero contribution, and an optional unexplained `rest`."""
+    parts: list[dict[str, Any]] = [{"kind": "bias", "key": k, "contribution": float(v)}
+                                   for k, v in (biases or {}).items()]
+    nz = np.flatnonzero(contributions != 0)
+    order = nz[np.argsort(-np.abs(contributions[nz]), kind="stable")]
+    parts += [{"kind": "item", "key": int(items[j]), "contribution": float(contributions[j])} for j in order]
+    if rest:
+        parts.append({"kind": "rest", "key": "user factors beyond this history", "contribution": float(rest)})
+    return Explanation(float(sum(p["contribution"] for p in parts)), parts, exact)
 
 
 ABILITIES: dict[str, type] = {

@@ -25,6 +25,7 @@ import pandas as pd
 
 from recstack.errors import MissingExtraError, RecstackError
 from recstack.itemlist import KIND_LABELS, ItemList
+from recstack.models.base import has_ability
 from recstack.recommend import Recommender
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,14 +55,16 @@ def _gradio() -> Any:
 
 
 # ---- formatting -----------------------------------------------------------------------------
-def item_table(items: ItemList | list[dict[str, Any]], score_label: str | None) -> pd.DataFrame:
+def item_table(items: ItemList | list[dict[str, Any]], score_label: str | None,
+               because: list[str] | None = None) -> pd.DataFrame:
     """An `ItemList` (or rows of one) as a display table: #, title, year, genres, score.
 
     Scores are the list's display scores (a rating estimate clipped to the scale, a similarity
     as it is) with two decimals; a user's own rating ("rating", "your rating") as given (4, not 4.00).
+    `because`, one text per row, adds the explanation column ("because you rated").
     """
     rows = items.rows() if isinstance(items, ItemList) else items
-    columns = REC_COLUMNS + ([score_label] if score_label else [])
+    columns = REC_COLUMNS + ([score_label] if score_label else []) + (["because you rated"] if because else [])
     out = []
     for n, row in enumerate(rows, 1):
         year = row.get("year")
@@ -71,6 +74,8 @@ def item_table(items: ItemList | list[dict[str, Any]], score_label: str | None) 
             score = row.get("score")
             given = score_label in ("rating", "your rating")
             line.append("" if score is None else f"{score:g}" if given else f"{score:.2f}")
+        if because:
+            line.append(because[n - 1])
         out.append(line)
     return pd.DataFrame(out, columns=columns)
 
@@ -138,7 +143,16 @@ def answer_user(rec: Recommender, user_id: str | None, k: Any) -> tuple[str, pd.
         rated = rec.rated_by(uid, k)
     except RecstackError as exc:
         return f"Cannot recommend: {exc}", empty_recs, empty_rated
-    return describe_user(rec, uid), item_table(result, result.label), item_table(rated, "rating")
+    because = explain_rows(rec, uid, result)
+    return describe_user(rec, uid), item_table(result, result.label, because), item_table(rated, "rating")
+
+
+def explain_rows(rec: Recommender, user_id: str, items: ItemList) -> list[str] | None:
+    """"X and Y" per recommended item — the user's rated movies that raise its score the most —
+    for models with the explains ability, else None."""
+    if not has_ability(rec.model, "explains") or items.fallback:
+        return None
+    return [" and ".join(rec.because(user_id, i)) for i in items.ids.tolist()]
 
 
 def answer_search(rec: Recommender, query: str | None) -> tuple[str, list[tuple[str, str]], str | None]:
@@ -214,9 +228,13 @@ def build_app(saved: SavedModel) -> gradio.Blocks:
     label = _score_label(rec)
     first_user = sample_user(rec)
 
-    def table(headers_label: str | None, elem_id: str, title: str) -> Any:
+    def table(headers_label: str | None, elem_id: str, title: str, explained: bool = False) -> Any:
         widths = ["7%", "45%", "10%", "24%", "14%"] if headers_label else ["7%", "55%", "10%", "28%"]
-        return gr.Dataframe(value=item_table([], headers_label), label=title, elem_id=elem_id,
+        empty = item_table([], headers_label)
+        if explained:
+            widths = ["5%", "28%", "7%", "17%", "10%", "33%"]
+            empty["because you rated"] = []
+        return gr.Dataframe(value=empty, label=title, elem_id=elem_id,
                             interactive=False, wrap=True, max_height=720, column_widths=widths)
 
     with gr.Blocks(title="recstack · movie recommendations", fill_width=True) as app:
@@ -230,7 +248,8 @@ def build_app(saved: SavedModel) -> gradio.Blocks:
                     user_go = gr.Button("Recommend", variant="primary", elem_id="user-go", scale=1)
                 user_msg = gr.Markdown(elem_id="user-msg", elem_classes="msg")
                 with gr.Row():
-                    user_recs = table(label, "user-recs", "recommended for this user (unseen movies)")
+                    user_recs = table(label, "user-recs", "recommended for this user (unseen movies)",
+                                      explained=has_ability(rec.model, "explains"))
                     user_rated = table("rating", "user-rated", "movies this user rated highest")
             with gr.Tab("New user", id="tab-new"):
                 ratings = gr.State({})
