@@ -36,7 +36,7 @@ from recstack.models.base import get_model_class  # noqa: E402
 from recstack.models.config import ConfigFile, load_config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov"}
+LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov", "gru4rec", "bert4rec", "tisasrec"}
 
 # protocol -> recstack models run on it (rating lists keep only models that estimate ratings)
 PLAN: dict[str, list[str]] = {
@@ -44,7 +44,8 @@ PLAN: dict[str, list[str]] = {
     "msr-75": ["popular", "mf", "biased-mf", "svdpp", "nmf", "als", "item-knn", "user-knn", "ease",
                "ease-als", "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn",
                "hybrid", "blend"],
-    "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec"],
+    "leave-last-out": ["popular", "item-knn", "als", "ease", "markov", "sasrec", "gru4rec", "bert4rec",
+                       "tisasrec"],
     # level 4: cold start (hybrid's defaults: genres + year items, demographic users, 20 epochs)
     "cold-items": ["popular", "content", "hybrid", "kg"],
     "cold-users-given1": ["popular", "ease", "als", "ease-als", "content", "hybrid"],

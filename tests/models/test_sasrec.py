@@ -42,7 +42,7 @@ class TestSASRec(ModelConformance):
 def test_bce_loss_learns_the_chain():
     """The paper's loss (one sampled negative per position) learns the same known answer."""
     train, valid, test = leave_last_out(chain_data())
-    m = SASRec(**TINY, loss="bce").fit(train, valid)
+    m = SASRec(**TINY, loss="bce", patience=6).fit(train, valid)  # one negative: a plateau near 0.93 first
     assert next_item_hit_rate(m, [train, valid], test) > 0.9
 
 

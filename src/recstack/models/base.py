@@ -51,6 +51,10 @@ MODELS: dict[str, str] = {
     "multdae": "recstack.models.autoencoders:MultDAE",
     "lightgcn": "recstack.models.lightgcn:LightGCN",
     "sasrec": "recstack.models.sasrec:SASRec",
+    # level 4: sequential
+    "gru4rec": "recstack.models.gru4rec:GRU4Rec",
+    "bert4rec": "recstack.models.bert4rec:BERT4Rec",
+    "tisasrec": "recstack.models.tisasrec:TiSASRec",
     # level 4: side information and composition
     "hybrid": "recstack.models.hybrid:Hybrid",
     "kg": "recstack.models.hybrid:KGHybrid",

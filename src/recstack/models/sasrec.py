@@ -17,110 +17,40 @@ Early stopping (from `recstack.models.torch_base`) watches NDCG@10 on the valida
 to `fit` — on `leave-last-out`, each user's second-to-last item — or, without one, on each
 user's last training item. With `valid_history`, the validation items then extend the users'
 scoring sequences, so that the test step follows the validation item as in the paper's protocol.
+Histories, windows, scoring and `partial_fit` come from `recstack.models.sequential`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from recstack.data.interactions import Interactions
 from recstack.models.config import require
-from recstack.models.torch_base import TorchConfig, TorchModel, positives, torch_settings
+from recstack.models.sequential import (  # noqa: F401  (re-exported: the sequence helpers' old home)
+    SequentialConfig,
+    SequentialModel,
+    last_item_holdout,
+    last_window,
+    training_windows,
+    user_sequences,
+)
 
 
 @dataclass(frozen=True)
-class SASRecConfig(TorchConfig):
-    """Hyperparameters of `sasrec`: `factors` is the hidden size d, `heads` must divide it.
+class SASRecConfig(SequentialConfig):
+    """Hyperparameters of `sasrec` (see `SequentialConfig`): `heads` must divide `factors`."""
 
-    `valid_fraction` is unused: without a validation part, the holdout for early stopping is
-    each user's last training item.
-    """
-
-    factors: int = 64
     blocks: int = 2
     heads: int = 1
-    dropout: float = 0.2
-    max_len: int = 50
-    loss: Literal["ce", "bce"] = "ce"
-    valid_history: bool = True
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    reg: float = 0.0
-    patience: int = 3
 
     def check(self) -> None:
         super().check()
-        require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
         require(self.blocks >= 1, "blocks", self.blocks, "must be ≥ 1")
         require(self.heads >= 1 and self.factors % self.heads == 0, "heads", self.heads,
                 f"must be ≥ 1 and divide factors={self.factors}")
-        require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
-        require(self.max_len >= 2, "max_len", self.max_len, "must be ≥ 2")
-
-
-# ---- sequences ------------------------------------------------------------------------------------
-def user_sequences(parts: list[Interactions]) -> list[np.ndarray]:
-    """Each user's item indices in (timestamp, part, row order); later parts count as later at ties."""
-    user = np.concatenate([p.user for p in parts]).astype(np.int64)
-    item = np.concatenate([p.item for p in parts]).astype(np.int64)
-    ts = np.concatenate([p.timestamp for p in parts])
-    order = np.lexsort((np.arange(len(user)), ts, user))
-    counts = np.bincount(user, minlength=parts[0].n_users)
-    return np.split(item[order], np.cumsum(counts)[:-1])
-
-
-def last_window(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
-    """(n_users, max_len) int64: the last `max_len` items + 1, left-padded with 0 (the padding item)."""
-    out = np.zeros((len(seqs), max_len), np.int64)
-    for u, s in enumerate(seqs):
-        tail = s[-max_len:]
-        if len(tail):
-            out[u, max_len - len(tail):] = tail + 1
-    return out
-
-
-def training_windows(seqs: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping next-item windows cut from the end of each sequence.
-
-    Returns (inputs, targets), each (n_windows, max_len) int64 of item index + 1 with 0 padding;
-    targets[w, t] is the item that follows inputs[w, t].
-    """
-    inputs, targets = [], []
-    for s in seqs:
-        s = s + 1
-        end = len(s)
-        while end >= 2:
-            start = max(end - max_len - 1, 0)
-            chunk = s[start:end]
-            x = np.zeros(max_len, np.int64)
-            y = np.zeros(max_len, np.int64)
-            x[max_len - len(chunk) + 1:] = chunk[:-1]
-            y[max_len - len(chunk) + 1:] = chunk[1:]
-            inputs.append(x)
-            targets.append(y)
-            end = start + 1  # the next window's last target is this window's first input
-    if not inputs:
-        return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
-    return np.stack(inputs), np.stack(targets)
-
-
-def last_item_holdout(data: Interactions) -> tuple[Interactions, Interactions]:
-    """Each user's last item in (timestamp, row order) → validation when the user has ≥ 2 rows."""
-    order = np.lexsort((np.arange(len(data)), data.timestamp, data.user))
-    u = data.user[order]
-    is_last = np.r_[u[1:] != u[:-1], True]
-    counts = np.bincount(data.user, minlength=data.n_users)
-    valid = np.zeros(len(data), bool)
-    valid[order[is_last & (counts[u] >= 2)]] = True
-    return data.subset(~valid), data.subset(valid)
 
 
 # ---- network --------------------------------------------------------------------------------------
@@ -146,7 +76,9 @@ class SASRecNet(nn.Module):
         n, length = seq.shape
         real = seq > 0
         pos = torch.arange(length, device=seq.device)
-        x = self.item(seq) * self.scale + self.position(pos)[None]
+        # positions count from the right, so cutting leading padding columns changes nothing
+        at = pos + self.position.num_embeddings - length
+        x = self.item(seq) * self.scale + self.position(at)[None]
         x = self.dropout(x) * real[..., None]
         # a query sees earlier-or-same real keys, and always itself (so no row is fully masked)
         causal = pos[None, :] <= pos[:, None]
@@ -160,12 +92,8 @@ class SASRecNet(nn.Module):
         return self.item.weight[1:]
 
 
-class SASRec(TorchModel):
-    """SASRec (Kang & McAuley 2018) trained on next-item prediction.
-
-    State: the network, and `sequences_` (n_users, max_len) int64: each user's scoring input
-    (last max_len items + 1, left-padded with 0).
-    """
+class SASRec(SequentialModel):
+    """SASRec (Kang & McAuley 2018) trained on next-item prediction (state: see `SequentialModel`)."""
 
     name = "sasrec"
     config_class = SASRecConfig
@@ -180,67 +108,6 @@ class SASRec(TorchModel):
             "learning_rate": trial.suggest_float("learning_rate", 2e-4, 5e-3, log=True),
         }
 
-    # ---- hooks -----------------------------------------------------------------------------------
-    def setup(self, train: Interactions) -> None:
-        seqs = user_sequences([train])
-        self.sequences_ = last_window(seqs, self.config.max_len)
-        self._seq = None
-        self._windows = training_windows(seqs, self.config.max_len)
-
     def build_network(self) -> nn.Module:
         c = self.config
         return SASRecNet(self.n_items_, c.factors, c.blocks, c.heads, c.dropout, c.max_len)
-
-    def train_batches(self, train: Interactions, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        inputs, targets = (torch.from_numpy(a) for a in self._windows)
-        for chunk in self.shuffled(len(inputs), generator):
-            x, y = inputs[chunk], targets[chunk]
-            if self.config.loss == "bce":
-                neg = torch.randint(1, self.n_items_ + 1, y.shape, generator=generator)
-                yield x.to(self.device), y.to(self.device), neg.to(self.device)
-            else:
-                yield x.to(self.device), y.to(self.device)
-
-    def batch_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        net = self.network_
-        h = net(x)
-        real = y > 0
-        h = h[real]
-        if self.config.loss == "ce":
-            return F.cross_entropy(h @ net.item_weights().T, y[real] - 1)
-        pos = (h * net.item(y[real])).sum(-1)
-        neg = (h * net.item(batch[2][real])).sum(-1)
-        return -(F.logsigmoid(pos) + F.logsigmoid(-neg)).mean()
-
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "_seq", None) is None:
-            self._seq = torch.from_numpy(np.asarray(self.sequences_, np.int64)).to(self.device)
-        h = self.network_(self._seq[users])[:, -1]
-        return h @ self.network_.item_weights().T
-
-    # ---- fitting ---------------------------------------------------------------------------------
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
-        c = self.config
-        full = positives(train, c.min_rating)
-        if valid is None and c.early_stopping:
-            part, holdout = last_item_holdout(full)
-            super()._fit(part, holdout)
-            if c.refit:  # retrain on every training item for the best number of epochs
-                best, losses, ndcgs = self.best_epoch_, self.loss_history_, self.valid_ndcg_history_
-                with torch_settings(c.threads):
-                    self._train(full, None, best)
-                self.network_.eval()
-                self.best_epoch_, self.loss_history_, self.valid_ndcg_history_ = best, losses, ndcgs
-        else:
-            super()._fit(train, valid)
-        parts = [full]
-        if valid is not None and c.valid_history:
-            parts.append(positives(valid, c.min_rating))
-        self.sequences_ = last_window(user_sequences(parts), c.max_len)
-        self._seq = None
-        self._windows = None
-
-    def set_state(self, arrays: Any, scalars: Any) -> None:
-        self._seq = None
-        super().set_state(arrays, scalars)
