@@ -1,0 +1,329 @@
+"""Factorization machine (name `fm`): Rendle 2010, "Factorization Machines".
+
+Input row per rating: [user block row u | item block row i] (`fm_design.py`): user/item one-hots
+plus the chosen side-feature groups (age, gender, occupation, zip; genres, year) and the SVD++-
+style implicit groups `history` (items the user rated, 1/sqrt(n)) and `raters` (users who rated
+the item, 1/sqrt(n)). Because each block depends on one side only, the score factorises:
+
+    ŷ(u, i) = w0 + B_u + B_i + Q_u · Q_i        (see `fm_kernels.py`)
+
+Learners: `mcmc` — Bayesian FM by Gibbs sampling with Gaussian priors per feature group and
+Gamma/Gaussian hyperpriors (libFM's MCMC; Freudenthaler, Schmidt-Thieme & Rendle 2011; Rendle
+2012), predictions average the sampled scores; `sgd` — point estimate by SGD, squared error
+(`loss="squared"`) or BPR for ranking (`loss="bpr"`). With `features=""` (ids only) the model is
+biased MF: w0 = μ, B_u = b_u, B_i = b_i, Q_u · Q_i = p_u · q_i.
+
+State: `user_samples_` (n_users, S, k+2) = [Q_u, w0 + B_u, 1] and `item_samples_` (n_items, S,
+k+2) = [Q_i, 1, B_i] per kept sample (S = 1 for SGD), float32, so a score is the mean of their
+dot products; plus the sampled feature parameters and the two blocks, for `explain`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from recstack.data.interactions import Interactions
+from recstack.errors import RecstackError
+from recstack.models.base import Model
+from recstack.models.config import Config, require
+from recstack.models.fm_design import build_blocks, parse_groups
+from recstack.models.fm_kernels import bpr_epoch, gibbs_sweep, sgd_epoch
+from recstack.models.mf import EarlyStopping
+from recstack.progress import Bar
+from recstack.split import validation_split
+
+
+@dataclass(frozen=True)
+class FMConfig(Config):
+    """Hyperparameters of `fm`.
+
+    features: "auto" (every group the data has), "" (ids only = biased MF) or a comma list of
+    age, gender, occupation, zip, history, genres, year, raters. learner: mcmc | sgd; loss:
+    squared (ratings) | bpr (ranking; sgd only). factors: k. MCMC: burn_in sweeps discarded,
+    samples sweeps averaged (all stored), init_std spread of the starting factors. SGD: epochs,
+    learning_rate, reg (factors), reg_bias (linear weights), early stopping on a `valid_fraction`
+    carve (squared loss) with `patience`.
+    """
+
+    features: str = "auto"
+    learner: Literal["mcmc", "sgd"] = "mcmc"
+    loss: Literal["squared", "bpr"] = "squared"
+    factors: int = 10
+    burn_in: int = 10
+    samples: int = 200
+    init_std: float = 0.1
+    epochs: int = 60
+    learning_rate: float = 0.01
+    reg: float = 0.05
+    reg_bias: float = 0.02
+    early_stopping: bool = True
+    patience: int = 3
+    valid_fraction: float = 0.1
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
+        require(self.burn_in >= 0, "burn_in", self.burn_in, "must be ≥ 0")
+        require(self.samples >= 1, "samples", self.samples, "must be ≥ 1")
+        require(self.init_std >= 0, "init_std", self.init_std, "must be ≥ 0")
+        require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        require(self.reg >= 0, "reg", self.reg, "must be ≥ 0")
+        require(self.reg_bias >= 0, "reg_bias", self.reg_bias, "must be ≥ 0")
+        require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
+        require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
+        require(not (self.loss == "bpr" and self.learner == "mcmc"), "loss", self.loss,
+                "bpr needs learner=sgd (the Gibbs sampler is for squared error)")
+
+
+def _csr_parts(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float64)
+
+
+def _caches(X: sp.csr_matrix, w: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Q = X V (n, k), B = X w + ½ Σ_f (Q² − X² V²) (n,)) of one block."""
+    Q = X @ V
+    B = X @ w + 0.5 * ((Q ** 2).sum(axis=1) - X.multiply(X) @ (V ** 2).sum(axis=1))
+    return Q, np.asarray(B).ravel()
+
+
+def _rows_by(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr (n+1,), rows) grouping row numbers by entity."""
+    order = np.argsort(ids, kind="stable").astype(np.int64)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=n))]).astype(np.int64)
+    return ptr, order
+
+
+def _draw_prior(rng: np.random.Generator, x: np.ndarray, lam: float) -> tuple[float, float]:
+    """(μ, λ) of one group's Gaussian prior given its values x (n,) and the current λ: μ | λ,
+    then λ | μ, under hyperpriors μ ~ N(0, 1/(γ0 λ)), λ ~ Gamma(α_λ/2, β_λ/2) with
+    γ0 = α_λ = β_λ = 1 (libFM's defaults)."""
+    n = len(x)
+    mu = rng.normal(x.sum() / (n + 1.0), 1.0 / np.sqrt((n + 1.0) * lam))
+    lam = rng.gamma(0.5 * (1.0 + n + 1.0), 2.0 / (1.0 + float(((x - mu) ** 2).sum()) + mu * mu))
+    return float(mu), float(lam)
+
+
+class FM(Model):
+    """Factorization machine over user/item one-hots and side-feature groups (see module doc)."""
+
+    name = "fm"
+    config_class = FMConfig
+    explicit = True
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {
+            "factors": trial.suggest_categorical("factors", [8, 10, 16, 24, 32]),
+            "features": trial.suggest_categorical(
+                "features", ["auto", "history,raters", "history,raters,genres,year",
+                             "history,raters,age,gender,occupation,zip,genres,year"]),
+            "init_std": trial.suggest_float("init_std", 0.02, 0.3, log=True),
+        }
+
+    # ---- training ----------------------------------------------------------------------
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        c = self.config
+        groups = parse_groups(c.features, train)
+        if c.learner == "sgd" and c.loss == "squared" and valid is None and c.early_stopping:
+            fit_part, valid = validation_split(train, c.valid_fraction, c.seed)
+        else:
+            fit_part = train
+        ublock, iblock = build_blocks(fit_part, groups)
+        self.groups_ = np.asarray(ublock.groups + iblock.groups, dtype=str)
+        self.user_feature_names_, self.item_feature_names_ = ublock.names, iblock.names
+        self.Xu_ptr_, self.Xu_idx_, self.Xu_val_ = _csr_parts(ublock.X)
+        self.Xi_ptr_, self.Xi_idx_, self.Xi_val_ = _csr_parts(iblock.X)
+        self.user_group_ = ublock.group
+        self.item_group_ = iblock.group + len(ublock.groups)
+        self.global_mean_ = float(fit_part.global_mean)
+        self.min_rating_ = float(train.rating.min())
+        self.max_rating_ = float(train.rating.max())
+        rng = np.random.default_rng(c.seed)
+        k = c.factors
+        Vu = rng.normal(0.0, c.init_std, (ublock.X.shape[1], k))
+        Vi = rng.normal(0.0, c.init_std, (iblock.X.shape[1], k))
+        wu, wi = np.zeros(len(Vu)), np.zeros(len(Vi))
+        if c.learner == "mcmc":
+            samples = self._fit_mcmc(fit_part, valid, ublock.X, iblock.X, wu, wi, Vu, Vi, rng)
+        else:
+            samples = self._fit_sgd(fit_part, valid, ublock.X, iblock.X, wu, wi, Vu, Vi, rng)
+        w0s, wus, wis, Vus, Vis = (np.asarray(a) for a in zip(*samples))
+        self.w0_samples_ = w0s.astype(np.float64)
+        self.user_weight_samples_, self.item_weight_samples_ = wus.astype(np.float32), wis.astype(np.float32)
+        self.user_factor_samples_, self.item_factor_samples_ = Vus.astype(np.float32), Vis.astype(np.float32)
+        S = len(w0s)
+        Us = np.empty((train.n_users, S, k + 2), np.float32)
+        Is = np.empty((train.n_items, S, k + 2), np.float32)
+        for s in range(S):
+            Qu, Bu = _caches(ublock.X, wus[s], Vus[s])
+            Qi, Bi = _caches(iblock.X, wis[s], Vis[s])
+            Us[:, s] = np.column_stack([Qu, w0s[s] + Bu, np.ones(len(Bu))])
+            Is[:, s] = np.column_stack([Qi, np.ones(len(Bi)), Bi])
+        self.user_samples_, self.item_samples_ = Us, Is
+
+    def _fit_mcmc(self, train, valid, Xu, Xi, wu, wi, Vu, Vi, rng) -> list[tuple]:
+        c = self.config
+        ru, ri = train.user.astype(np.int64), train.item.astype(np.int64)
+        y = train.rating.astype(np.float64)
+        uptr, urows = _rows_by(ru, train.n_users)
+        iptr, irows = _rows_by(ri, train.n_items)
+        XuT, XiT = _csr_parts(Xu.T.tocsr()), _csr_parts(Xi.T.tocsr())
+        gu, gi = self.user_group_, self.item_group_
+        G = len(self.groups_)
+        k = c.factors
+        mu_w, lam_w = np.zeros(G), np.ones(G)
+        mu_v, lam_v = np.zeros((G, k)), np.ones((G, k))
+        w0, alpha, lam0 = float(y.mean()), 1.0, 1e-3
+        if valid is not None and len(valid):
+            vu, vi, vr = valid.user.astype(np.int64), valid.item.astype(np.int64), valid.rating
+            vsum = np.zeros(len(vu))
+        samples, alphas, valid_hist = [], [], []
+        bar = Bar(f"{self.name} sweeps", total=c.burn_in + c.samples)
+        for sweep in range(c.burn_in + c.samples):
+            Qu, Bu = _caches(Xu, wu, Vu)  # fresh caches each sweep: no drift
+            Qi, Bi = _caches(Xi, wi, Vi)
+            e = y - (w0 + Bu[ru] + Bi[ri] + np.einsum("nf,nf->n", Qu[ru], Qi[ri]))
+            alpha = rng.gamma(0.5 * (1.0 + len(y)), 2.0 / (1.0 + float(e @ e)))
+            for g in range(G):
+                vals_w = np.concatenate([wu[gu == g], wi[gi == g]])
+                mu_w[g], lam_w[g] = _draw_prior(rng, vals_w, lam_w[g])
+                for f in range(k):
+                    vals_v = np.concatenate([Vu[gu == g, f], Vi[gi == g, f]])
+                    mu_v[g, f], lam_v[g, f] = _draw_prior(rng, vals_v, lam_v[g, f])
+            z = rng.standard_normal(1 + (len(wu) + len(wi)) * (k + 1))
+            w0 = gibbs_sweep(ru, ri, e, uptr, urows, iptr, irows, XuT, XiT, gu, gi, w0, wu, wi, Vu, Vi,
+                             Qu, Qi, Bu, Bi, mu_w, lam_w, mu_v, lam_v, alpha, lam0, z)
+            alphas.append(alpha)
+            if sweep >= c.burn_in:
+                samples.append((w0, wu.copy(), wi.copy(), Vu.copy(), Vi.copy()))
+                if valid is not None and len(valid):
+                    vsum += w0 + Bu[vu] + Bi[vi] + np.einsum("nf,nf->n", Qu[vu], Qi[vi])
+                    est = np.clip(vsum / len(samples), self.min_rating_, self.max_rating_)
+                    valid_hist.append(float(np.sqrt(np.mean((est - vr) ** 2))))
+                    bar.update(alpha=alpha, valid_rmse=valid_hist[-1])
+                    continue
+            bar.update(alpha=alpha)
+        bar.close()
+        self.alpha_history_ = np.asarray(alphas)
+        self.valid_rmse_history_ = np.asarray(valid_hist)
+        return samples
+
+    def _fit_sgd(self, train, valid, Xu, Xi, wu, wi, Vu, Vi, rng) -> list[tuple]:
+        c = self.config
+        ru, ri = train.user.astype(np.int64), train.item.astype(np.int64)
+        y = train.rating.astype(np.float64)
+        XuP, XiP = _csr_parts(Xu), _csr_parts(Xi)
+        w0 = self.global_mean_ if c.loss == "squared" else 0.0
+        stop = EarlyStopping(c.patience, c.early_stopping and c.loss == "squared")
+        train_hist, valid_hist = [], []
+        if c.loss == "bpr":
+            seen = np.unique(ru * train.n_items + ri)
+        bar = Bar(f"{self.name} epochs", total=c.epochs)
+        for epoch in range(1, c.epochs + 1):
+            order = rng.permutation(len(y))
+            if c.loss == "squared":
+                train_hist.append(float(sgd_epoch(ru[order], ri[order], y[order], XuP, XiP, w0, wu, wi,
+                                                  Vu, Vi, c.learning_rate, c.reg, c.reg_bias)))
+            else:
+                neg = self._negatives(rng, ru[order], seen, train.n_items)
+                train_hist.append(float(bpr_epoch(ru[order], ri[order], neg, XuP, XiP, wi, Vu, Vi,
+                                                  c.learning_rate, c.reg, c.reg_bias)))
+            if c.loss == "squared" and valid is not None and len(valid):
+                Qu, Bu = _caches(Xu, wu, Vu)
+                Qi, Bi = _caches(Xi, wi, Vi)
+                vu, vi = valid.user, valid.item
+                err = w0 + Bu[vu] + Bi[vi] + np.einsum("nf,nf->n", Qu[vu], Qi[vi]) - valid.rating
+                valid_hist.append(float(np.sqrt(np.mean(err * err))))
+                bar.update(train=train_hist[-1], valid_rmse=valid_hist[-1])
+                if stop.update(epoch, valid_hist[-1], wu, wi, Vu, Vi):
+                    break
+            else:
+                bar.update(train=train_hist[-1])
+        bar.close()
+        if stop.enabled and stop.state is not None:
+            wu, wi, Vu, Vi = stop.state
+        self.epochs_ = epoch
+        self.train_history_ = np.asarray(train_hist)
+        self.valid_rmse_history_ = np.asarray(valid_hist)
+        # features never present in a training row got no update: drop their random start
+        Vu[np.bincount(Xu[ru].indices, minlength=len(Vu)) == 0] = 0.0
+        Vi[np.bincount(Xi[ri].indices, minlength=len(Vi)) == 0] = 0.0
+        return [(w0, wu, wi, Vu, Vi)]
+
+    @staticmethod
+    def _negatives(rng: np.random.Generator, users: np.ndarray, seen: np.ndarray, n_items: int) -> np.ndarray:
+        """(n,) item per row drawn uniformly among items the row's user has not rated (a few
+        rejection rounds; users who rated almost everything may keep a rated one)."""
+        neg = rng.integers(0, n_items, len(users))
+        for _ in range(20):
+            key = users * n_items + neg
+            bad = np.flatnonzero(seen[np.minimum(np.searchsorted(seen, key), len(seen) - 1)] == key)
+            if not len(bad):
+                break
+            neg[bad] = rng.integers(0, n_items, len(bad))
+        return neg
+
+    # ---- scoring -------------------------------------------------------------------------
+    @staticmethod
+    def _flat(which: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        S = which if rows is None else which[rows]
+        return S.reshape(S.shape[0], -1)
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        S = self.user_samples_.shape[1]
+        return self._flat(self.user_samples_, users) @ self._flat(self.item_samples_, items).T / np.float32(S)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Clipped rating estimates (posterior means for MCMC) for pairs; NaN for unknown users."""
+        if self.config.loss == "bpr":
+            raise RecstackError("fm with loss=bpr ranks items but does not estimate ratings")
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        known = (users >= 0) & (users < self.n_users_)
+        out = np.full(len(users), np.nan, np.float32)
+        u, i = users[known], items[known]
+        est = np.empty(len(u), np.float32)
+        for lo in range(0, len(u), 4096):
+            part = slice(lo, lo + 4096)
+            est[part] = np.einsum("nf,nf->n", self._flat(self.user_samples_, u[part]),
+                                  self._flat(self.item_samples_, i[part]))
+        S = self.user_samples_.shape[1]
+        out[known] = np.clip(est / S, self.min_rating_, self.max_rating_)
+        return out
+
+    # ---- explanations --------------------------------------------------------------------
+    def explain(self, user: int, item: int) -> dict[str, Any]:
+        """{"score", "parts": [{"feature", "contribution"}]}: the unclipped score split over the
+        row's features, each w_j x_j + ½ x_j v_j·(q − x_j v_j) averaged over samples (the pairwise
+        terms shared half and half); `history` and `raters` features are summed into one part each.
+        The parts add up to the score; sorted by |contribution|."""
+        if not (0 <= user < self.n_users_ and 0 <= item < self.n_items_):
+            raise RecstackError(f"explain: user {user} or item {item} is outside the model")
+        sides = []
+        for ptr, idx, val, W, V, names in (
+                (self.Xu_ptr_, self.Xu_idx_, self.Xu_val_, self.user_weight_samples_,
+                 self.user_factor_samples_, self.user_feature_names_),
+                (self.Xi_ptr_, self.Xi_idx_, self.Xi_val_, self.item_weight_samples_,
+                 self.item_factor_samples_, self.item_feature_names_)):
+            a = user if len(sides) == 0 else item
+            js, xs = idx[ptr[a]:ptr[a + 1]], val[ptr[a]:ptr[a + 1]]
+            Vj = V[:, js].astype(np.float64) * xs[None, :, None]  # (S, nj, k) = x_j v_j
+            sides.append((js, xs, W[:, js].astype(np.float64), Vj, names[js]))
+        q = sides[0][3].sum(axis=1) + sides[1][3].sum(axis=1)  # (S, k)
+        parts: dict[str, float] = {"global bias": float(self.w0_samples_.mean())}
+        for js, xs, Wj, Vj, names in sides:
+            contrib = (Wj * xs[None, :]).mean(axis=0) + 0.5 * np.einsum(
+                "snk,snk->n", Vj, q[:, None, :] - Vj) / len(q)
+            for name, value in zip(names.tolist(), contrib.tolist()):
+                group = name.split(":", 1)[0]
+                key = {"history": "history (items this user rated)",
+                       "raters": "raters (users who rated this item)"}.get(group, name)
+                parts[key] = parts.get(key, 0.0) + value
+        ordered = sorted(parts.items(), key=lambda kv: -abs(kv[1]))
+        return {"score": float(sum(parts.values())),
+                "parts": [{"feature": f, "contribution": v} for f, v in ordered]}
