@@ -11,9 +11,10 @@ from recstack.data.synthetic import block_of
 from recstack.errors import ConfigError, RecstackError
 from recstack.evaluate import rating_metrics
 from recstack.models.base import make_model
-from recstack.models.fm import FM, _caches, _csr_parts, _rows_by
+from recstack.models.fm import FM, _caches, _csr_parts, _predict_rows, _rows_by
 from recstack.models.fm_design import build_blocks, parse_groups
 from recstack.models.fm_kernels import (
+    GibbsBlock,
     bpr_epoch,
     bpr_epoch_slow,
     fm_predict_slow,
@@ -57,53 +58,53 @@ class TestFMBPR(ModelConformance):
 
 
 # ---- kernels against their twins ---------------------------------------------------------------
-def _problem(seed: int = 0, k: int = 3):
+def _three_blocks(seed: int = 0, k: int = 3):
+    """User, item and date blocks of a small random FM problem with 40 rows."""
     rng = np.random.default_rng(seed)
-    nu, ni, n = 7, 9, 40
-    Xu = sp.hstack([sp.identity(nu), sp.random(nu, 5, density=0.5, random_state=seed + 1)], format="csr")
-    Xi = sp.hstack([sp.identity(ni), sp.random(ni, 4, density=0.5, random_state=seed + 2)], format="csr")
-    ru, ri = rng.integers(0, nu, n), rng.integers(0, ni, n)
-    y = rng.normal(3, 1, n)
-    gu = np.r_[np.zeros(nu, np.int64), np.ones(5, np.int64)]
-    gi = np.r_[np.full(ni, 2), np.full(4, 3)].astype(np.int64)
-    params = [rng.normal(0, 0.1, Xu.shape[1]), rng.normal(0, 0.1, Xi.shape[1]),
-              rng.normal(0, 0.3, (Xu.shape[1], k)), rng.normal(0, 0.3, (Xi.shape[1], k))]
-    prior = [rng.normal(0, 0.1, 4), rng.gamma(2, 1, 4), rng.normal(0, 0.1, (4, k)), rng.gamma(2, 1, (4, k))]
-    return rng, Xu, Xi, ru, ri, y, gu, gi, params, prior
+    Xs = [sp.hstack([sp.identity(7), sp.random(7, 5, density=0.5, random_state=seed + 1)], format="csr"),
+          sp.hstack([sp.identity(9), sp.random(9, 4, density=0.5, random_state=seed + 2)], format="csr"),
+          sp.identity(4, format="csr")]
+    ents = [rng.integers(0, X.shape[0], 40) for X in Xs]
+    groups = [np.r_[np.zeros(7, np.int64), np.ones(5, np.int64)], np.r_[np.full(9, 2), np.full(4, 3)],
+              np.full(4, 4)]
+    ws = [rng.normal(0, 0.1, X.shape[1]) for X in Xs]
+    Vs = [rng.normal(0, 0.3, (X.shape[1], k)) for X in Xs]
+    prior = [rng.normal(0, 0.1, 5), rng.gamma(2, 1, 5), rng.normal(0, 0.1, (5, k)), rng.gamma(2, 1, (5, k))]
+    return rng, Xs, ents, rng.normal(3, 1, 40), groups, ws, Vs, prior
 
 
-def test_caches_match_the_fm_formula():
-    _, Xu, Xi, ru, ri, _, _, _, (wu, wi, Vu, Vi), _ = _problem()
-    Qu, Bu = _caches(Xu, wu, Vu)
-    Qi, Bi = _caches(Xi, wi, Vi)
-    fast = 0.7 + Bu[ru] + Bi[ri] + np.einsum("nf,nf->n", Qu[ru], Qi[ri])
-    np.testing.assert_allclose(fast, fm_predict_slow(Xu, Xi, ru, ri, 0.7, wu, wi, Vu, Vi), atol=1e-12)
+def test_block_caches_match_the_fm_formula():
+    _, Xs, ents, _, groups, ws, Vs, _ = _three_blocks()
+    blocks = [GibbsBlock(e, *_rows_by(e, X.shape[0]), _csr_parts(X.T.tocsr()), g, w, V, *_caches(X, w, V))
+              for X, e, g, w, V in zip(Xs, ents, groups, ws, Vs)]
+    np.testing.assert_allclose(_predict_rows(blocks, ents, 0.7), fm_predict_slow(Xs, ents, 0.7, ws, Vs),
+                               atol=1e-12)
 
 
 def test_gibbs_sweep_matches_slow_twin():
-    rng, Xu, Xi, ru, ri, y, gu, gi, params, prior = _problem()
-    twin = [a.copy() for a in params]
-    w0, w0_twin = 3.0, 3.0
+    rng, Xs, ents, y, groups, ws, Vs, prior = _three_blocks()
+    tw, tV = [w.copy() for w in ws], [V.copy() for V in Vs]
+    w0 = w0_twin = 3.0
     for sweep in range(2):
-        Qu, Bu = _caches(Xu, params[0], params[2])
-        Qi, Bi = _caches(Xi, params[1], params[3])
-        e = y - fm_predict_slow(Xu, Xi, ru, ri, w0, *params)
-        z = rng.standard_normal(1 + (Xu.shape[1] + Xi.shape[1]) * 4)
-        uptr, urows = _rows_by(ru, Xu.shape[0])
-        iptr, irows = _rows_by(ri, Xi.shape[0])
-        w0 = gibbs_sweep(ru, ri, e, uptr, urows, iptr, irows, _csr_parts(Xu.T.tocsr()),
-                         _csr_parts(Xi.T.tocsr()), gu, gi, w0, *params, Qu, Qi, Bu, Bi, *prior, 1.5, 1e-3, z)
-        w0_twin = gibbs_sweep_slow(Xu, Xi, ru, ri, y, gu, gi, w0_twin, *twin, *prior, 1.5, 1e-3, z)
+        blocks = [GibbsBlock(e, *_rows_by(e, X.shape[0]), _csr_parts(X.T.tocsr()), g, w, V, *_caches(X, w, V))
+                  for X, e, g, w, V in zip(Xs, ents, groups, ws, Vs)]
+        e = y - fm_predict_slow(Xs, ents, w0, ws, Vs)
+        z = rng.standard_normal(1 + sum(X.shape[1] for X in Xs) * 4)
+        w0 = gibbs_sweep(blocks, e, w0, *prior, 1.5, 1e-3, z)
+        w0_twin = gibbs_sweep_slow(Xs, ents, y, groups, w0_twin, tw, tV, *prior, 1.5, 1e-3, z)
         assert w0 == pytest.approx(w0_twin, abs=1e-10)
-        for a, b in zip(params, twin):
+        for a, b in zip(ws + Vs, tw + tV):
             np.testing.assert_allclose(a, b, atol=1e-10)
         # the kernel's residuals and caches stay exact
-        np.testing.assert_allclose(e, y - fm_predict_slow(Xu, Xi, ru, ri, w0, *params), atol=1e-10)
-        np.testing.assert_allclose(Bu, _caches(Xu, params[0], params[2])[1], atol=1e-10)
+        np.testing.assert_allclose(e, y - fm_predict_slow(Xs, ents, w0, ws, Vs), atol=1e-10)
+        for b, X in zip(blocks, Xs):
+            np.testing.assert_allclose(b.B, _caches(X, b.w, b.V)[1], atol=1e-10)
 
 
 def test_sgd_and_bpr_epochs_match_slow_twins():
-    rng, Xu, Xi, ru, ri, y, _, _, params, _ = _problem(3)
+    rng, Xs, ents, y, _, ws, Vs, _ = _three_blocks(3)
+    Xu, Xi, ru, ri = Xs[0], Xs[1], ents[0], ents[1]
+    params = [ws[0], ws[1], Vs[0], Vs[1]]
     twin = [a.copy() for a in params]
     a = sgd_epoch(ru, ri, y, _csr_parts(Xu), _csr_parts(Xi), 3.0, *params, 0.05, 0.02, 0.01)
     b = sgd_epoch_slow(ru, ri, y, Xu, Xi, 3.0, *twin, 0.05, 0.02, 0.01)
@@ -153,7 +154,8 @@ def test_ids_only_model_predicts_biased_mf_formula(blocks):
 def test_design_blocks_hold_known_features(ml100k_u1):
     train, test = ml100k_u1
     groups = parse_groups("auto", train)
-    assert groups == ("age", "gender", "occupation", "zip", "history", "genres", "year", "raters")
+    assert groups == ("age", "gender", "occupation", "zip", "history", "genres", "year", "raters", "date")
+    assert "date" not in parse_groups("auto", train, context=False)
     ublock, iblock = build_blocks(train, groups)
     u = train.user_of("1")  # GroupLens user 1: 24, M, technician, zip 85711
     names = set(ublock.names[ublock.X[u].indices])
@@ -176,6 +178,19 @@ def test_missing_feature_group_is_a_config_error(blocks):
         FM(features="colour").fit(blocks)
     with pytest.raises(ConfigError, match="bpr"):
         FM(loss="bpr")
+
+
+def test_date_block_uses_the_rating_day(ml100k_u1):
+    train, test = ml100k_u1
+    m = FM(features="date", factors=4, burn_in=2, samples=5).fit(train)
+    assert set(m.groups_) == {"user", "item", "date"} and len(m.day_keys_) > 100
+    u, i, t = test.user[:200], test.item[:200], test.timestamp[:200]
+    timed, plain = m.predict(u, i, timestamps=t), m.predict(u, i)
+    assert not np.allclose(timed, plain)
+    # a day never seen in training adds nothing: the pair scores as without a date
+    np.testing.assert_allclose(m.predict(u, i, timestamps=np.zeros_like(t)), plain, atol=1e-6)
+    with pytest.raises(ConfigError, match="mcmc"):
+        FM(features="date", learner="sgd").fit(train)
 
 
 # ---- explanations -------------------------------------------------------------------------------

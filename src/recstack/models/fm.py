@@ -30,8 +30,8 @@ from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
 from recstack.models.base import Model
 from recstack.models.config import Config, require
-from recstack.models.fm_design import build_blocks, parse_groups
-from recstack.models.fm_kernels import bpr_epoch, gibbs_sweep, sgd_epoch
+from recstack.models.fm_design import build_blocks, date_block, day_index, parse_groups
+from recstack.models.fm_kernels import GibbsBlock, bpr_epoch, gibbs_sweep, sgd_epoch
 from recstack.models.mf import EarlyStopping
 from recstack.progress import Bar
 from recstack.split import validation_split
@@ -91,6 +91,21 @@ def _caches(X: sp.csr_matrix, w: np.ndarray, V: np.ndarray) -> tuple[np.ndarray,
     return Q, np.asarray(B).ravel()
 
 
+def _predict_rows(blocks: list[GibbsBlock], ents: list[np.ndarray], w0: float) -> np.ndarray:
+    """(N,) FM predictions for rows given each block's entity per row (−1 = the row has no
+    feature in that block): w0 + Σ_b B_b + Σ_{b<c} Q_b · Q_c from the blocks' caches."""
+    out = np.full(len(ents[0]), w0)
+    qsum = np.zeros((len(ents[0]), blocks[0].Q.shape[1]))
+    sq = np.zeros(len(ents[0]))
+    for b, ent in zip(blocks, ents):
+        ok = ent >= 0
+        Q = np.where(ok[:, None], b.Q[np.maximum(ent, 0)], 0.0)
+        out += np.where(ok, b.B[np.maximum(ent, 0)], 0.0)
+        qsum += Q
+        sq += (Q * Q).sum(axis=1)
+    return out + 0.5 * ((qsum * qsum).sum(axis=1) - sq)
+
+
 def _rows_by(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(ptr (n+1,), rows) grouping row numbers by entity."""
     order = np.argsort(ids, kind="stable").astype(np.int64)
@@ -114,6 +129,7 @@ class FM(Model):
     name = "fm"
     config_class = FMConfig
     explicit = True
+    uses_time = True  # `predict` takes the ratings' timestamps (used by the `date` group)
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -128,13 +144,14 @@ class FM(Model):
     # ---- training ----------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         c = self.config
-        groups = parse_groups(c.features, train)
+        groups = parse_groups(c.features, train, context=c.learner == "mcmc")
         if c.learner == "sgd" and c.loss == "squared" and valid is None and c.early_stopping:
             fit_part, valid = validation_split(train, c.valid_fraction, c.seed)
         else:
             fit_part = train
         ublock, iblock = build_blocks(fit_part, groups)
-        self.groups_ = np.asarray(ublock.groups + iblock.groups, dtype=str)
+        dblock, self.day_keys_ = date_block(fit_part) if "date" in groups else (None, np.zeros(0, np.int64))
+        self.groups_ = np.asarray(ublock.groups + iblock.groups + (("date",) if dblock else ()), dtype=str)
         self.user_feature_names_, self.item_feature_names_ = ublock.names, iblock.names
         self.Xu_ptr_, self.Xu_idx_, self.Xu_val_ = _csr_parts(ublock.X)
         self.Xi_ptr_, self.Xi_idx_, self.Xi_val_ = _csr_parts(iblock.X)
@@ -149,7 +166,7 @@ class FM(Model):
         Vi = rng.normal(0.0, c.init_std, (iblock.X.shape[1], k))
         wu, wi = np.zeros(len(Vu)), np.zeros(len(Vi))
         if c.learner == "mcmc":
-            samples = self._fit_mcmc(fit_part, valid, ublock.X, iblock.X, wu, wi, Vu, Vi, rng)
+            samples = self._fit_mcmc(fit_part, valid, ublock.X, iblock.X, dblock, wu, wi, Vu, Vi, rng)
         else:
             samples = self._fit_sgd(fit_part, valid, ublock.X, iblock.X, wu, wi, Vu, Vi, rng)
         w0s, wus, wis, Vus, Vis = (np.asarray(a) for a in zip(*samples))
@@ -165,50 +182,65 @@ class FM(Model):
             Us[:, s] = np.column_stack([Qu, w0s[s] + Bu, np.ones(len(Bu))])
             Is[:, s] = np.column_stack([Qi, np.ones(len(Bi)), Bi])
         self.user_samples_, self.item_samples_ = Us, Is
+        if dblock is not None:
+            self.day_samples_ = np.stack([np.column_stack(_caches(dblock.X, w, V)) for w, V in self._day_draws],
+                                         axis=1).astype(np.float32)  # (n_days, S, k+1) = [Q_d, B_d]
+            del self._day_draws
 
-    def _fit_mcmc(self, train, valid, Xu, Xi, wu, wi, Vu, Vi, rng) -> list[tuple]:
+    def _fit_mcmc(self, train, valid, Xu, Xi, dblock, wu, wi, Vu, Vi, rng) -> list[tuple]:
         c = self.config
+        k = c.factors
         ru, ri = train.user.astype(np.int64), train.item.astype(np.int64)
         y = train.rating.astype(np.float64)
-        uptr, urows = _rows_by(ru, train.n_users)
-        iptr, irows = _rows_by(ri, train.n_items)
-        XuT, XiT = _csr_parts(Xu.T.tocsr()), _csr_parts(Xi.T.tocsr())
-        gu, gi = self.user_group_, self.item_group_
+        sides = [(Xu, ru, train.n_users, self.user_group_, wu, Vu), (Xi, ri, train.n_items, self.item_group_, wi, Vi)]
+        if dblock is not None:
+            rd = day_index(self.day_keys_, train.timestamp)
+            Vd = rng.normal(0.0, c.init_std, (len(self.day_keys_), k))
+            sides.append((dblock.X, rd, len(self.day_keys_), np.full(len(Vd), len(self.groups_) - 1),
+                          np.zeros(len(Vd)), Vd))
+        blocks = []
+        for X, ent, n, group, w, V in sides:
+            Q, B = _caches(X, w, V)
+            blocks.append(GibbsBlock(ent, *_rows_by(ent, n), _csr_parts(X.T.tocsr()), group, w, V, Q, B))
         G = len(self.groups_)
-        k = c.factors
         mu_w, lam_w = np.zeros(G), np.ones(G)
         mu_v, lam_v = np.zeros((G, k)), np.ones((G, k))
         w0, alpha, lam0 = float(y.mean()), 1.0, 1e-3
-        if valid is not None and len(valid):
-            vu, vi, vr = valid.user.astype(np.int64), valid.item.astype(np.int64), valid.rating
-            vsum = np.zeros(len(vu))
-        samples, alphas, valid_hist = [], [], []
+        has_valid = valid is not None and len(valid)
+        if has_valid:
+            vents = [valid.user.astype(np.int64), valid.item.astype(np.int64)]
+            if dblock is not None:
+                vents.append(day_index(self.day_keys_, valid.timestamp))
+            vsum = np.zeros(len(valid))
+        samples, day_draws, alphas, valid_hist = [], [], [], []
         bar = Bar(f"{self.name} sweeps", total=c.burn_in + c.samples)
         for sweep in range(c.burn_in + c.samples):
-            Qu, Bu = _caches(Xu, wu, Vu)  # fresh caches each sweep: no drift
-            Qi, Bi = _caches(Xi, wi, Vi)
-            e = y - (w0 + Bu[ru] + Bi[ri] + np.einsum("nf,nf->n", Qu[ru], Qi[ri]))
+            for b, side in zip(blocks, sides):  # fresh caches each sweep: no drift
+                b.Q[:], b.B[:] = _caches(side[0], b.w, b.V)
+            e = y - _predict_rows(blocks, [b.ent for b in blocks], w0)
             alpha = rng.gamma(0.5 * (1.0 + len(y)), 2.0 / (1.0 + float(e @ e)))
             for g in range(G):
-                vals_w = np.concatenate([wu[gu == g], wi[gi == g]])
+                vals_w = np.concatenate([b.w[b.group == g] for b in blocks])
                 mu_w[g], lam_w[g] = _draw_prior(rng, vals_w, lam_w[g])
                 for f in range(k):
-                    vals_v = np.concatenate([Vu[gu == g, f], Vi[gi == g, f]])
+                    vals_v = np.concatenate([b.V[b.group == g, f] for b in blocks])
                     mu_v[g, f], lam_v[g, f] = _draw_prior(rng, vals_v, lam_v[g, f])
-            z = rng.standard_normal(1 + (len(wu) + len(wi)) * (k + 1))
-            w0 = gibbs_sweep(ru, ri, e, uptr, urows, iptr, irows, XuT, XiT, gu, gi, w0, wu, wi, Vu, Vi,
-                             Qu, Qi, Bu, Bi, mu_w, lam_w, mu_v, lam_v, alpha, lam0, z)
+            z = rng.standard_normal(1 + sum(len(b.w) for b in blocks) * (k + 1))
+            w0 = gibbs_sweep(blocks, e, w0, mu_w, lam_w, mu_v, lam_v, alpha, lam0, z)
             alphas.append(alpha)
             if sweep >= c.burn_in:
                 samples.append((w0, wu.copy(), wi.copy(), Vu.copy(), Vi.copy()))
-                if valid is not None and len(valid):
-                    vsum += w0 + Bu[vu] + Bi[vi] + np.einsum("nf,nf->n", Qu[vu], Qi[vi])
+                if dblock is not None:
+                    day_draws.append((blocks[2].w.copy(), blocks[2].V.copy()))
+                if has_valid:
+                    vsum += _predict_rows(blocks, vents, w0)
                     est = np.clip(vsum / len(samples), self.min_rating_, self.max_rating_)
-                    valid_hist.append(float(np.sqrt(np.mean((est - vr) ** 2))))
+                    valid_hist.append(float(np.sqrt(np.mean((est - valid.rating) ** 2))))
                     bar.update(alpha=alpha, valid_rmse=valid_hist[-1])
                     continue
             bar.update(alpha=alpha)
         bar.close()
+        self._day_draws = day_draws
         self.alpha_history_ = np.asarray(alphas)
         self.valid_rmse_history_ = np.asarray(valid_hist)
         return samples
@@ -278,8 +310,11 @@ class FM(Model):
         S = self.user_samples_.shape[1]
         return self._flat(self.user_samples_, users) @ self._flat(self.item_samples_, items).T / np.float32(S)
 
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Clipped rating estimates (posterior means for MCMC) for pairs; NaN for unknown users."""
+    def predict(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """Clipped rating estimates (posterior means for MCMC) for pairs; NaN for unknown users.
+
+        With the `date` group and `timestamps` (seconds), each pair also gets its day's terms
+        B_d + Q_d · (Q_u + Q_i); days not seen in training, or no timestamps, add nothing."""
         if self.config.loss == "bpr":
             raise RecstackError("fm with loss=bpr ranks items but does not estimate ratings")
         users = np.asarray(users, np.int64)
@@ -287,11 +322,22 @@ class FM(Model):
         known = (users >= 0) & (users < self.n_users_)
         out = np.full(len(users), np.nan, np.float32)
         u, i = users[known], items[known]
+        days = None
+        if timestamps is not None and hasattr(self, "day_samples_"):
+            days = day_index(self.day_keys_, np.asarray(timestamps)[known])
+        k = self.config.factors
         est = np.empty(len(u), np.float32)
         for lo in range(0, len(u), 4096):
             part = slice(lo, lo + 4096)
-            est[part] = np.einsum("nf,nf->n", self._flat(self.user_samples_, u[part]),
-                                  self._flat(self.item_samples_, i[part]))
+            uu, ii = u[part], i[part]
+            est[part] = np.einsum("nf,nf->n", self._flat(self.user_samples_, uu), self._flat(self.item_samples_, ii))
+            if days is not None:
+                d = days[part]
+                ok = d >= 0
+                D = self.day_samples_[np.maximum(d, 0)]  # (n, S, k+1)
+                q = self.user_samples_[uu, :, :k] + self.item_samples_[ii, :, :k]
+                extra = D[:, :, k].sum(axis=1) + np.einsum("nsf,nsf->n", D[:, :, :k], q)
+                est[part] += np.where(ok, extra, 0.0).astype(np.float32)
         S = self.user_samples_.shape[1]
         out[known] = np.clip(est / S, self.min_rating_, self.max_rating_)
         return out

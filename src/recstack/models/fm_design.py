@@ -8,6 +8,9 @@ user, or only on the item, are stored once per user / item, not once per rating)
                 code, "other" for the rest), history (items the user rated in train, 1/sqrt(n))
     item block: item (one-hot), genres (multi-hot), year (5-year bucket), raters (users who rated
                 the item in train, 1/sqrt(n); the mirror of history)
+    date block: the rating's day (one-hot over the days seen in train) — the rating context, a
+                block of its own whose entity is the day (Rendle 2019, "On the difficulty of
+                evaluating baselines", treats dates the same way)
 
 Built from `Interactions.item_features` (year, genres) and `Interactions.user_features` (age,
 gender, occupation, zip_code) of the training data only; `history` and `raters` come from the
@@ -27,7 +30,9 @@ from recstack.errors import ConfigError
 
 USER_GROUPS = ("age", "gender", "occupation", "zip", "history")
 ITEM_GROUPS = ("genres", "year", "raters")
-ALL_GROUPS = USER_GROUPS + ITEM_GROUPS
+CONTEXT_GROUPS = ("date",)
+ALL_GROUPS = USER_GROUPS + ITEM_GROUPS + CONTEXT_GROUPS
+DAY = 86400
 _AGE_EDGES = (18, 25, 35, 45, 50, 56)
 _AGE_LABELS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 
@@ -43,17 +48,23 @@ class Block:
     groups: tuple[str, ...]
 
 
-def parse_groups(spec: str, train: Interactions) -> tuple[str, ...]:
-    """The chosen groups: "auto" = every group the data can supply, "" = ids only, else a
-    comma list of `ALL_GROUPS` names (an unknown name, or one the data lacks, is an error)."""
+def parse_groups(spec: str, train: Interactions, context: bool = True) -> tuple[str, ...]:
+    """The chosen groups: "auto" = every group the data can supply (the date only when
+    `context`), "" = ids only, else a comma list of `ALL_GROUPS` names (an unknown name, one the
+    data lacks, or a context group where `context` is false, is an error)."""
     spec = spec.strip()
     if spec == "auto":
-        return tuple(g for g in ALL_GROUPS if _available(g, train))
+        return tuple(g for g in ALL_GROUPS if _available(g, train) and (context or g not in CONTEXT_GROUPS))
     chosen = tuple(s.strip() for s in spec.split(",") if s.strip())
     for g in chosen:
         if g not in ALL_GROUPS:
             raise ConfigError(f"parameter features={spec!r}: unknown group {g!r}; known: "
                               f"{', '.join(ALL_GROUPS)}, or auto")
+        if g in CONTEXT_GROUPS and not context:
+            raise ConfigError(f"parameter features={spec!r}: group {g!r} needs learner=mcmc")
+        if g == "date" and not _available(g, train):
+            raise ConfigError(f"parameter features={spec!r}: group 'date' needs rating timestamps, "
+                              "which the data does not have")
         if not _available(g, train):
             table = "user_features" if g in USER_GROUPS else "item_features"
             raise ConfigError(f"parameter features={spec!r}: group {g!r} needs the data's {table}, "
@@ -62,6 +73,8 @@ def parse_groups(spec: str, train: Interactions) -> tuple[str, ...]:
 
 
 def _available(group: str, train: Interactions) -> bool:
+    if group == "date":
+        return bool(len(train) and train.timestamp.max() > 0)
     if group in ("history", "raters"):
         return True
     table = train.user_features if group in USER_GROUPS else train.item_features
@@ -142,3 +155,26 @@ def build_blocks(train: Interactions, groups: tuple[str, ...]) -> tuple[Block, B
         X.sort_indices()
         sides.append(Block(X, np.concatenate(group), np.asarray(names, dtype=str), tuple(labels)))
     return sides[0], sides[1]
+
+
+def day_of(timestamps: np.ndarray) -> np.ndarray:
+    """(n,) int64 day number (UTC) of Unix timestamps in seconds."""
+    return np.asarray(timestamps, np.int64) // DAY
+
+
+def date_block(train: Interactions) -> tuple[Block, np.ndarray]:
+    """(the date block (n_days, n_days) identity over the days seen in train, those days (n_days,)
+    sorted int64 day numbers)."""
+    days = np.unique(day_of(train.timestamp))
+    names = np.asarray([f"date:{np.datetime64(int(d), 'D')}" for d in days], dtype=str)
+    X = sp.identity(len(days), format="csr", dtype=np.float64)
+    return Block(X, np.zeros(len(days), np.int64), names, ("date",)), days
+
+
+def day_index(days: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """(n,) index into `days` of each timestamp's day, −1 where the day was not seen in train."""
+    d = day_of(timestamps)
+    if not len(days):
+        return np.full(len(d), -1, np.int64)
+    at = np.minimum(np.searchsorted(days, d), len(days) - 1)
+    return np.where(days[at] == d, at, -1).astype(np.int64)

@@ -1,19 +1,20 @@
 """numba kernels of the factorization machine (`fm.py`) and their slow NumPy twins.
 
-Model (Rendle 2010): for a row x = [user block row u | item block row i],
+Model (Rendle 2010): for a row x = [user block row u | item block row i | date block row d],
     ŷ(x) = w0 + Σ_j w_j x_j + ½ Σ_f [(Σ_j v_jf x_j)² − Σ_j v_jf² x_j²]
-         = w0 + B_u + B_i + Q_u · Q_i,
+         = w0 + Σ_b B_b + Σ_{b<c} Q_b · Q_c        (b, c over the row's blocks)
 with Q_u = Σ_{j∈u} x_j v_j (k,), B_u = Σ_{j∈u} w_j x_j + ½ Σ_f (Q_uf² − Σ_{j∈u} x_j² v_jf²), and
-likewise for the item. ŷ is linear in each single parameter θ: ŷ = g + θ·h(x), with
-h = x_j for w_j and h = x_j (q_f − x_j v_jf) for v_jf, q_f = Q_uf + Q_if.
+likewise for the other blocks. ŷ is linear in each single parameter θ: ŷ = g + θ·h(x), with
+h = x_j for w_j and h = x_j (q_f − x_j v_jf) for v_jf, q_f = Σ_b Q_bf.
 
 `gibbs_sweep`: one sweep of libFM's MCMC (Rendle 2012 "Factorization Machines with libFM";
 Freudenthaler, Schmidt-Thieme & Rendle 2011): w0, then every w_j, then factor by factor every
 v_jf, each drawn from its Gaussian conditional N((α Σ h(e + θh) + λμ)/(α Σh² + λ), 1/(α Σh² + λ))
-with e = y − ŷ. The kernel works on the blocks, not on rating rows (Rendle 2013): for a user-
-block parameter every row of user u shares x_j and Q_uf, so Σ h² and Σ h e need only per-user
-sums over the user's rows (count, Σ Q_if, Σ Q_if², Σ e, Σ e·Q_if), updated in O(1) per user
-when θ moves. `gibbs_sweep_slow` is the plain libFM algorithm on explicit rows: before each
+with e = y − ŷ. The kernels work on the blocks, not on rating rows (Rendle 2013, "Scaling
+factorization machines to relational data"): for a user-block parameter every row of user u
+shares x_j and Q_uf, so Σ h² and Σ h e need only per-user sums over the user's rows (count,
+Σ o, Σ o², Σ e, Σ e·o with o the other blocks' Q_f in the row), updated in O(1) per user when
+θ moves. `gibbs_sweep_slow` is the plain libFM algorithm on explicit rows: before each
 parameter it recomputes ŷ of every row from scratch with the FM formula.
 
 `sgd_epoch` (squared error, w0 fixed at the training mean) and `bpr_epoch` (BPR, Rendle et al.
@@ -22,6 +23,8 @@ parameter it recomputes ŷ of every row from scratch with the FM formula.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -66,9 +69,12 @@ def _linear_pass(cptr, cidx, cval, group, w, B, eptr, erows, e, alpha, mu_w, lam
 
 
 @numba.njit(cache=True, nogil=True)
-def _factor_pass(cptr, cidx, cval, group, V, f, Q, Q_other, B, eptr, erows, partner, e, alpha,
-                 mu_v, lam_v, z):  # pragma: no cover
-    """Draw column f of one block's V; keeps Q[:, f], B and the residuals e up to date."""
+def _factor_pass(cptr, cidx, cval, group, V, f, Q, other, B, eptr, erows, e, alpha, mu_v, lam_v,
+                 z):  # pragma: no cover
+    """Draw column f of one block's V; keeps Q[:, f], B and the residuals e up to date.
+
+    other (N,): per row, the sum of the *other* blocks' Q[entity of the row, f] — the partner
+    of this block's Q_af in the row's pairwise term."""
     n = len(eptr) - 1
     cnt = np.zeros(n)
     S1 = np.zeros(n)
@@ -79,7 +85,7 @@ def _factor_pass(cptr, cidx, cval, group, V, f, Q, Q_other, B, eptr, erows, part
         cnt[a] = eptr[a + 1] - eptr[a]
         for t in range(eptr[a], eptr[a + 1]):
             r = erows[t]
-            qo = Q_other[partner[r], f]
+            qo = other[r]
             S1[a] += qo
             S2[a] += qo * qo
             E[a] += e[r]
@@ -116,81 +122,89 @@ def _factor_pass(cptr, cidx, cval, group, V, f, Q, Q_other, B, eptr, erows, part
         B[a] += dB
         for t in range(eptr[a], eptr[a + 1]):
             r = erows[t]
-            e[r] -= dB + dq * Q_other[partner[r], f]
+            e[r] -= dB + dq * other[r]
 
 
-@numba.njit(cache=True, nogil=True)
-def gibbs_sweep(ru, ri, e, uptr, urows, iptr, irows, XuT, XiT, gu, gi, w0, wu, wi, Vu, Vi, Qu, Qi,
-                Bu, Bi, mu_w, lam_w, mu_v, lam_v, alpha, lam0, z):  # pragma: no cover - numba
-    """One Gibbs sweep over all FM parameters, in place; returns the new w0.
+@dataclass
+class GibbsBlock:
+    """One relation block for `gibbs_sweep`: entity of each row `ent` (N,); `eptr`/`erows` the
+    rows of each entity; `XT` (ptr, idx, val) of the transposed design (feature → entities);
+    `group` (F,) prior group per feature; parameters `w` (F,), `V` (F, k); caches `Q` = X V
+    (n_ent, k) and `B` = X w + ½ Σ_f (Q² − X² V²) (n_ent,)."""
 
-    ru, ri (N,) row user/item; e (N,) residuals y − ŷ (kept current); uptr/urows, iptr/irows:
-    each user's / item's rows; XuT, XiT: (ptr, idx, val) of the transposed blocks (feature →
-    entities); gu (Fu,), gi (Fi,) prior group of each feature; wu (Fu,), Vu (Fu, k) and the item
-    side likewise; Qu (n_users, k), Bu (n_users,) their caches; mu_w, lam_w (G,), mu_v, lam_v
-    (G, k) priors; z: 1 + (Fu + Fi)(k + 1) standard normals, consumed in that order.
+    ent: np.ndarray
+    eptr: np.ndarray
+    erows: np.ndarray
+    XT: tuple[np.ndarray, np.ndarray, np.ndarray]
+    group: np.ndarray
+    w: np.ndarray
+    V: np.ndarray
+    Q: np.ndarray
+    B: np.ndarray
+
+
+def gibbs_sweep(blocks: list[GibbsBlock], e: np.ndarray, w0: float, mu_w: np.ndarray, lam_w: np.ndarray,
+                mu_v: np.ndarray, lam_v: np.ndarray, alpha: float, lam0: float, z: np.ndarray) -> float:
+    """One Gibbs sweep over all FM parameters, in place (w, V, Q, B of each block, residuals e
+    (N,) = y − ŷ kept current); returns the new w0.
+
+    Order: w0, every block's w, then for each factor f every block's V[:, f]. mu_w, lam_w (G,),
+    mu_v, lam_v (G, k) the priors; z: 1 + Σ_b F_b (k + 1) standard normals, consumed in that order.
     """
-    Fu, k = Vu.shape
-    Fi = Vi.shape[0]
     N = len(e)
-    she = 0.0
-    for r in range(N):
-        she += e[r]
     prec = alpha * N + lam0
-    new = (alpha * (she + w0 * N)) / prec + z[0] / np.sqrt(prec)
-    for r in range(N):
-        e[r] -= new - w0
-    w0 = new
+    new = alpha * (e.sum() + w0 * N) / prec + z[0] / np.sqrt(prec)
+    e -= new - w0
     at = 1
-    _linear_pass(XuT[0], XuT[1], XuT[2], gu, wu, Bu, uptr, urows, e, alpha, mu_w, lam_w, z[at:at + Fu])
-    at += Fu
-    _linear_pass(XiT[0], XiT[1], XiT[2], gi, wi, Bi, iptr, irows, e, alpha, mu_w, lam_w, z[at:at + Fi])
-    at += Fi
+    for b in blocks:
+        F = len(b.w)
+        _linear_pass(*b.XT, b.group, b.w, b.B, b.eptr, b.erows, e, alpha, mu_w, lam_w, z[at:at + F])
+        at += F
+    k = blocks[0].V.shape[1]
     for f in range(k):
-        _factor_pass(XuT[0], XuT[1], XuT[2], gu, Vu, f, Qu, Qi, Bu, uptr, urows, ri, e, alpha,
-                     mu_v, lam_v, z[at:at + Fu])
-        at += Fu
-        _factor_pass(XiT[0], XiT[1], XiT[2], gi, Vi, f, Qi, Qu, Bi, iptr, irows, ru, e, alpha,
-                     mu_v, lam_v, z[at:at + Fi])
-        at += Fi
-    return w0
+        total = np.zeros(N)
+        for b in blocks:
+            total += b.Q[b.ent, f]
+        for b in blocks:
+            F = len(b.w)
+            other = total - b.Q[b.ent, f]
+            _factor_pass(*b.XT, b.group, b.V, f, b.Q, other, b.B, b.eptr, b.erows, e, alpha,
+                         mu_v, lam_v, z[at:at + F])
+            total = other + b.Q[b.ent, f]
+            at += F
+    return new
 
 
-def fm_predict_slow(Xu: sp.csr_matrix, Xi: sp.csr_matrix, ru: np.ndarray, ri: np.ndarray, w0: float,
-                    wu: np.ndarray, wi: np.ndarray, Vu: np.ndarray, Vi: np.ndarray) -> np.ndarray:
-    """The FM formula on the explicit rows [Xu[ru] | Xi[ri]]: (N,) predictions."""
-    X = sp.hstack([Xu[ru], Xi[ri]], format="csr")
-    w = np.concatenate([wu, wi])
-    V = np.vstack([Vu, Vi])
+def fm_predict_slow(Xs: list[sp.csr_matrix], ents: list[np.ndarray], w0: float, ws: list[np.ndarray],
+                    Vs: list[np.ndarray]) -> np.ndarray:
+    """The FM formula on the explicit rows [X_1[ent_1] | X_2[ent_2] | …]: (N,) predictions."""
+    X = sp.hstack([Xb[eb] for Xb, eb in zip(Xs, ents)], format="csr")
+    w = np.concatenate(ws)
+    V = np.vstack(Vs)
     XV = X @ V
     return w0 + X @ w + 0.5 * ((XV ** 2).sum(axis=1) - (X.multiply(X) @ (V ** 2)).sum(axis=1))
 
 
-def gibbs_sweep_slow(Xu, Xi, ru, ri, y, gu, gi, w0, wu, wi, Vu, Vi, mu_w, lam_w, mu_v, lam_v, alpha,
-                     lam0, z):
+def gibbs_sweep_slow(Xs, ents, y, groups, w0, ws, Vs, mu_w, lam_w, mu_v, lam_v, alpha, lam0, z):
     """Plain libFM MCMC on explicit rows: same order, same draws as `gibbs_sweep`; returns w0."""
-    Xu_rows = Xu[ru].toarray()
-    Xi_rows = Xi[ri].toarray()
-
-    def resid() -> np.ndarray:
-        return y - fm_predict_slow(Xu, Xi, ru, ri, w0, wu, wi, Vu, Vi)
+    rows = [Xb[eb].toarray() for Xb, eb in zip(Xs, ents)]
 
     def draw(theta: float, h: np.ndarray, mu: float, lam: float, zz: float) -> float:
-        e = resid()
+        e = y - fm_predict_slow(Xs, ents, w0, ws, Vs)
         prec = alpha * float(h @ h) + lam
         return (alpha * float(h @ (e + theta * h)) + lam * mu) / prec + zz / np.sqrt(prec)
 
     w0 = draw(w0, np.ones(len(y)), 0.0, lam0, z[0])
     at = 1
-    for rows, w, g in ((Xu_rows, wu, gu), (Xi_rows, wi, gi)):
+    for R, w, g in zip(rows, ws, groups):
         for j in range(len(w)):
-            w[j] = draw(w[j], rows[:, j], mu_w[g[j]], lam_w[g[j]], z[at])
+            w[j] = draw(w[j], R[:, j], mu_w[g[j]], lam_w[g[j]], z[at])
             at += 1
-    for f in range(Vu.shape[1]):
-        for rows, V, g in ((Xu_rows, Vu, gu), (Xi_rows, Vi, gi)):
+    for f in range(Vs[0].shape[1]):
+        for R, V, g in zip(rows, Vs, groups):
             for j in range(len(V)):
-                q = Xu_rows @ Vu[:, f] + Xi_rows @ Vi[:, f]
-                h = rows[:, j] * (q - rows[:, j] * V[j, f])
+                q = sum(Rb @ Vb[:, f] for Rb, Vb in zip(rows, Vs))
+                h = R[:, j] * (q - R[:, j] * V[j, f])
                 V[j, f] = draw(V[j, f], h, mu_v[g[j], f], lam_v[g[j], f], z[at])
                 at += 1
     return w0
