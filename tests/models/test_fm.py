@@ -154,7 +154,8 @@ def test_ids_only_model_predicts_biased_mf_formula(blocks):
 def test_design_blocks_hold_known_features(ml100k_u1):
     train, test = ml100k_u1
     groups = parse_groups("auto", train)
-    assert groups == ("age", "gender", "occupation", "zip", "history", "genres", "year", "raters", "date")
+    assert groups == ("age", "gender", "occupation", "zip", "history", "genres", "year", "raters", "date",
+                      "userday")
     assert "date" not in parse_groups("auto", train, context=False)
     ublock, iblock = build_blocks(train, groups)
     u = train.user_of("1")  # GroupLens user 1: 24, M, technician, zip 85711
@@ -182,8 +183,13 @@ def test_missing_feature_group_is_a_config_error(blocks):
 
 def test_date_block_uses_the_rating_day(ml100k_u1):
     train, test = ml100k_u1
-    m = FM(features="date", factors=4, burn_in=2, samples=5).fit(train)
-    assert set(m.groups_) == {"user", "item", "date"} and len(m.day_keys_) > 100
+    valid = test.subset(np.arange(500))
+    m = FM(features="date,userday", factors=4, burn_in=2, samples=5).fit(train, valid)
+    # predict's context terms agree with the sampler's row formula (its running validation RMSE)
+    est = m.predict(valid.user, valid.item, timestamps=valid.timestamp)
+    assert np.sqrt(np.mean((est - valid.rating) ** 2)) == pytest.approx(m.valid_rmse_history_[-1], abs=1e-5)
+    assert set(m.groups_) == {"user", "item", "date", "userday"} and len(m.date_keys_) > 100
+    assert len(m.userday_keys_) > len(m.date_keys_)
     u, i, t = test.user[:200], test.item[:200], test.timestamp[:200]
     timed, plain = m.predict(u, i, timestamps=t), m.predict(u, i)
     assert not np.allclose(timed, plain)

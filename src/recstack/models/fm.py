@@ -30,7 +30,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
 from recstack.models.base import Model
 from recstack.models.config import Config, require
-from recstack.models.fm_design import build_blocks, date_block, day_index, parse_groups
+from recstack.models.fm_design import CONTEXT_GROUPS, build_blocks, context_block, context_keys, key_index, parse_groups
 from recstack.models.fm_kernels import GibbsBlock, bpr_epoch, gibbs_sweep, sgd_epoch
 from recstack.models.mf import EarlyStopping
 from recstack.progress import Bar
@@ -150,8 +150,13 @@ class FM(Model):
         else:
             fit_part = train
         ublock, iblock = build_blocks(fit_part, groups)
-        dblock, self.day_keys_ = date_block(fit_part) if "date" in groups else (None, np.zeros(0, np.int64))
-        self.groups_ = np.asarray(ublock.groups + iblock.groups + (("date",) if dblock else ()), dtype=str)
+        self.context_groups_ = np.asarray([g for g in CONTEXT_GROUPS if g in groups], dtype=str)
+        cblocks = []
+        for g in self.context_groups_.tolist():
+            block, keys = context_block(g, fit_part)
+            setattr(self, f"{g}_keys_", keys)
+            cblocks.append(block)
+        self.groups_ = np.asarray(ublock.groups + iblock.groups + tuple(self.context_groups_), dtype=str)
         self.user_feature_names_, self.item_feature_names_ = ublock.names, iblock.names
         self.Xu_ptr_, self.Xu_idx_, self.Xu_val_ = _csr_parts(ublock.X)
         self.Xi_ptr_, self.Xi_idx_, self.Xi_val_ = _csr_parts(iblock.X)
@@ -166,7 +171,7 @@ class FM(Model):
         Vi = rng.normal(0.0, c.init_std, (iblock.X.shape[1], k))
         wu, wi = np.zeros(len(Vu)), np.zeros(len(Vi))
         if c.learner == "mcmc":
-            samples = self._fit_mcmc(fit_part, valid, ublock.X, iblock.X, dblock, wu, wi, Vu, Vi, rng)
+            samples = self._fit_mcmc(fit_part, valid, ublock.X, iblock.X, cblocks, wu, wi, Vu, Vi, rng)
         else:
             samples = self._fit_sgd(fit_part, valid, ublock.X, iblock.X, wu, wi, Vu, Vi, rng)
         w0s, wus, wis, Vus, Vis = (np.asarray(a) for a in zip(*samples))
@@ -182,22 +187,24 @@ class FM(Model):
             Us[:, s] = np.column_stack([Qu, w0s[s] + Bu, np.ones(len(Bu))])
             Is[:, s] = np.column_stack([Qi, np.ones(len(Bi)), Bi])
         self.user_samples_, self.item_samples_ = Us, Is
-        if dblock is not None:
-            self.day_samples_ = np.stack([np.column_stack(_caches(dblock.X, w, V)) for w, V in self._day_draws],
-                                         axis=1).astype(np.float32)  # (n_days, S, k+1) = [Q_d, B_d]
-            del self._day_draws
+        for c_at, g in enumerate(self.context_groups_.tolist()):  # identity blocks: Q = V, B = w
+            draws = [(V, w) for w, V in (d[c_at] for d in self._context_draws)]
+            setattr(self, f"{g}_samples_", np.stack([np.column_stack(d) for d in draws], axis=1)
+                    .astype(np.float32))  # (n_keys, S, k+1) = [Q, B]
+        self._context_draws = []
 
-    def _fit_mcmc(self, train, valid, Xu, Xi, dblock, wu, wi, Vu, Vi, rng) -> list[tuple]:
+    def _fit_mcmc(self, train, valid, Xu, Xi, cblocks, wu, wi, Vu, Vi, rng) -> list[tuple]:
         c = self.config
         k = c.factors
         ru, ri = train.user.astype(np.int64), train.item.astype(np.int64)
         y = train.rating.astype(np.float64)
         sides = [(Xu, ru, train.n_users, self.user_group_, wu, Vu), (Xi, ri, train.n_items, self.item_group_, wi, Vi)]
-        if dblock is not None:
-            rd = day_index(self.day_keys_, train.timestamp)
-            Vd = rng.normal(0.0, c.init_std, (len(self.day_keys_), k))
-            sides.append((dblock.X, rd, len(self.day_keys_), np.full(len(Vd), len(self.groups_) - 1),
-                          np.zeros(len(Vd)), Vd))
+        n_fixed = len(self.groups_) - len(cblocks)
+        for c_at, (g, block) in enumerate(zip(self.context_groups_.tolist(), cblocks)):
+            keys = getattr(self, f"{g}_keys_")
+            ent = key_index(keys, context_keys(g, train.user, train.timestamp))
+            Vc = rng.normal(0.0, c.init_std, (len(keys), k))
+            sides.append((block.X, ent, len(keys), np.full(len(keys), n_fixed + c_at), np.zeros(len(keys)), Vc))
         blocks = []
         for X, ent, n, group, w, V in sides:
             Q, B = _caches(X, w, V)
@@ -209,10 +216,10 @@ class FM(Model):
         has_valid = valid is not None and len(valid)
         if has_valid:
             vents = [valid.user.astype(np.int64), valid.item.astype(np.int64)]
-            if dblock is not None:
-                vents.append(day_index(self.day_keys_, valid.timestamp))
+            for g in self.context_groups_.tolist():
+                vents.append(key_index(getattr(self, f"{g}_keys_"), context_keys(g, valid.user, valid.timestamp)))
             vsum = np.zeros(len(valid))
-        samples, day_draws, alphas, valid_hist = [], [], [], []
+        samples, context_draws, alphas, valid_hist = [], [], [], []
         bar = Bar(f"{self.name} sweeps", total=c.burn_in + c.samples)
         for sweep in range(c.burn_in + c.samples):
             for b, side in zip(blocks, sides):  # fresh caches each sweep: no drift
@@ -230,8 +237,7 @@ class FM(Model):
             alphas.append(alpha)
             if sweep >= c.burn_in:
                 samples.append((w0, wu.copy(), wi.copy(), Vu.copy(), Vi.copy()))
-                if dblock is not None:
-                    day_draws.append((blocks[2].w.copy(), blocks[2].V.copy()))
+                context_draws.append([(b.w.copy(), b.V.copy()) for b in blocks[2:]])
                 if has_valid:
                     vsum += _predict_rows(blocks, vents, w0)
                     est = np.clip(vsum / len(samples), self.min_rating_, self.max_rating_)
@@ -240,7 +246,7 @@ class FM(Model):
                     continue
             bar.update(alpha=alpha)
         bar.close()
-        self._day_draws = day_draws
+        self._context_draws = context_draws
         self.alpha_history_ = np.asarray(alphas)
         self.valid_rmse_history_ = np.asarray(valid_hist)
         return samples
@@ -313,8 +319,9 @@ class FM(Model):
     def predict(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
         """Clipped rating estimates (posterior means for MCMC) for pairs; NaN for unknown users.
 
-        With the `date` group and `timestamps` (seconds), each pair also gets its day's terms
-        B_d + Q_d · (Q_u + Q_i); days not seen in training, or no timestamps, add nothing."""
+        With context groups (`date`, `userday`) and `timestamps` (seconds), each pair also gets
+        its context terms Σ_c [B_c + Q_c · (Q_u + Q_i)] + Σ_{c<c'} Q_c · Q_c'; a context not seen
+        in training, or no timestamps, adds nothing (that feature is absent from the row)."""
         if self.config.loss == "bpr":
             raise RecstackError("fm with loss=bpr ranks items but does not estimate ratings")
         users = np.asarray(users, np.int64)
@@ -322,22 +329,30 @@ class FM(Model):
         known = (users >= 0) & (users < self.n_users_)
         out = np.full(len(users), np.nan, np.float32)
         u, i = users[known], items[known]
-        days = None
-        if timestamps is not None and hasattr(self, "day_samples_"):
-            days = day_index(self.day_keys_, np.asarray(timestamps)[known])
+        contexts = []
+        if timestamps is not None:
+            t = np.asarray(timestamps, np.int64)[known]
+            for g in self.context_groups_.tolist():
+                contexts.append((getattr(self, f"{g}_samples_"),
+                                 key_index(getattr(self, f"{g}_keys_"), context_keys(g, u, t))))
         k = self.config.factors
         est = np.empty(len(u), np.float32)
         for lo in range(0, len(u), 4096):
             part = slice(lo, lo + 4096)
             uu, ii = u[part], i[part]
             est[part] = np.einsum("nf,nf->n", self._flat(self.user_samples_, uu), self._flat(self.item_samples_, ii))
-            if days is not None:
-                d = days[part]
-                ok = d >= 0
-                D = self.day_samples_[np.maximum(d, 0)]  # (n, S, k+1)
-                q = self.user_samples_[uu, :, :k] + self.item_samples_[ii, :, :k]
-                extra = D[:, :, k].sum(axis=1) + np.einsum("nsf,nsf->n", D[:, :, :k], q)
-                est[part] += np.where(ok, extra, 0.0).astype(np.float32)
+            if contexts:
+                q = self.user_samples_[uu, :, :k] + self.item_samples_[ii, :, :k]  # (n, S, k)
+                csum = np.zeros_like(q)
+                extra = np.zeros(len(uu))
+                for samples, idx in contexts:
+                    ok = (idx[part] >= 0)[:, None, None]
+                    D = np.where(ok, samples[np.maximum(idx[part], 0)], 0.0)  # (n, S, k+1) = [Q_c, B_c]
+                    extra += D[:, :, k].sum(axis=1) + np.einsum("nsf,nsf->n", D[:, :, :k], q)
+                    extra -= 0.5 * np.einsum("nsf,nsf->n", D[:, :, :k], D[:, :, :k])
+                    csum += D[:, :, :k]
+                extra += 0.5 * np.einsum("nsf,nsf->n", csum, csum)
+                est[part] += extra.astype(np.float32)
         S = self.user_samples_.shape[1]
         out[known] = np.clip(est / S, self.min_rating_, self.max_rating_)
         return out

@@ -8,9 +8,10 @@ user, or only on the item, are stored once per user / item, not once per rating)
                 code, "other" for the rest), history (items the user rated in train, 1/sqrt(n))
     item block: item (one-hot), genres (multi-hot), year (5-year bucket), raters (users who rated
                 the item in train, 1/sqrt(n); the mirror of history)
-    date block: the rating's day (one-hot over the days seen in train) — the rating context, a
-                block of its own whose entity is the day (Rendle 2019, "On the difficulty of
-                evaluating baselines", treats dates the same way)
+    context:    date (the rating's day, one-hot over the days seen in train) and userday (the
+                rating's (user, day) pair: a day-specific user effect, as timeSVD++'s b_{u,t});
+                each a block of its own whose entity is the day / the pair (Rendle 2019, "On
+                the difficulty of evaluating baselines", treats dates the same way)
 
 Built from `Interactions.item_features` (year, genres) and `Interactions.user_features` (age,
 gender, occupation, zip_code) of the training data only; `history` and `raters` come from the
@@ -30,7 +31,7 @@ from recstack.errors import ConfigError
 
 USER_GROUPS = ("age", "gender", "occupation", "zip", "history")
 ITEM_GROUPS = ("genres", "year", "raters")
-CONTEXT_GROUPS = ("date",)
+CONTEXT_GROUPS = ("date", "userday")
 ALL_GROUPS = USER_GROUPS + ITEM_GROUPS + CONTEXT_GROUPS
 DAY = 86400
 _AGE_EDGES = (18, 25, 35, 45, 50, 56)
@@ -62,8 +63,8 @@ def parse_groups(spec: str, train: Interactions, context: bool = True) -> tuple[
                               f"{', '.join(ALL_GROUPS)}, or auto")
         if g in CONTEXT_GROUPS and not context:
             raise ConfigError(f"parameter features={spec!r}: group {g!r} needs learner=mcmc")
-        if g == "date" and not _available(g, train):
-            raise ConfigError(f"parameter features={spec!r}: group 'date' needs rating timestamps, "
+        if g in CONTEXT_GROUPS and not _available(g, train):
+            raise ConfigError(f"parameter features={spec!r}: group {g!r} needs rating timestamps, "
                               "which the data does not have")
         if not _available(g, train):
             table = "user_features" if g in USER_GROUPS else "item_features"
@@ -73,7 +74,7 @@ def parse_groups(spec: str, train: Interactions, context: bool = True) -> tuple[
 
 
 def _available(group: str, train: Interactions) -> bool:
-    if group == "date":
+    if group in CONTEXT_GROUPS:
         return bool(len(train) and train.timestamp.max() > 0)
     if group in ("history", "raters"):
         return True
@@ -162,19 +163,29 @@ def day_of(timestamps: np.ndarray) -> np.ndarray:
     return np.asarray(timestamps, np.int64) // DAY
 
 
-def date_block(train: Interactions) -> tuple[Block, np.ndarray]:
-    """(the date block (n_days, n_days) identity over the days seen in train, those days (n_days,)
-    sorted int64 day numbers)."""
-    days = np.unique(day_of(train.timestamp))
-    names = np.asarray([f"date:{np.datetime64(int(d), 'D')}" for d in days], dtype=str)
-    X = sp.identity(len(days), format="csr", dtype=np.float64)
-    return Block(X, np.zeros(len(days), np.int64), names, ("date",)), days
+def context_keys(group: str, users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """(n,) int64 key of each rating's context entity: its day (`date`) or its (user, day)
+    pair (`userday`, user·2³² + day)."""
+    day = day_of(timestamps)
+    return day if group == "date" else np.asarray(users, np.int64) * (1 << 32) + day
 
 
-def day_index(days: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
-    """(n,) index into `days` of each timestamp's day, −1 where the day was not seen in train."""
-    d = day_of(timestamps)
-    if not len(days):
-        return np.full(len(d), -1, np.int64)
-    at = np.minimum(np.searchsorted(days, d), len(days) - 1)
-    return np.where(days[at] == d, at, -1).astype(np.int64)
+def context_block(group: str, train: Interactions) -> tuple[Block, np.ndarray]:
+    """(the context block: identity over the keys seen in train, those keys (n_keys,) sorted)."""
+    keys = np.unique(context_keys(group, train.user, train.timestamp))
+    if group == "date":
+        names = [f"date:{np.datetime64(int(d), 'D')}" for d in keys]
+    else:
+        names = [f"userday:{train.user_ids[int(k >> 32)]}@{np.datetime64(int(k & 0xFFFFFFFF), 'D')}"
+                 for k in keys]
+    X = sp.identity(len(keys), format="csr", dtype=np.float64)
+    return Block(X, np.zeros(len(keys), np.int64), np.asarray(names, dtype=str), (group,)), keys
+
+
+def key_index(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(n,) position of each query key in sorted `keys`, −1 where absent (a context not seen in train)."""
+    query = np.asarray(query, np.int64)
+    if not len(keys):
+        return np.full(len(query), -1, np.int64)
+    at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(keys[at] == query, at, -1).astype(np.int64)
