@@ -85,7 +85,7 @@ def test_gibbs_sweep_matches_slow_twin():
     rng, Xs, ents, y, groups, ws, Vs, prior = _three_blocks()
     tw, tV = [w.copy() for w in ws], [V.copy() for V in Vs]
     w0 = w0_twin = 3.0
-    for sweep in range(2):
+    for _ in range(2):
         blocks = [GibbsBlock(e, *_rows_by(e, X.shape[0]), _csr_parts(X.T.tocsr()), g, w, V, *_caches(X, w, V))
                   for X, e, g, w, V in zip(Xs, ents, groups, ws, Vs)]
         e = y - fm_predict_slow(Xs, ents, w0, ws, Vs)

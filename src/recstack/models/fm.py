@@ -46,7 +46,9 @@ class FMConfig(Config):
     squared (ratings) | bpr (ranking; sgd only). factors: k. MCMC: burn_in sweeps discarded,
     samples sweeps averaged (all stored), init_std spread of the starting factors. SGD: epochs,
     learning_rate, reg (factors), reg_bias (linear weights), early stopping on a `valid_fraction`
-    carve (squared loss) with `patience`.
+    carve (squared loss) with `patience`. The SGD defaults (init_std 0.01, learning_rate 0.003,
+    reg 0.05) were chosen on a 10% carve of u1's training part (validation RMSE 0.906 with the
+    demographic and genre/year groups; init_std 0.1 or learning_rate 0.01 gave 0.92-0.95).
     """
 
     features: str = "auto"
@@ -55,9 +57,9 @@ class FMConfig(Config):
     factors: int = 10
     burn_in: int = 10
     samples: int = 200
-    init_std: float = 0.1
-    epochs: int = 60
-    learning_rate: float = 0.01
+    init_std: float = 0.01
+    epochs: int = 100
+    learning_rate: float = 0.003
     reg: float = 0.05
     reg_bias: float = 0.02
     early_stopping: bool = True
@@ -377,7 +379,7 @@ class FM(Model):
             sides.append((js, xs, W[:, js].astype(np.float64), Vj, names[js]))
         q = sides[0][3].sum(axis=1) + sides[1][3].sum(axis=1)  # (S, k)
         parts: dict[str, float] = {"global bias": float(self.w0_samples_.mean())}
-        for js, xs, Wj, Vj, names in sides:
+        for _js, xs, Wj, Vj, names in sides:
             contrib = (Wj * xs[None, :]).mean(axis=0) + 0.5 * np.einsum(
                 "snk,snk->n", Vj, q[:, None, :] - Vj) / len(q)
             for name, value in zip(names.tolist(), contrib.tolist()):

@@ -332,7 +332,7 @@ def bpr_epoch_slow(ru, pos, neg, Xu, Xi, wi, Vu, Vi, lr, reg, reg_bias):
         xi, xj = Xi[i].toarray().ravel(), Xi[j].toarray().ravel()
         qu, qi, qj = xu @ Vu, xi @ Vi, xj @ Vi
 
-        def item_part(x: np.ndarray, q: np.ndarray) -> float:
+        def item_part(x: np.ndarray, q: np.ndarray, qu: np.ndarray = qu) -> float:
             return float(x @ wi + 0.5 * (q @ q - (x ** 2) @ (Vi ** 2).sum(axis=1)) + qu @ q)
 
         diff = item_part(xi, qi) - item_part(xj, qj)

@@ -22,9 +22,9 @@ import numba
 import numpy as np
 
 from recstack.data.interactions import Interactions
+from recstack.models.config import require
 from recstack.models.mf import EarlyStopping
 from recstack.models.svdpp import SVDpp, SVDppConfig, implicit_matrix, shuffled_positions
-from recstack.models.config import require
 from recstack.progress import Bar
 from recstack.split import validation_split
 
