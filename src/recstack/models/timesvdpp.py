@@ -125,11 +125,13 @@ def timesvdpp_epoch_slow(indptr, indices, ratings, dev, tbin, slot, user_order, 
 class TimeSVDppConfig(SVDppConfig):
     """Hyperparameters of `timesvdpp`: SVD++'s plus `bins` (item-bias time bins), `beta` (drift
     exponent, Koren's 0.4), `lr_time` (step of α_u, b_{i,bin}, b_{u,t}) and their L2 weights
-    `reg_alpha`, `reg_bin`, `reg_day`."""
+    `reg_alpha`, `reg_bin`, `reg_day`. `lr_time` = 0.001 was chosen on a 10% carve of u1's
+    training part (50 factors, 30 epochs: validation RMSE 0.9210 / 0.9168 / 0.9236 for lr_time
+    0 / 0.001 / 0.003): ML-100K spans seven months, so the time terms add little."""
 
     bins: int = 30
     beta: float = 0.4
-    lr_time: float = 0.005
+    lr_time: float = 0.001
     reg_alpha: float = 10.0
     reg_bin: float = 0.1
     reg_day: float = 0.05
