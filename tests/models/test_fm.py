@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from recstack.data.synthetic import block_of
 from recstack.errors import ConfigError, RecstackError
 from recstack.evaluate import rating_metrics
-from recstack.models.base import make_model
+from recstack.models.base import has_ability, make_model
 from recstack.models.fm import FM, _caches, _csr_parts, _predict_rows, _rows_by
 from recstack.models.fm_design import build_blocks, parse_groups
 from recstack.models.fm_kernels import (
@@ -24,7 +24,8 @@ from recstack.models.fm_kernels import (
     sgd_epoch_slow,
 )
 from recstack.models.mf import sgd_epoch_slow as mf_sgd_epoch_slow
-from recstack.recommend import recommend
+from recstack.persist import SavedModel
+from recstack.recommend import Recommender, recommend
 from tests.models.conformance import ModelConformance
 
 
@@ -204,14 +205,24 @@ def test_date_block_uses_the_rating_day(ml100k_u1):
 def test_explain_parts_sum_to_score(ml100k_u1, learner):
     train, _ = ml100k_u1
     m = FM(learner=learner, factors=4, burn_in=2, samples=5, epochs=3, early_stopping=False).fit(train)
+    assert has_ability(m, "explains")
     for user, item in ((0, 0), (5, 100), (300, 1200)):
-        out = m.explain(user, item)
-        total = sum(p["contribution"] for p in out["parts"])
-        assert total == pytest.approx(out["score"], abs=1e-5)
-        assert out["score"] == pytest.approx(float(m.score([user], [item])[0, 0]), abs=1e-4)
-        names = {p["feature"] for p in out["parts"]}
-        assert {"global bias", "history (items this user rated)"} <= names
-        assert any(n.startswith("genre:") for n in names) and any(n.startswith("occupation:") for n in names)
+        e = m.explain(user, item)
+        assert sum(p["contribution"] for p in e.parts) == pytest.approx(e.score, abs=1e-5)
+        assert e.score == pytest.approx(float(m.score([user], [item])[0, 0]), abs=1e-4)
+        features = {p["key"] for p in e.parts if p["kind"] == "feature"}
+        assert any(f.startswith("genre:") for f in features) and any(f.startswith("occupation:") for f in features)
+        # one part per history item: exactly the user's training items
+        hist = {p["key"] for p in e.parts if p["kind"] == "item"}
+        assert hist <= set(train.item[train.user == user].tolist()) and len(hist) > 0
+
+
+def test_recommender_explains_fm(ml100k_u1):
+    train, _ = ml100k_u1
+    rec = Recommender(SavedModel(FM(factors=4, burn_in=2, samples=5).fit(train), train, {}))
+    e = rec.explain("1", "50")
+    assert sum(p["contribution"] for p in e["parts"]) == pytest.approx(e["score"], abs=1e-5)
+    assert any("item" in p for p in e["parts"]) and any(p.get("feature", "").startswith("genre:") for p in e["parts"])
 
 
 # ---- quality on real data ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
-from recstack.models.base import Model
+from recstack.models.base import Explanation, Model
 from recstack.models.config import Config, require
 from recstack.models.fm_design import CONTEXT_GROUPS, build_blocks, context_block, context_keys, key_index, parse_groups
 from recstack.models.fm_kernels import GibbsBlock, bpr_epoch, gibbs_sweep, sgd_epoch
@@ -130,8 +130,12 @@ class FM(Model):
 
     name = "fm"
     config_class = FMConfig
-    explicit = True
     uses_time = True  # `predict` takes the ratings' timestamps (used by the `date` group)
+
+    @property
+    def explicit(self) -> bool:  # type: ignore[override]
+        """Rating estimates with squared error; a ranking with BPR."""
+        return self.config.loss == "squared"
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -360,33 +364,44 @@ class FM(Model):
         return out
 
     # ---- explanations --------------------------------------------------------------------
-    def explain(self, user: int, item: int) -> dict[str, Any]:
-        """{"score", "parts": [{"feature", "contribution"}]}: the unclipped score split over the
-        row's features, each w_j x_j + ½ x_j v_j·(q − x_j v_j) averaged over samples (the pairwise
-        terms shared half and half); `history` and `raters` features are summed into one part each.
-        The parts add up to the score; sorted by |contribution|."""
+    def explain(self, user: int, item: int, history: Any = None) -> Explanation:
+        """The unclipped score split over the row's features: each feature j gets
+        w_j x_j + ½ x_j v_j·(q − x_j v_j) averaged over samples (every pairwise term shared half
+        and half between its two features), so the parts add up to the score. Parts: the global
+        bias (kind "bias"), one per history item (kind "item": the user's `history` group feature
+        of that item), the rest by name (kind "feature": `user:…`, `genre:Comedy`, `year:…`,
+        `occupation:…`, the item's `raters` group summed as one). `history` is unused (the model
+        keeps its design); sorted by |contribution| within kinds."""
         if not (0 <= user < self.n_users_ and 0 <= item < self.n_items_):
             raise RecstackError(f"explain: user {user} or item {item} is outside the model")
         sides = []
-        for ptr, idx, val, W, V, names in (
-                (self.Xu_ptr_, self.Xu_idx_, self.Xu_val_, self.user_weight_samples_,
+        for a, ptr, idx, val, W, V, names in (
+                (user, self.Xu_ptr_, self.Xu_idx_, self.Xu_val_, self.user_weight_samples_,
                  self.user_factor_samples_, self.user_feature_names_),
-                (self.Xi_ptr_, self.Xi_idx_, self.Xi_val_, self.item_weight_samples_,
+                (item, self.Xi_ptr_, self.Xi_idx_, self.Xi_val_, self.item_weight_samples_,
                  self.item_factor_samples_, self.item_feature_names_)):
-            a = user if len(sides) == 0 else item
             js, xs = idx[ptr[a]:ptr[a + 1]], val[ptr[a]:ptr[a + 1]]
             Vj = V[:, js].astype(np.float64) * xs[None, :, None]  # (S, nj, k) = x_j v_j
             sides.append((js, xs, W[:, js].astype(np.float64), Vj, names[js]))
         q = sides[0][3].sum(axis=1) + sides[1][3].sum(axis=1)  # (S, k)
-        parts: dict[str, float] = {"global bias": float(self.w0_samples_.mean())}
-        for _js, xs, Wj, Vj, names in sides:
+        features: dict[str, float] = {}
+        items: list[tuple[int, float]] = []
+        hist = np.flatnonzero(self.groups_[self.user_group_] == "history")
+        first_history = int(hist[0]) if len(hist) else -1  # history column first_history + j is item j
+        for side, (js, xs, Wj, Vj, names) in enumerate(sides):
             contrib = (Wj * xs[None, :]).mean(axis=0) + 0.5 * np.einsum(
                 "snk,snk->n", Vj, q[:, None, :] - Vj) / len(q)
-            for name, value in zip(names.tolist(), contrib.tolist()):
-                group = name.split(":", 1)[0]
-                key = {"history": "history (items this user rated)",
-                       "raters": "raters (users who rated this item)"}.get(group, name)
-                parts[key] = parts.get(key, 0.0) + value
-        ordered = sorted(parts.items(), key=lambda kv: -abs(kv[1]))
-        return {"score": float(sum(parts.values())),
-                "parts": [{"feature": f, "contribution": v} for f, v in ordered]}
+            for j, name, value in zip(js.tolist(), names.tolist(), contrib.tolist()):
+                group = name.partition(":")[0]
+                if side == 0 and group == "history":
+                    items.append((j - first_history, value))
+                else:
+                    label = "raters (users who rated this item)" if group == "raters" else name
+                    features[label] = features.get(label, 0.0) + value
+        parts: list[dict[str, Any]] = [{"kind": "bias", "key": "global bias",
+                                        "contribution": float(self.w0_samples_.mean())}]
+        parts += [{"kind": "item", "key": j, "contribution": v}
+                  for j, v in sorted(items, key=lambda t: -abs(t[1])) if v != 0]
+        parts += [{"kind": "feature", "key": k, "contribution": v}
+                  for k, v in sorted(features.items(), key=lambda kv: -abs(kv[1]))]
+        return Explanation(float(sum(p["contribution"] for p in parts)), parts)
