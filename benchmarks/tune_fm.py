@@ -40,6 +40,25 @@ def validation_rmse(model_name: str, params: dict[str, Any], train: Any, valid: 
     return float(rating_metrics(model, train, valid)[0]["rmse"])
 
 
+def write_config(out: dict[str, Any], trials: dict[str, list], model: str, path: Path) -> None:
+    """Write the per-fold choices and the `chosen` record (with every candidate tried) to `path`."""
+    values = [min(t["validation_rmse"] for t in trials[f]) for f in out["folds"]]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    out["chosen"] = {
+        "protocol": "ml100k-folds",
+        "carve": "validation_split(fold train, 0.1, seed 0), per fold",
+        "method": "grid over chosen.candidates, each fitted on the carve (benchmarks/tune_fm.py)",
+        "trials": sum(len(t) for t in trials.values()),
+        "seed": 0,
+        "metric": "validation rmse",
+        "value": round(float(np.mean(values)), 5),
+        "commit": commit,
+        "command": f"python -m benchmarks.tune_fm {model} '<grid>' --out {path}",
+        "candidates": trials,
+    }
+    path.write_text(json.dumps(out, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
@@ -68,21 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         winner = min(trials[name], key=lambda t: t["validation_rmse"])
         out["folds"][name] = make_model(args.model, winner["config"]).config.to_dict()
         print(f"{name}: chose {winner['config']} ({best[0]:.4f} this round)", file=sys.stderr, flush=True)
-    values = [min(t["validation_rmse"] for t in trials[f]) for f in out["folds"]]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    out["chosen"] = {
-        "protocol": "ml100k-folds",
-        "carve": "validation_split(fold train, 0.1, seed 0), per fold",
-        "method": "grid over the candidates listed under trials (benchmarks/tune_fm.py)",
-        "trials": sum(len(t) for t in trials.values()),
-        "seed": 0,
-        "metric": "validation rmse",
-        "value": round(float(np.mean(values)), 5),
-        "commit": commit,
-        "command": f"python -m benchmarks.tune_fm {args.model} '<grid>' --out {args.out}",
-        "candidates": trials,
-    }
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+        write_config(out, trials, args.model, args.out)
     return 0
 
 
