@@ -71,6 +71,7 @@ class Job:
     side: str  # "recstack" | library name
     params: dict[str, Any]
     config_source: str
+    fold_params: dict[str, dict[str, Any]] | None = None  # a per-fold config (ml100k-folds)
 
 
 def _err(msg: str) -> None:
@@ -110,12 +111,16 @@ def build_plan(args: argparse.Namespace, config_dir: Path) -> tuple[list[Job], l
                 continue
             reason = missing_reason(model)
             params, source = config_for(model, protocol, config_dir)
-            if reason is None and protocol == "ml100k-folds" and not get_model_class(model)(params).explicit:
+            fold_params = params.get("folds") if isinstance(params.get("folds"), dict) else None
+            if fold_params:
+                params = {}
+            check = next(iter(fold_params.values())) if fold_params else params
+            if reason is None and protocol == "ml100k-folds" and not get_model_class(model)(check).explicit:
                 reason = "ranks items, does not estimate ratings"
             if reason:
                 notes.append({"model": model, "protocol": protocol, "side": "recstack", "note": reason})
                 continue
-            jobs.append(Job(model, protocol, "recstack", params, source))
+            jobs.append(Job(model, protocol, "recstack", params, source, fold_params))
         for ref in refs.get(protocol, []):
             paired = references.REFERENCES[ref][1]
             if only and ref not in only and paired not in only:
@@ -128,6 +133,8 @@ def build_plan(args: argparse.Namespace, config_dir: Path) -> tuple[list[Job], l
             params, source = {}, "library defaults"
             if ref in MIRRORED and paired and missing_reason(paired) is None:
                 ours_params, ours_source = config_for(paired, protocol, config_dir)
+                if isinstance(ours_params.get("folds"), dict):  # per-fold: mirror the first fold's
+                    ours_params = next(iter(ours_params["folds"].values()))
                 ours = get_model_class(paired)(ours_params).config.to_dict()
                 params = references.mirror_params(ref, ours)
                 source = f"same {', '.join(sorted(params))} as {paired} ({ours_source})" if params else source
@@ -140,7 +147,8 @@ def warm_up(job: Job, data: Any) -> None:
     from recstack.evaluate import get_protocol
 
     fold = get_protocol(job.protocol).make_folds(data, 0)[0]
-    get_model_class(job.model)(job.params).fit(speed.warm_slice(fold.train), None)
+    params = job.fold_params[fold.name] if job.fold_params else job.params
+    get_model_class(job.model)(params).fit(speed.warm_slice(fold.train), None)
 
 
 def run_jobs(jobs: list[Job], data: Any, folds: int | None, out: Path) -> tuple[list[dict], list[dict]]:
@@ -152,7 +160,8 @@ def run_jobs(jobs: list[Job], data: Any, folds: int | None, out: Path) -> tuple[
             if job.side == "recstack":
                 warm_up(job, data)
             record = run_protocol(job.model, job.protocol, data=data, params=job.params, seed=0,
-                                  fold_limit=folds, progress=lambda line: _err(f"    {line}"))
+                                  fold_limit=folds, progress=lambda line: _err(f"    {line}"),
+                                  fold_params=job.fold_params)
         except Exception as exc:  # one broken model must not stop the whole benchmark
             _err(traceback.format_exc(limit=3))
             failures.append({"model": job.model, "protocol": job.protocol, "side": job.side,

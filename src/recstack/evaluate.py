@@ -213,11 +213,14 @@ def run_protocol(
     fold_limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     rerank: Rerank | None = None,
+    fold_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Fit `model_name` with `params` on each fold of `protocol` and return the result record.
 
     `data` defaults to the protocol's data set; `folds` (with `task`) runs a custom protocol.
     `rerank` re-ranks each top-N list (diversity/novelty, `recstack.rerank`); the record says so.
+    `fold_params` (a per-fold config: fold name → hyperparameters) gives each fold its own
+    choice, `params` overriding it; the record's `config` is then `{"folds": {name: config}}`.
     """
     cls = get_model_class(model_name)
     params = dict(params or {})
@@ -239,10 +242,16 @@ def run_protocol(
         data = folds[0].train
     if fold_limit:
         folds = folds[:fold_limit]
-    config = cls(params).config
+    configs = {fold.name: cls(params).config for fold in folds} if not fold_params else {}
+    if fold_params:
+        missing = [fold.name for fold in folds if fold.name not in fold_params]
+        if missing:
+            raise ConfigError(f"the per-fold config has folds {', '.join(fold_params)}, not "
+                              f"{', '.join(missing)} of protocol {protocol}")
+        configs = {fold.name: cls({**fold_params[fold.name], **params}).config for fold in folds}
     records = []
     for fold in folds:
-        model = cls(config)
+        model = cls(configs[fold.name])
         t0 = time.perf_counter()
         model.fit(fold.train, fold.valid)
         fit_s = time.perf_counter() - t0
@@ -267,7 +276,8 @@ def run_protocol(
     return {
         "protocol": protocol,
         "model": model_name,
-        "config": config.to_dict(),
+        "config": ({"folds": {name: c.to_dict() for name, c in configs.items()}} if fold_params
+                   else configs[folds[0].name].to_dict()),
         "data": {"name": data.name, "sha256": data.fingerprint()},
         "seed": seed,
         "task": task,
