@@ -18,6 +18,7 @@ library's own `fit` alone, without building its input from our rows. They are re
 | implicit-als          | implicit | AlternatingLeastSquares (CG), same config as `als`      | als         |
 | implicit-bm25         | implicit | BM25Recommender item-kNN (K as item-knn, K1 1.2, B 0.75) | item-knn  |
 | cornac-ease           | cornac   | EASEᴿ (Steck 2019), same λ, no positivity clip          | ease        |
+| myfm                  | myFM     | Bayesian FM (Gibbs), same features, rank, sweeps as fm  | fm          |
 """
 
 from __future__ import annotations
@@ -362,6 +363,81 @@ class CornacEASE(Model):
         return np.asarray(self._X[users] @ B, np.float32)
 
 
+@dataclass(frozen=True)
+class MyFMConfig(Config):
+    """myFM's `MyFMRegressor` on `fm`'s design (the same blocks from `recstack.models.fm_design`):
+    `features`, `factors` (rank), `burn_in` + `samples` (n_iter; the last `samples` are kept)."""
+
+    features: str = "auto"
+    factors: int = 10
+    burn_in: int = 10
+    samples: int = 200
+    seed: int = 0
+
+
+class MyFM(Model):
+    """`myfm.MyFMRegressor` (Bayesian FM by Gibbs sampling) on the relation blocks `fm` uses:
+    user and item blocks as myFM `RelationBlock`s, the rating's day as its plain design matrix."""
+
+    name = "myfm"
+    library: ClassVar[str] = "myfm"
+    config_class = MyFMConfig
+    explicit = True
+    uses_time = True
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        import myfm
+        from myfm import RelationBlock
+
+        from recstack.models.fm_design import build_blocks, date_block, parse_groups
+
+        c = self.config
+        groups = parse_groups(c.features, train)
+        ublock, iblock = build_blocks(train, groups)
+        self._blocks = (ublock.X, iblock.X)
+        grouping = list(ublock.group) + list(iblock.group + len(ublock.groups))
+        X = None
+        self._days = None
+        if "date" in groups:
+            dblock, self._days = date_block(train)
+            X = self._date_rows(train.timestamp)
+            grouping = [len(ublock.groups) + len(iblock.groups)] * dblock.X.shape[1] + grouping
+        fm = myfm.MyFMRegressor(rank=c.factors, random_seed=c.seed)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fm.fit(X, train.rating.astype(np.float64),
+                   X_rel=[RelationBlock(train.user, ublock.X), RelationBlock(train.item, iblock.X)],
+                   grouping=grouping, n_iter=c.burn_in + c.samples, n_kept_samples=c.samples)
+        self.library_fit_seconds_ = time.perf_counter() - t0
+        self.library_fit_cpu_seconds_ = time.process_time() - c0
+        self._fm = fm
+        self._range = (float(train.rating.min()), float(train.rating.max()))
+
+    def _date_rows(self, timestamps: np.ndarray) -> sp.csr_matrix:
+        from recstack.models.fm_design import day_index
+
+        d = day_index(self._days, timestamps)
+        ok = d >= 0
+        return sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), d[ok])),
+                             shape=(len(d), len(self._days)))
+
+    def predict(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None = None) -> np.ndarray:
+        from myfm import RelationBlock
+
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        X = None
+        if self._days is not None:
+            X = self._date_rows(timestamps if timestamps is not None else np.zeros(len(users), np.int64))
+        est = self._fm.predict(X, [RelationBlock(users, self._blocks[0]), RelationBlock(items, self._blocks[1])])
+        return np.clip(est, *self._range).astype(np.float32)
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        items = np.arange(self.n_items_) if items is None else items
+        uu, ii = np.repeat(users, len(items)), np.tile(items, len(users))
+        return self.predict(uu, ii).reshape(len(users), len(items))
+
+
 # name -> (class, the recstack model it is compared with or None)
 REFERENCES: dict[str, tuple[type[Model], str | None]] = {
     "surprise-svd": (SurpriseSVD, "biased-mf"),
@@ -373,6 +449,7 @@ REFERENCES: dict[str, tuple[type[Model], str | None]] = {
     "implicit-als": (ImplicitALS, "als"),
     "implicit-bm25": (ImplicitBM25, "item-knn"),
     "cornac-ease": (CornacEASE, "ease"),
+    "myfm": (MyFM, "fm"),
 }
 
 
@@ -381,7 +458,8 @@ def mirror_params(reference: str, ours: dict[str, Any]) -> dict[str, Any]:
     (same factors, iterations, regularisation, confidence, λ or k), so both fit the same model."""
     fields = REFERENCES[reference][0].config_class.field_names()
     out = {key: ours[key] for key in ("factors", "epochs", "reg", "alpha", "seed", "cg_steps", "k",
-                                      "lambda_", "binary") if key in ours and key in fields}
+                                      "lambda_", "binary", "features", "burn_in", "samples")
+           if key in ours and key in fields}
     if reference == "implicit-als":
         if "confidence" in ours:
             out["binary"] = ours["confidence"] == "binary"

@@ -40,7 +40,8 @@ LEVEL3 = {"ncf", "cdae", "multvae", "multdae", "lightgcn", "sasrec", "markov", "
 
 # protocol -> recstack models run on it (rating lists keep only models that estimate ratings)
 PLAN: dict[str, list[str]] = {
-    "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn", "bpmf"],
+    "ml100k-folds": ["mf", "biased-mf", "baseline", "svdpp", "nmf", "item-knn", "user-knn", "bpmf", "fm",
+                     "timesvdpp"],
     "msr-75": ["popular", "mf", "biased-mf", "svdpp", "nmf", "als", "item-knn", "user-knn", "ease",
                "ease-als", "rp3beta", "slim", "content", "ncf", "cdae", "multvae", "multdae", "lightgcn",
                "hybrid", "blend"],
@@ -60,7 +61,7 @@ QUICK_PLAN: dict[str, list[str]] = {
 # protocol -> reference adapters (see benchmarks/references.py)
 REFERENCE_PLAN: dict[str, list[str]] = {
     "ml100k-folds": ["surprise-svd", "surprise-svdpp", "surprise-nmf", "surprise-knnbaseline",
-                     "surprise-baselineonly", "surprise-slopeone"],
+                     "surprise-baselineonly", "surprise-slopeone", "myfm"],
     "msr-75": ["implicit-als", "implicit-bm25", "cornac-ease"],
 }
 QUICK_REFERENCES: dict[str, list[str]] = {
@@ -68,7 +69,7 @@ QUICK_REFERENCES: dict[str, list[str]] = {
     "msr-75": ["implicit-als", "cornac-ease"],
 }
 # references fitted with the paired recstack model's hyperparameters (the others: library defaults)
-MIRRORED = {"implicit-als", "cornac-ease", "implicit-bm25"}
+MIRRORED = {"implicit-als", "cornac-ease", "implicit-bm25", "myfm"}
 
 
 @dataclass

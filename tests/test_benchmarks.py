@@ -103,3 +103,22 @@ def test_implicit_adapters_rank_the_blocks(blocks):
         users = np.arange(liked.n_users)
         top, _ = recommend(model, users, 1, exclude=liked.csr)
         assert np.mean(block_of(top[:, 0]) == block_of(users)) > 0.9, model.name
+
+
+def test_per_fold_config_is_planned_and_mirrored(tmp_path):
+    """configs/fm.ml100k-folds.json is a per-fold config: the bench gives each fold its own
+    params, and myFM mirrors fm's features, rank and sweeps."""
+    import argparse
+    from pathlib import Path
+
+    from benchmarks.run import build_plan
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    args = argparse.Namespace(quick=False, only=["fm"], levels=[1, 2, 3])
+    jobs, _ = build_plan(args, configs)
+    fm = next(j for j in jobs if j.model == "fm")
+    assert set(fm.fold_params) == {"u1", "u2", "u3", "u4", "u5"} and fm.params == {}
+    my = next((j for j in jobs if j.model == "myfm"), None)
+    if my is not None:
+        assert my.params["features"] == fm.fold_params["u1"]["features"]
+        assert my.params["factors"] == fm.fold_params["u1"]["factors"]

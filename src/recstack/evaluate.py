@@ -190,7 +190,10 @@ def rating_metrics(model: Model, train: Interactions, test: Interactions) -> tup
     if not model.explicit:
         raise RecstackError(f"model {model.name!r} does not estimate ratings; use a top-N protocol")
     t0 = time.perf_counter()
-    pred = model.predict(test.user, test.item).astype(np.float64)
+    if getattr(model, "uses_time", False):  # time-aware models read each rating's own date
+        pred = model.predict(test.user, test.item, timestamps=test.timestamp).astype(np.float64)
+    else:
+        pred = model.predict(test.user, test.item).astype(np.float64)
     seconds = time.perf_counter() - t0
     missing = np.isnan(pred)
     pred[missing] = train.global_mean

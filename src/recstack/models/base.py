@@ -34,6 +34,9 @@ MODELS: dict[str, str] = {
     "nmf": "recstack.models.nmf:NMF",
     "als": "recstack.models.als:ALS",
     "bpmf": "recstack.models.bpmf:BPMF",
+    # level 4: side information and time
+    "fm": "recstack.models.fm:FM",
+    "timesvdpp": "recstack.models.timesvdpp:TimeSVDpp",
     # level 2: neighbourhood, linear, popularity, content
     "user-knn": "recstack.models.knn:UserKNN",
     "item-knn": "recstack.models.knn:ItemKNN",
