@@ -41,6 +41,25 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from recstack.data.parquet import write_parquet
+    from recstack.data.synthetic import synthetic_interactions
+
+    t0 = time.perf_counter()
+    data = synthetic_interactions(args.users, args.items, args.ratings, args.seed)
+    out = write_parquet(data, args.out)
+    info = {"path": str(out), "n": len(data), "n_users": data.n_users, "n_items": data.n_items,
+            "seed": args.seed, "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        _emit(info)
+    else:
+        _err(f"{len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} items in {info['seconds']}s")
+        print(out)
+    return 0
+
+
 # ---- shared model options ------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     from recstack.models.config import parse_params, read_config_file
@@ -52,9 +71,23 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _read_any(path: str, duplicates: str = "error"):
+    """A ratings file: Parquet (a .parquet file or a folder of them) or delimited text."""
+    p = Path(path)
+    if p.suffix == ".parquet" or p.is_dir():
+        from recstack.data.parquet import read_parquet
+
+        return read_parquet(p, duplicates=duplicates)
+    from recstack.data.files import read_interactions_file
+
+    return read_interactions_file(p, duplicates=duplicates)
+
+
 def _load_data(args: argparse.Namespace):
     from recstack.data.movielens import load_dataset
 
+    if getattr(args, "data", None):
+        return _read_any(args.data, getattr(args, "duplicates", "error"))
     if getattr(args, "train_file", None):
         from recstack.data.files import read_interactions_file
 
@@ -118,15 +151,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.protocol == "custom":
         if not (args.train_file and args.test_file):
             raise RecstackError("protocol custom needs --train FILE and --test FILE")
-        from recstack.data.files import read_train_test
+        from recstack.data.files import read_train_test, share_vocabularies
 
-        train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
+        if any(Path(f).suffix == ".parquet" or Path(f).is_dir() for f in (args.train_file, args.test_file)):
+            train, test = share_vocabularies(_read_any(args.train_file, args.duplicates),
+                                             _read_any(args.test_file, args.duplicates))
+        else:
+            train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
                               progress=progress)
     else:
         data = None
-        if args.dataset != "ml-100k" or args.data_path:
+        if args.data:
+            data = _read_any(args.data, args.duplicates)
+        elif args.dataset != "ml-100k" or args.data_path:
             from recstack.data.movielens import load_dataset
 
             data = load_dataset(args.dataset, args.data_path)
@@ -178,7 +217,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recstack.recommend import Recommender
 
     rec = Recommender(load_model(args.dir))
-    result = rec.for_user(args.user, k=args.k, fallback=args.fallback)
+    seen = None
+    if args.data:  # the user's up-to-date history: also excluded
+        data = _read_any(args.data, "keep-last")
+        mine = data.item_ids[data.item[data.user == data.user_index[str(args.user)]]] \
+            if str(args.user) in data.user_index else []
+        seen = {str(i) for i in mine}
+    result = rec.for_user(args.user, k=args.k + len(seen or ()), fallback=args.fallback)
+    if seen:
+        kept = [row for row in result["items"] if row["item"] not in seen][:args.k]
+        result["items"] = [{**row, "rank": r} for r, row in enumerate(kept, start=1)]
     if args.json:
         _emit(result)
         return 0
@@ -198,6 +246,9 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_HELP = "a Parquet table of interactions (user, item[, rating, timestamp]): FILE.parquet or DIR"
+
+
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recstack", description=__doc__)
@@ -211,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--path", help="use this local folder (or zip) instead of downloading")
     fetch.add_argument("--json", action="store_true")
     fetch.set_defaults(func=cmd_data_fetch)
+    synth = dsub.add_parser("synth", help="write MovieLens-like synthetic ratings as DIR/ratings.parquet")
+    synth.add_argument("--users", type=int, default=162_541)
+    synth.add_argument("--items", type=int, default=59_047)
+    synth.add_argument("--ratings", type=int, default=25_000_095)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="folder (or .parquet file) to write")
+    synth.add_argument("--json", action="store_true")
+    synth.set_defaults(func=cmd_data_synth)
 
     models = sub.add_parser("models", help="list model names")
     models.add_argument("--json", action="store_true")
@@ -220,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_opts(train)
     train.add_argument("--dataset", default="ml-100k")
     train.add_argument("--data-path", help="local folder holding the data set")
+    train.add_argument("--data", metavar="FILE|DIR", help=DATA_HELP)
     train.add_argument("--train", dest="train_file", metavar="FILE", help="train on your own ratings file")
     train.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
     train.add_argument("--out", required=True, help="folder to write the model to")
@@ -232,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ml100k-folds, random-80-20, msr-75, leave-last-out, custom")
     ev.add_argument("--dataset", default="ml-100k")
     ev.add_argument("--data-path", help="local folder holding the data set")
+    ev.add_argument("--data", metavar="FILE|DIR", help=DATA_HELP)
     ev.add_argument("--train", dest="train_file", metavar="FILE", help="custom protocol: training file")
     ev.add_argument("--test", dest="test_file", metavar="FILE", help="custom protocol: test file")
     ev.add_argument("--task", choices=["rating", "topn"], default="rating", help="custom protocol's task")
@@ -257,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("dir", help="model folder written by `recstack train`")
     rec.add_argument("--user", required=True, help="external user id")
     rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--data", metavar="FILE|DIR",
+                     help="interactions (Parquet or a ratings file) whose items for this user are also excluded")
     rec.add_argument("--fallback", choices=["none", "popular"], default="none",
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
