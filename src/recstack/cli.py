@@ -95,6 +95,27 @@ def _load_data(args: argparse.Namespace):
     return load_dataset(args.dataset, getattr(args, "data_path", None))
 
 
+def _engine_fit(args: argparse.Namespace) -> Callable | None:
+    """`fit(model, train, valid)` for `--engine spark` (MLlib ALS), None for in-process fitting."""
+    if getattr(args, "engine", "local") != "spark":
+        return None
+    if args.model != "als":
+        raise RecstackError(f"--engine spark trains als only (MLlib ALS), not {args.model!r}")
+    from recstack.distributed.spark import fit_als_spark, spark_session
+
+    spark = spark_session(args.master)
+    return lambda model, train, valid: fit_als_spark(spark, train, model.config, staging=args.staging)
+
+
+def _add_engine_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "spark"], default="local",
+                   help="spark: fit with Spark MLlib ALS (als only); the model folder is the same")
+    p.add_argument("--master", default="local[*]", help="Spark master: local[*], local[N] or spark://HOST:7077")
+    p.add_argument("--staging", metavar="DIR",
+                   help="folder for files handed to Spark (default: a temporary one; on a cluster: "
+                        "a path every worker can read)")
+
+
 def _add_model_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (see `recstack models`)")
     p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="hyperparameter; repeatable")
@@ -121,8 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = _load_data(args)
     model = make_model(args.model, _params(args))
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
+    fit = _engine_fit(args)
     t0 = time.perf_counter()
-    model.fit(data)
+    model = fit(model, data, None) if fit else model.fit(data)
     seconds = time.perf_counter() - t0
     info: dict[str, Any] = {"fit_seconds": round(seconds, 3)}
     for key in ("epochs_", "best_epoch_"):
@@ -160,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
-                              progress=progress)
+                              progress=progress, fit=_engine_fit(args))
     else:
         data = None
         if args.data:
@@ -170,7 +192,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             data = load_dataset(args.dataset, args.data_path)
         record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
-                              seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress)
+                              seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress,
+                              fit=_engine_fit(args))
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2, default=str))
     if args.json:
@@ -239,6 +262,38 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch_recommend(args: argparse.Namespace) -> int:
+    import time
+
+    from recstack.distributed import batch
+    from recstack.persist import load_model
+
+    saved = load_model(args.dir)
+    model, train = saved.model, saved.train
+    data = _read_any(args.data, "keep-last") if args.data else None
+    t0 = time.perf_counter()
+    if args.engine == "local":
+        users, items, scores = batch.local_top_k(model, batch.seen_matrix(train, data), args.k)
+    else:
+        from recstack.distributed.spark import spark_session, spark_top_k
+
+        X, Y = batch.factor_arrays(model)
+        spark = spark_session(args.master)
+        users, items, scores = spark_top_k(spark, X, Y, batch.seen_interactions(train, data), args.k,
+                                           staging=args.staging)
+        scores = scores + batch.score_offset(model, users)
+    seconds = time.perf_counter() - t0
+    out = batch.write_top_k(args.out, train, users, items, scores)
+    info = {"out": str(out), "engine": args.engine, "users": int(len(users)), "k": args.k,
+            "rows": int((items >= 0).sum()), "seconds": round(seconds, 3)}
+    if args.json:
+        _emit(info)
+    else:
+        _err(f"top-{args.k} for {len(users):,} users in {seconds:.1f}s ({args.engine})")
+        print(out)
+    return 0
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from recstack.web.app import launch
 
@@ -284,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
     train.add_argument("--out", required=True, help="folder to write the model to")
     train.add_argument("--export-seed", metavar="DIR", help="also write .npy embeddings + JSON id maps")
+    _add_engine_opts(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
@@ -301,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
+    _add_engine_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")
@@ -324,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=cmd_recommend)
+
+    br = sub.add_parser("batch-recommend", help="top-k for every user of a saved model, as Parquet")
+    br.add_argument("dir", help="model folder written by `recstack train`")
+    br.add_argument("-k", type=int, default=10)
+    br.add_argument("--data", metavar="FILE|DIR",
+                    help="what each user has seen (default: the model's own training data)")
+    br.add_argument("--out", required=True, help="Parquet file to write (user, item, rank, score)")
+    br.add_argument("--json", action="store_true")
+    _add_engine_opts(br)
+    br.set_defaults(func=cmd_batch_recommend)
 
     web = sub.add_parser("web", help="open the web page for a saved model")
     web.add_argument("dir")

@@ -197,10 +197,13 @@ def run_protocol(
     k: int | None = None,
     fold_limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    fit: Callable[[Model, Interactions, Interactions | None], Model] | None = None,
 ) -> dict[str, Any]:
     """Fit `model_name` with `params` on each fold of `protocol` and return the result record.
 
     `data` defaults to the protocol's data set; `folds` (with `task`) runs a custom protocol.
+    `fit(model, train, valid)` replaces `model.fit` (another engine, e.g. Spark) and returns the
+    fitted model.
     """
     cls = get_model_class(model_name)
     params = dict(params or {})
@@ -227,7 +230,7 @@ def run_protocol(
     for fold in folds:
         model = cls(config)
         t0 = time.perf_counter()
-        model.fit(fold.train, fold.valid)
+        model = fit(model, fold.train, fold.valid) if fit else model.fit(fold.train, fold.valid)
         fit_s = time.perf_counter() - t0
         if task == "rating":
             m, pred_s = rating_metrics(model, fold.train, fold.test)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,8 +52,9 @@ def spark_session(master: str = "local[*]", app: str = "recstack", conf: dict[st
     from pyspark.sql import SparkSession
 
     local = master.startswith("local")
-    if local:
+    if local:  # workers run this interpreter (with recstack, numpy, pyarrow importable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName(app)
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
