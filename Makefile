@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, alone: the CPU build; a plain requirement would pull a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[deep,web,tune,dev]'
+	$(PY) -m pip install -q -e '.[deep,web,tune,spark,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
