@@ -74,3 +74,16 @@ def test_cli_train_spark_then_batch_recommend_both_engines(spark, synth, tmp_pat
 
     rec = json.loads(capsys.readouterr().out)
     assert tuple(int(r["item"]) for r in rec["items"]) == top_b.iloc[0]
+
+
+def test_torch_distributor_runs_the_same_data_parallel_training(spark, synth):
+    pytest.importorskip("torch")
+    from recstack.models.base import make_model
+
+    _, train, test = synth
+    base = {"epochs": 2, "early_stopping": False, "batch_size": 512, "factors": 16, "seed": 0, "threads": 1}
+    one = make_model("lightgcn", base).fit(train)
+    two = make_model("lightgcn", {**base, "engine": "spark", "processes": 2}).fit(train)
+    a = topn_metrics(one, train, test, 10, "train")[0]["ndcg@10"]
+    b = topn_metrics(two, train, test, 10, "train")[0]["ndcg@10"]
+    assert abs(a - b) <= 0.005 and two.epochs_ == 2
