@@ -10,7 +10,7 @@ export GRADIO_ANALYTICS_ENABLED = False
 export HF_HUB_OFFLINE = 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test test-fast bench lint venv clean
+.PHONY: demo test test-fast bench bench-scale lint venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.scale $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
