@@ -37,14 +37,16 @@ SIZES = (100_000, 1_000_000, 10_000_000, 25_000_000)
 FACTORS, THREADS = 64, 2
 EASE_MAX_ITEMS = 20_000  # items² float64 Gram + inverse: 2 × 3.2 GB at 20k items
 
-# model -> (recstack params, epochs counted, note)
-OURS: dict[str, tuple[dict[str, Any], int]] = {
-    "als": ({"factors": FACTORS, "epochs": 5, "confidence": "binary", "alpha": 1.0, "reg": 1.0}, 5),
-    "biased-mf": ({"factors": FACTORS, "epochs": 3, "threads": THREADS, "early_stopping": False}, 3),
-    "item-knn": ({}, 1),
-    "ease": ({}, 1),
-    "lightgcn": ({"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
-    "sasrec": ({"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
+# label -> (recstack model, params, epochs counted)
+MF = {"factors": FACTORS, "epochs": 3, "threads": THREADS, "early_stopping": False}
+OURS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "als": ("als", {"factors": FACTORS, "epochs": 5, "confidence": "binary", "alpha": 1.0, "reg": 1.0}, 5),
+    "biased-mf": ("biased-mf", MF, 3),
+    "biased-mf tile=2048": ("biased-mf", {**MF, "tile": 2048}, 3),
+    "item-knn": ("item-knn", {}, 1),
+    "ease": ("ease", {}, 1),
+    "lightgcn": ("lightgcn", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
+    "sasrec": ("sasrec", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
 }
 REFERENCES = ("implicit-als", "surprise-svd")
 SURPRISE_MAX = 5_000_000
@@ -86,8 +88,8 @@ def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float
     return json.loads(proc.stdout.strip().splitlines()[-1]), peak, ""
 
 
-def run_ours(model: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
-    params, epochs = OURS[model]
+def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
+    model, params, epochs = OURS[label]
     users, items = shape(n)
     if model == "ease" and items > EASE_MAX_ITEMS:
         return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
@@ -130,7 +132,7 @@ def job_implicit(folder: Path) -> dict[str, Any]:
 
     m = _csr(folder)
     m.data[:] = 1.0  # binary, as our als with confidence="binary"
-    iterations = OURS["als"][1]
+    iterations = OURS["als"][2]
     model = AlternatingLeastSquares(factors=FACTORS, iterations=iterations, regularization=1.0, alpha=1.0,
                                     num_threads=THREADS, random_state=0, calculate_training_loss=False)
     t0 = time.perf_counter()
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         for n in [int(float(s)) for s in args.sizes.split(",")]:
             folder = dataset(n)
-            for model in args.models.split(","):
+            for model in args.models.split(";" if ";" in args.models else ","):
                 t0 = time.time()
                 rec = (run_reference(model, folder, n, args.timeout) if model in REFERENCES
                        else run_ours(model, folder, n, args.timeout))
