@@ -103,6 +103,8 @@ def _ids(col, column: str, where: Path) -> tuple[np.ndarray, np.ndarray]:
 def read_parquet(path: str | Path, *, duplicates: Duplicates = "error", name: str | None = None) -> Interactions:
     """Read a Parquet table of interactions (see the module docstring) into `Interactions`."""
     pa, pq = _pa()
+    if duplicates not in ("error", "keep-last"):
+        raise DataError(f"duplicates must be 'error' or 'keep-last', got {duplicates!r}")
     where = parquet_path(path)
     try:
         schema = pq.read_schema(where) if where.is_file() else pq.ParquetDataset(where).schema
@@ -125,31 +127,37 @@ def read_parquet(path: str | Path, *, duplicates: Duplicates = "error", name: st
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise DataError(f"column '{column}' is null at row {row}", path=where)
-    ucodes, uvocab = _ids(table["user"], "user", where)
-    icodes, ivocab = _ids(table["item"], "item", where)
+    # one column at a time, each dropped from the table once converted: the Arrow copy and the
+    # NumPy copy of the whole table never coexist
+    cols = {name: table[name] for name in table.column_names}
+    del table
+    ucodes, uvocab = _ids(cols.pop("user"), "user", where)
+    icodes, ivocab = _ids(cols.pop("item"), "item", where)
     rating = np.ones(n, np.float32)
-    if "rating" in names:
-        col = table["rating"]
+    if "rating" in cols:
+        col = cols.pop("rating")
         if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
             raise DataError(f"column 'rating' has type {col.type}; expected a number", path=where)
         rating = col.to_numpy().astype(np.float32, copy=False)
+        del col
         bad = ~np.isfinite(rating)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataError(f"column 'rating' holds {rating[row]} at row {row}; expected a finite number",
                             path=where)
     timestamp = np.zeros(n, np.int64)
-    if "timestamp" in names:
-        timestamp = _timestamps(table["timestamp"], where)
-    del table
-    keep = _check_duplicates(ucodes, icodes, uvocab, ivocab, where, duplicates)
-    dropped = 0
-    if keep is not None:
-        dropped = int(len(keep) - keep.sum())
-        ucodes, icodes, rating, timestamp = ucodes[keep], icodes[keep], rating[keep], timestamp[keep]
+    if "timestamp" in cols:
+        timestamp = _timestamps(cols.pop("timestamp"), where)
     stem = where.parent.name if where.name == FILE_NAME else where.stem
-    return Interactions(uvocab, ivocab, ucodes, icodes, rating, timestamp, name=name or stem,
-                        meta={"path": str(where), "duplicates_dropped": dropped})
+    meta = {"path": str(where), "duplicates_dropped": 0}
+    data = Interactions(uvocab, ivocab, ucodes, icodes, rating, timestamp, name=name or stem, meta=meta)
+    # duplicates: the CSR matrix (which every model uses, cached on `data`) sums repeated pairs,
+    # so fewer stored entries than rows means a repeat; only then are the rows searched
+    keep = None if data.csr.nnz == n else _check_duplicates(ucodes, icodes, uvocab, ivocab, where, duplicates)
+    if keep is not None:
+        meta["duplicates_dropped"] = int(len(keep) - keep.sum())
+        data = data.subset(keep)
+    return data
 
 
 def _timestamps(col, where: Path) -> np.ndarray:
@@ -170,15 +178,11 @@ def _timestamps(col, where: Path) -> np.ndarray:
 
 
 def _check_duplicates(ucodes: np.ndarray, icodes: np.ndarray, uvocab: np.ndarray, ivocab: np.ndarray,
-                      where: Path, policy: str) -> np.ndarray | None:
-    """None when every (user, item) pair is unique; else the rows to keep ("keep-last") or an error."""
+                      where: Path, policy: str) -> np.ndarray:
+    """The rows to keep ("keep-last") or an error naming the first repeat (called when there is one)."""
     if policy not in ("error", "keep-last"):
         raise DataError(f"duplicates must be 'error' or 'keep-last', got {policy!r}")
     key = ucodes.astype(np.int64) * max(len(ivocab), 1) + icodes
-    s = np.sort(key)
-    if not (s[1:] == s[:-1]).any():
-        return None
-    del s
     series = pd.Series(key)
     if policy == "keep-last":
         return ~series.duplicated(keep="last").to_numpy()
