@@ -75,6 +75,9 @@ def test_recommend_prints_k_rows_with_titles(trained):
     assert all(" (19" in line for line in out)  # "Title (year)" labels
     as_json = one_json(run("recommend", str(trained[0]), "--user", "196", "--json").stdout)
     assert [row["label"] for row in as_json["items"]][0] in out[0]
+    assert as_json["score_kind"] == "rating" and as_json["fallback"] is None
+    assert f"{as_json['items'][0]['score']:.2f}" in out[0]  # the number shown is the clipped estimate
+    assert all(1 <= row["score"] <= 5 for row in as_json["items"])
 
 
 def test_recommend_unknown_user_and_popular_fallback(trained):
@@ -156,3 +159,39 @@ def test_data_fetch_refuses_a_zip_with_the_wrong_checksum(tmp_path, monkeypatch)
             str(z), "md5 checksum mismatch: expected c4d9eecfca2ab87c1945afe126590906")
     assert not cache.exists() or not any(cache.iterdir())
     refused(run("data", "fetch", "ml-7m", ok=False), "unknown data set 'ml-7m'", "ml-25m")
+
+
+def test_models_lists_hyperparameters_and_abilities():
+    listing = one_json(run("models", "--json").stdout)["models"]
+    by_name = {m["name"]: m for m in listing}
+    assert {"mf", "biased-mf", "ease", "als"} <= set(by_name)
+    mf = by_name["mf"]
+    assert "rating prediction" in mf["ability_text"] and "fold-in of new users" in mf["ability_text"]
+    assert {p["name"]: p["type"] for p in mf["params"]}["factors"] == "int"
+    assert "predicts_ratings" not in by_name["ease"]["abilities"]
+    text = run("models").stdout
+    assert "abilities:" in text and "factors: int = 100" in text
+
+
+def test_recommend_reranks_for_diversity_and_excludes_genres(trained):
+    plain = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "10", "--json").stdout)
+    diverse = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "10", "--json",
+                           "--diversity", "0.8", "--exclude-genre", "Drama").stdout)
+    assert [r["item"] for r in plain["items"]] != [r["item"] for r in diverse["items"]]
+    assert len(diverse["items"]) == 10 and not any("Drama" in r["genres"] for r in diverse["items"])
+    refused(run("recommend", str(trained[0]), "--user", "196", "--diversity", "2", ok=False), "diversity=2.0")
+
+
+def test_ab_plan_gives_users_per_variant():
+    rec = one_json(run("ab", "plan", "--base-rate", "0.1", "--lift", "0.2", "--json").stdout)
+    assert rec["users_per_variant"] == 3841 and isinstance(rec["users_per_variant"], int)
+    refused(run("ab", "plan", "--base-rate", "1.5", "--lift", "0.2", ok=False), "base rate 1.5")
+
+
+def test_recommend_explain_names_rated_movies(trained):
+    out = one_json(run("recommend", str(trained[0]), "--user", "196", "-k", "3", "--json", "--explain").stdout)
+    for row in out["items"]:
+        e = row["explanation"]
+        assert e["item"]["item"] == row["item"] and e["parts"]
+    text = run("recommend", str(trained[0]), "--user", "196", "-k", "3", "--explain").stdout
+    assert text.count("because you rated") + text.count("no single rated movie") == 3

@@ -116,6 +116,25 @@ def _add_engine_opts(p: argparse.ArgumentParser) -> None:
                         "a path every worker can read)")
 
 
+def _rerank(args: argparse.Namespace):
+    """`--diversity λ --novelty ν [--exclude-genre G …]` as a `Rerank`, or None when not asked."""
+    from recstack.rerank import Rerank
+
+    settings = Rerank(getattr(args, "diversity", 0.0) or 0.0, getattr(args, "novelty", 0.0) or 0.0,
+                      tuple(getattr(args, "exclude_genre", None) or ()),
+                      getattr(args, "similarity", None) or "genre")
+    return settings if settings.active else None
+
+
+def _add_rerank_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--diversity", type=float, default=0.0, metavar="λ",
+                   help="MMR re-ranking: 0 relevance only (default) … 1 diversity only")
+    p.add_argument("--novelty", type=float, default=0.0, metavar="ν", help="popularity penalty (0: none)")
+    p.add_argument("--exclude-genre", action="append", metavar="GENRE", help="never show this genre; repeatable")
+    p.add_argument("--similarity", choices=["genre", "embedding"], default="genre",
+                   help="what diversity measures: genre vectors or the model's item vectors")
+
+
 def _add_model_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (see `recstack models`)")
     p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="hyperparameter; repeatable")
@@ -124,12 +143,22 @@ def _add_model_opts(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from recstack.models.base import MODELS
+    from recstack.models.base import describe_model, model_names
 
+    described = [describe_model(name) for name in model_names()]
     if args.json:
-        _emit({"models": sorted(MODELS)})
-    else:
-        print("\n".join(sorted(MODELS)))
+        _emit({"models": described})
+        return 0
+    for d in described:
+        if "error" in d:
+            print(f"{d['name']}  ({d['error']})\n")
+            continue
+        print(f"{d['name']}  —  {d['summary']}")
+        print(f"    abilities: {', '.join(d['ability_text']) or 'fit and score only'}")
+        for p in d["params"]:
+            text = f"  {p['help']}" if p["help"] else ""
+            print(f"    {p['name']}: {p['type']} = {p['default']!r}{text}")
+        print()
     return 0
 
 
@@ -182,7 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         record = run_protocol(args.model, "custom", params=_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
-                              progress=progress, fit=_engine_fit(args))
+                              progress=progress, fit=_engine_fit(args), rerank=_rerank(args))
     else:
         data = None
         if args.data:
@@ -193,7 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data = load_dataset(args.dataset, args.data_path)
         record = run_protocol(args.model, args.protocol, data=data, params=_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress,
-                              fit=_engine_fit(args))
+                              fit=_engine_fit(args), rerank=_rerank(args))
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2, default=str))
     if args.json:
@@ -240,25 +269,52 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recstack.recommend import Recommender
 
     rec = Recommender(load_model(args.dir))
-    seen = None
-    if args.data:  # the user's up-to-date history: also excluded
+    seen: set[str] = set()
+    if args.data:
         data = _read_any(args.data, "keep-last")
-        mine = data.item_ids[data.item[data.user == data.user_index[str(args.user)]]] \
-            if str(args.user) in data.user_index else []
-        seen = {str(i) for i in mine}
-    result = rec.for_user(args.user, k=args.k + len(seen or ()), fallback=args.fallback)
-    if seen:
-        kept = [row for row in result["items"] if row["item"] not in seen][:args.k]
-        result["items"] = [{**row, "rank": r} for r, row in enumerate(kept, start=1)]
+        if str(args.user) in data.user_index:
+            seen = set(data.item_ids[data.item[data.user == data.user_index[str(args.user)]]].tolist())
+    result = rec.for_user(args.user, k=args.k + len(seen), fallback=args.fallback, rerank=_rerank(args))
+    if seen:  # the user's up-to-date history (--data): also excluded
+        result = _without(result, seen, args.k)
+    explanations: dict[str, dict[str, Any]] = {}
+    if args.explain and not result.fallback:
+        from recstack.models.base import require_ability
+
+        require_ability(rec.model, "explains")
+        explanations = {i: rec.explain(args.user, i, top=5) for i in result.ids.tolist()}
     if args.json:
-        _emit(result)
+        out = result.to_dict()
+        for row in out["items"]:
+            if row["item"] in explanations:
+                row["explanation"] = explanations[row["item"]]
+        _emit(out)
         return 0
-    if result.get("fallback"):
+    if result.fallback:
         _err(f"user {args.user!r} is unknown to this model; showing the most popular movies")
-    for row in result["items"]:
+    _err(f"{'#':>3}  {'title':<55} {'genres':<40} {result.label if not result.fallback else ''}")
+    for row in result.rows():
         score = f"{row['score']:.2f}" if row.get("score") is not None else "-"
         genres = "|".join(row.get("genres") or [])
         print(f"{row['rank']:>3}. {row['label']:<55} {genres:<40} {score}")
+        if row["item"] in explanations:
+            liked = [p["label"] for p in explanations[row["item"]]["parts"] if "item" in p and p["contribution"] > 0]
+            print(f"     because you rated {' and '.join(liked[:2])}" if liked
+                  else "     (no single rated movie stands out)")
+    return 0
+
+
+def cmd_ab_plan(args: argparse.Namespace) -> int:
+    from recstack.ab.stats import sample_size
+
+    n = sample_size(args.base_rate, args.lift, args.alpha, args.power)
+    record = {"users_per_variant": n, "base_rate": args.base_rate, "lift": args.lift,
+              "alpha": args.alpha, "power": args.power, "test": "two-sided two-proportion z"}
+    if args.json:
+        _emit(record)
+    else:
+        print(f"{n:,} users per variant to detect a {args.lift:+.1%} relative lift on a {args.base_rate:.1%} "
+              f"base rate (two-sided α={args.alpha}, power {args.power})")
     return 0
 
 
@@ -294,6 +350,15 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without(result, seen: set[str], k: int):
+    """`result` (an ItemList) without the `seen` item ids, cut to k and ranked 1..k again."""
+    from dataclasses import replace
+
+    keep = [n for n, i in enumerate(result.ids.tolist()) if i not in seen][:k]
+    return replace(result, ids=result.ids[keep], scores=result.scores[keep], ranks=None,
+                   meta=tuple(result.meta[n] for n in keep) if result.meta else ())
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from recstack.web.app import launch
 
@@ -326,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--json", action="store_true")
     synth.set_defaults(func=cmd_data_synth)
 
-    models = sub.add_parser("models", help="list model names")
+    models = sub.add_parser("models", help="list models: hyperparameters (type, default, meaning) and abilities")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
@@ -358,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--folds", type=int, default=None, help="run only the first N folds")
     ev.add_argument("--out", help="also write the record to this JSON file")
     _add_engine_opts(ev)
+    _add_rerank_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     tn = sub.add_parser("tune", help="search hyperparameters with Optuna on a protocol's validation part")
@@ -380,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--fallback", choices=["none", "popular"], default="none",
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
+    rec.add_argument("--explain", action="store_true", help="say which rated items each recommendation comes from")
+    _add_rerank_opts(rec)
     rec.set_defaults(func=cmd_recommend)
 
     br = sub.add_parser("batch-recommend", help="top-k for every user of a saved model, as Parquet")
@@ -391,6 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--json", action="store_true")
     _add_engine_opts(br)
     br.set_defaults(func=cmd_batch_recommend)
+
+    ab = sub.add_parser("ab", help="A/B tests: plan sample sizes")
+    absub = ab.add_subparsers(dest="ab_command", required=True)
+    plan = absub.add_parser("plan", help="users per variant for a two-sided two-proportion z-test")
+    plan.add_argument("--base-rate", type=float, required=True, help="control's conversion rate, e.g. 0.1")
+    plan.add_argument("--lift", type=float, required=True, help="relative lift to detect (0.05 = +5%%)")
+    plan.add_argument("--alpha", type=float, default=0.05)
+    plan.add_argument("--power", type=float, default=0.8)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_ab_plan)
 
     web = sub.add_parser("web", help="open the web page for a saved model")
     web.add_argument("dir")

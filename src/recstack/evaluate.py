@@ -28,6 +28,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError, RecstackError
 from recstack.models.base import Model, get_model_class
 from recstack.recommend import recommend
+from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
 from recstack.split import leave_last_out, ml100k_folds, random_split, stratified_split
 
 
@@ -107,22 +108,9 @@ def rating_metrics(model: Model, train: Interactions, test: Interactions) -> tup
     return out, seconds
 
 
-def genre_matrix(data: Interactions) -> np.ndarray | None:
-    """(n_items, n_genres) 0/1 matrix from the `genres` item feature, or None."""
-    f = data.item_features
-    if f is None or "genres" not in f:
-        return None
-    names = sorted({g for gs in f["genres"] for g in gs})
-    col = {g: j for j, g in enumerate(names)}
-    mat = np.zeros((data.n_items, len(names)), np.float32)
-    for i, gs in enumerate(f["genres"]):
-        for g in gs:
-            mat[i, col[g]] = 1.0
-    return mat
-
-
 def topn_metrics(model: Model, train: Interactions, test: Interactions, k: int = 10,
-                 candidates: str = "all", extra_exclude: Interactions | None = None) -> tuple[dict[str, float], float]:
+                 candidates: str = "all", extra_exclude: Interactions | None = None,
+                 rerank: Rerank | None = None) -> tuple[dict[str, float], float]:
     """Ranking metrics at k for users present in both train and test; every test row is relevant.
 
     Each user's training items (and `extra_exclude`'s) are removed; with candidates="train"
@@ -134,7 +122,10 @@ def topn_metrics(model: Model, train: Interactions, test: Interactions, k: int =
         exclude = (exclude + extra_exclude.csr).tocsr()
     mask = train.item_popularity > 0 if candidates == "train" else None
     t0 = time.perf_counter()
-    rec, _ = recommend(model, users, k, exclude=exclude, candidates=mask)
+    if rerank is None or not rerank.active:
+        rec, _ = recommend(model, users, k, exclude=exclude, candidates=mask)
+    else:
+        rec = reranked_lists(model, train, users, k, exclude, mask, rerank)
     seconds = time.perf_counter() - t0
     hits, n_rel = M.hit_matrix(rec, test.csr[users])
     out = M.ranking_metrics(hits, n_rel, k)
@@ -144,6 +135,27 @@ def topn_metrics(model: Model, train: Interactions, test: Interactions, k: int =
     if genres is not None:
         out["diversity"] = M.diversity(rec, genres)
     return out, seconds
+
+
+def reranked_lists(model: Model, train: Interactions, users: np.ndarray, k: int, exclude, mask,
+                   rerank: Rerank) -> np.ndarray:
+    """(len(users), k) item indices: each user's best candidates re-ranked (`recstack.rerank`)."""
+    wide, vals = recommend(model, users, rerank.n_candidates(k), exclude=exclude, candidates=mask)
+    unit = None
+    if rerank.diversity > 0:
+        if rerank.similarity == "embedding":
+            unit = unit_rows(model.item_vectors())
+        else:
+            g = genre_matrix(train)
+            if g is None:
+                raise RecstackError("diversity by genre needs item genres")
+            unit = unit_rows(g)
+    genres = item_genres(train)
+    out = np.full((len(users), k), -1, np.int64)
+    for row in range(len(users)):
+        chosen = rerank_candidates(wide[row], vals[row], k, rerank, unit, train.item_popularity, genres)
+        out[row, :len(chosen)] = chosen
+    return out
 
 
 def sampled_topn_metrics(model: Model, train: Interactions, test: Interactions, n_negatives: int = 100,
@@ -198,12 +210,14 @@ def run_protocol(
     fold_limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     fit: Callable[[Model, Interactions, Interactions | None], Model] | None = None,
+    rerank: Rerank | None = None,
 ) -> dict[str, Any]:
     """Fit `model_name` with `params` on each fold of `protocol` and return the result record.
 
     `data` defaults to the protocol's data set; `folds` (with `task`) runs a custom protocol.
     `fit(model, train, valid)` replaces `model.fit` (another engine, e.g. Spark) and returns the
     fitted model.
+    `rerank` re-ranks each top-N list (diversity/novelty, `recstack.rerank`); the record says so.
     """
     cls = get_model_class(model_name)
     params = dict(params or {})
@@ -236,7 +250,7 @@ def run_protocol(
             m, pred_s = rating_metrics(model, fold.train, fold.test)
         else:
             extra = fold.valid if exclude_valid else None
-            m, pred_s = topn_metrics(model, fold.train, fold.test, k, candidates, extra)
+            m, pred_s = topn_metrics(model, fold.train, fold.test, k, candidates, extra, rerank)
         fold_rec = {"name": fold.name, "metrics": m, "fit_seconds": round(fit_s, 4),
                     "predict_seconds": round(pred_s, 4)}
         for key in ("epochs_", "best_epoch_"):
@@ -264,4 +278,6 @@ def run_protocol(
         "fit_seconds": round(sum(r["fit_seconds"] for r in records), 4),
         "predict_seconds": round(sum(r["predict_seconds"] for r in records), 4),
         "peak_memory_mb": peak_memory_mb(),
+        **({"rerank": {"diversity": rerank.diversity, "novelty": rerank.novelty,
+                       "similarity": rerank.similarity}} if rerank is not None and rerank.active else {}),
     }

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recstack.errors import RecstackError, UnknownIdError
-from recstack.models.base import Model
+from recstack.errors import ConfigError, RecstackError, UnknownIdError
+from recstack.itemlist import ItemList, ScoreKind
+from recstack.models.base import Model, has_ability, require_ability
+from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
 from recstack.topk import top_k_rows
 
 if TYPE_CHECKING:
@@ -79,9 +81,10 @@ def popular_items(item_popularity: np.ndarray, k: int, exclude: np.ndarray | Non
 class Recommender:
     """Recommendation logic over a saved model and its training data, in external ids.
 
-    The CLI, the web page and the HTTP service all answer through this one class:
-    personalised top-k (seen items removed) → popular fallback for unknown users;
-    new users folded in from a few ratings; similar items.
+    The CLI, the web page and the HTTP service all answer through this one class, and every
+    answer is an `ItemList` (ids, scores, ranks and the kind of score): personalised top-k (seen
+    items removed) → popular fallback for unknown users; new users folded in from a few ratings
+    (popular fallback for models that cannot); similar items.
     """
 
     def __init__(self, saved: SavedModel) -> None:
@@ -89,11 +92,14 @@ class Recommender:
         self.train = saved.train
         self.info = saved.info
         self.labels = self.train.item_titles()
+        self.scale = ((float(self.train.rating.min()), float(self.train.rating.max()))
+                      if len(self.train) else None)
 
     # ---- rows -----------------------------------------------------------------------------
-    def item_row(self, index: int, rank: int | None = None, score: float | None = None) -> dict[str, Any]:
+    def item_meta(self, index: int) -> dict[str, Any]:
+        """Display metadata of item `index`: label, and title, year, genres where known."""
         f = self.train.item_features
-        row: dict[str, Any] = {"item": str(self.train.item_ids[index]), "label": self.labels[index]}
+        row: dict[str, Any] = {"label": self.labels[index]}
         if f is not None:
             if "title" in f:
                 row["title"] = str(f["title"].iloc[index])
@@ -102,59 +108,148 @@ class Recommender:
                 row["year"] = None if pd.isna(y) else int(y)
             if "genres" in f:
                 row["genres"] = list(f["genres"].iloc[index])
-        if rank is not None:
-            row["rank"] = rank
-        if score is not None:
-            row["score"] = None if np.isnan(score) else round(float(score), 4)
         return row
 
-    def _rows(self, idx: np.ndarray, scores: np.ndarray | None) -> list[dict[str, Any]]:
-        if scores is not None and self.model.explicit and len(self.train):
-            # explicit models: a score is a rating estimate, shown on the rating scale
-            scores = np.clip(scores, self.train.rating.min(), self.train.rating.max())
-        return [self.item_row(int(i), r + 1, None if scores is None else float(scores[r]))
-                for r, i in enumerate(idx) if i >= 0]
+    def item_row(self, index: int) -> dict[str, Any]:
+        """{"item": external id, **item_meta}."""
+        return {"item": str(self.train.item_ids[index]), **self.item_meta(index)}
+
+    def item_list(self, idx: np.ndarray, scores: np.ndarray | None, kind: ScoreKind, **kw: Any) -> ItemList:
+        """An `ItemList` from item indices (−1 entries dropped) and their raw scores."""
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        keep = idx >= 0
+        vals = (np.full(len(idx), np.nan, np.float32) if scores is None
+                else np.asarray(scores, np.float32).reshape(-1))
+        idx, vals = idx[keep], vals[keep]
+        scale = self.scale if kind == "rating" else None
+        return ItemList(self.train.item_ids[idx], vals, kind, meta=tuple(self.item_meta(int(i)) for i in idx),
+                        scale=scale, **kw)
 
     # ---- answers --------------------------------------------------------------------------
-    def for_user(self, user_id: object, k: int = 10, fallback: str = "none") -> dict[str, Any]:
-        """Top-k unseen items for a known user; popular items for an unknown one when asked."""
+    def popular(self, k: int = 10, exclude: np.ndarray | None = None, **kw: Any) -> ItemList:
+        """The k most-rated items (no score: popularity is an order, not a prediction)."""
+        _check_k(k)
+        return self.item_list(popular_items(self.train.item_popularity, k, exclude), None, "ranking", **kw)
+
+    def for_user(self, user_id: object, k: int = 10, fallback: str = "none",
+                 rerank: Rerank | None = None) -> ItemList:
+        """Top-k unseen items for a known user; popular items for an unknown one when asked.
+
+        `rerank` re-ranks the model's best candidates (diversity, novelty, excluded genres; see
+        `recstack.rerank`); scores stay the model's own."""
+        _check_k(k)
         if str(user_id) not in self.train.user_index:
             if fallback != "popular":
                 raise UnknownIdError(f"unknown user id {user_id!r} (this model knows "
                                      f"{self.train.n_users:,} users; use --fallback popular)")
-            idx = popular_items(self.train.item_popularity, k)
-            return {"user": str(user_id), "fallback": "popular", "items": self._rows(idx, None)}
+            return self.popular(k, user=str(user_id), fallback="popular",
+                                fallback_reason=f"unknown user id {str(user_id)!r}: the most popular items")
         u = self.train.user_of(user_id)
-        idx, val = recommend(self.model, [u], k, exclude=self.train.csr)
-        return {"user": str(user_id), "fallback": None, "items": self._rows(idx[0], val[0])}
+        wide = k if rerank is None else rerank.n_candidates(k)
+        idx, val = recommend(self.model, [u], wide, exclude=self.train.csr)
+        idx, val = self._reranked(idx[0], val[0], k, rerank)
+        return self.item_list(idx, val, self.model.score_kind, user=str(user_id))
 
-    def rated_by(self, user_id: object, k: int = 10) -> list[dict[str, Any]]:
-        """The user's highest-rated training items (ties: most recent first)."""
+    def _reranked(self, idx: np.ndarray, val: np.ndarray, k: int,
+                  rerank: Rerank | None) -> tuple[np.ndarray, np.ndarray]:
+        """The k items to show from ranked candidates (idx, val), re-ranked when asked."""
+        if rerank is None or not rerank.active:
+            return idx[:k], val[:k]
+        chosen = rerank_candidates(idx, val, k, rerank, self._rerank_vectors(rerank),
+                                   self.train.item_popularity, self._item_genres())
+        score_of = dict(zip(idx.tolist(), val.tolist()))
+        return chosen, np.array([score_of[i] for i in chosen.tolist()], np.float32)
+
+    def _item_genres(self) -> list[set[str]] | None:
+        if not hasattr(self, "_genres"):
+            self._genres = item_genres(self.train)
+        return self._genres
+
+    def _rerank_vectors(self, rerank: Rerank) -> np.ndarray | None:
+        """Unit item vectors for the diversity similarity (cached per kind)."""
+        if rerank.diversity <= 0:
+            return None
+        cache = self.__dict__.setdefault("_unit_vectors", {})
+        if rerank.similarity not in cache:
+            if rerank.similarity == "embedding":
+                require_ability(self.model, "item_embeddings")
+                cache["embedding"] = unit_rows(self.model.item_vectors())
+            else:
+                g = genre_matrix(self.train)
+                if g is None:
+                    raise RecstackError("diversity by genre needs item genres; use similarity='embedding'")
+                cache["genre"] = unit_rows(g)
+        return cache[rerank.similarity]
+
+    def rated_by(self, user_id: object, k: int = 10) -> ItemList:
+        """The user's highest-rated training items (ties: most recent first); scores are their ratings."""
+        _check_k(k)
         u = self.train.user_of(user_id)
         rows = np.flatnonzero(self.train.user == u)
         order = np.lexsort((-self.train.timestamp[rows], -self.train.rating[rows]))[:k]
-        return self._rows(self.train.item[rows[order]], self.train.rating[rows[order]])
+        return self.item_list(self.train.item[rows[order]], self.train.rating[rows[order]], "rating",
+                              user=str(user_id))
 
-    def for_new_user(self, ratings: dict[object, float], k: int = 10) -> dict[str, Any]:
-        """Top-k for someone known only by {item id: rating}, folded in without retraining."""
+    def for_new_user(self, ratings: dict[object, float], k: int = 10, fallback: str = "popular") -> ItemList:
+        """Top-k for someone known only by {item id: rating}, folded in without retraining.
+
+        A model without the fold-in ability gives the most popular unrated items instead when
+        `fallback` is "popular" (the list says so), else a `RecstackError`.
+        """
+        _check_k(k)
         if not ratings:
             raise RecstackError("rate at least one item to get recommendations")
-        if not hasattr(self.model, "score_new_user"):
-            raise RecstackError(f"model {self.model.name!r} cannot fold in new users")
         items = np.array([self.train.item_of(i) for i in ratings], np.int64)
         values = np.array([float(r) for r in ratings.values()], np.float64)
+        if not has_ability(self.model, "folds_in_users"):
+            if fallback != "popular":
+                require_ability(self.model, "folds_in_users")
+            return self.popular(k, exclude=items, fallback="popular",
+                                fallback_reason=f"model {self.model.name!r} cannot fold in new users: "
+                                                "the most popular items you have not rated")
         scores = self.model.score_new_user(items, values).astype(np.float64)
         scores[items] = -np.inf
         idx, val = top_k_from_scores(scores[None, :], k)
-        return {"user": None, "fallback": None, "items": self._rows(idx[0], val[0])}
+        return self.item_list(idx[0], val[0], self.model.score_kind)
 
-    def similar(self, item_id: object, k: int = 10) -> dict[str, Any]:
+    def similar(self, item_id: object, k: int = 10) -> ItemList:
         """Items nearest to `item_id` (the model's own notion, e.g. embedding cosine)."""
+        _check_k(k)
         i = self.train.item_of(item_id)
-        if not hasattr(self.model, "similar_items"):
-            raise RecstackError(f"model {self.model.name!r} cannot find similar items")
+        require_ability(self.model, "similar_items")
         idx, sims = self.model.similar_items(i, k)
-        return {"item": self.item_row(i), "items": self._rows(idx, sims)}
+        return self.item_list(idx, sims, "similarity", item=self.item_row(i))
+
+    def history(self, user_id: object) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, ratings) of the user's training rows."""
+        u = self.train.user_of(user_id)
+        x = self.train.csr
+        lo, hi = x.indptr[u], x.indptr[u + 1]
+        return x.indices[lo:hi].astype(np.int64), x.data[lo:hi].astype(np.float64)
+
+    def explain(self, user_id: object, item_id: object, top: int | None = None) -> dict[str, Any]:
+        """Why `item_id` scores what it does for `user_id`: {"score": the unclipped score the
+        ranking used, "parts": [{"item", "label", "contribution"} | {"feature"/"bias", ...}], "exact"}.
+
+        For exact models the parts sum to the score; `top` keeps the largest parts only (the
+        sum then leaves out the rest, so `score` is unchanged). Needs the model's `explains` ability."""
+        require_ability(self.model, "explains")
+        u, i = self.train.user_of(user_id), self.train.item_of(item_id)
+        e = self.model.explain(u, i, history=self.history(user_id))
+        parts = []
+        for p in e.parts:
+            if p["kind"] == "item":
+                parts.append({"item": str(self.train.item_ids[p["key"]]), "label": self.labels[p["key"]],
+                              "contribution": p["contribution"]})
+            else:
+                parts.append({p["kind"]: str(p["key"]), "contribution": p["contribution"]})
+        return {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
+                "exact": e.exact, "parts": parts if top is None else parts[:top]}
+
+    def because(self, user_id: object, item_id: object, n: int = 2) -> list[str]:
+        """Labels of the (at most n) history items that raise `item_id`'s score the most."""
+        parts = self.explain(user_id, item_id)["parts"]
+        return [p["label"] for p in parts if "item" in p and p["contribution"] > 0][:n]
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Items whose label contains every word of `query` (case-insensitive), most popular first."""
@@ -164,3 +259,8 @@ class Recommender:
         hits = [i for i, label in enumerate(self.labels) if all(w in label.lower() for w in words)]
         hits.sort(key=lambda i: (-self.train.item_popularity[i], i))
         return [self.item_row(i) for i in hits[:limit]]
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k={k!r}: must be an integer ≥ 1")

@@ -76,7 +76,7 @@ class ModelConformance:
         with pytest.raises(UnknownIdError):
             rec.for_user("no-such-user")
         out = rec.for_user("no-such-user", k=5, fallback="popular")
-        assert out["fallback"] == "popular" and len(out["items"]) == 5
+        assert out.fallback == "popular" and len(out) == 5
 
     def test_save_load_identical(self, fitted, data, tmp_path):
         save_model(tmp_path / "m", fitted, data)

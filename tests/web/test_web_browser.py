@@ -110,18 +110,18 @@ def _titles(page, elem_id: str):
     return page.locator(f'#{elem_id} [role="gridcell"][data-col="1"]')
 
 
+def _scores(page, elem_id: str):
+    """Locator of the score cells (5th column) of a rendered result table."""
+    return page.locator(f'#{elem_id} [role="gridcell"][data-col="4"]')
+
+
+def _shown(items) -> list[str]:
+    """The numbers an `ItemList` should show on the page: display scores, two decimals."""
+    return [f"{v:.2f}" for v in items.display_scores()]
+
+
 def _choose_user(page, user_id: str) -> None:
-    box = page.locator("#user-id input")
-    box.click()
-    box.press_sequentially(user_id)  # typing (not fill) drives the dropdown's filter
-    box.press("Enter")
-
-
-def _pick_option(page, elem_id: str, typed: str, label: str) -> None:
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    box.press_sequentially(typed)
-    page.locator(f'#{elem_id} li[role="option"][aria-label="{label}"]').click()
+    page.locator("#user-id textarea, #user-id input").first.fill(user_id)
 
 
 def _rate(page, query: str, stars: int) -> str:
@@ -147,14 +147,28 @@ def test_existing_user_top_n(page, served, tmp_path):
     from playwright.sync_api import expect
 
     _, rec = served
-    expected = [row["title"] for row in rec.for_user("196", k=10)["items"]]
-    rated = [row["title"] for row in rec.rated_by("196", k=10)]
+    # a first visit is never an empty page: the most active user's list is shown at once
+    from recstack.web.app import sample_user
+
+    first = sample_user(rec)
+    opening = rec.for_user(first, k=10)
+    expect(page.locator("#user-msg")).to_contain_text(f"User {first}")
+    expect(_titles(page, "user-recs")).to_have_text([row["title"] for row in opening.rows()])
+    recs = rec.for_user("196", k=10)
+    expected = [row["title"] for row in recs.rows()]
+    rated = rec.rated_by("196", k=10)
     assert len(expected) == 10
     _choose_user(page, "196")
     page.click("#user-go")
     expect(page.locator("#user-msg")).to_contain_text("User 196")
     expect(_titles(page, "user-recs")).to_have_text(expected)
-    expect(_titles(page, "user-rated")).to_have_text(rated)
+    expect(_scores(page, "user-recs")).to_have_text(_shown(recs))  # the numbers, not only titles
+    because = page.locator('#user-recs [role="gridcell"][data-col="5"]')
+    expect(because).to_have_text([" and ".join(rec.because("196", i)) for i in recs.ids])
+    history = {row["label"] for row in rec.rated_by("196", k=1000).rows()}
+    assert any(label in history for label in rec.because("196", recs.ids[0]))  # names a rated movie
+    expect(_titles(page, "user-rated")).to_have_text([row["title"] for row in rated.rows()])
+    expect(_scores(page, "user-rated")).to_have_text([f"{v:g}" for v in rated.scores])
     shot = tmp_path / "existing-user.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
@@ -166,7 +180,8 @@ def test_new_user_fold_in(page, served, tmp_path):
     _, rec = served
     star_wars = rec.search("Star Wars")[0]
     toy_story = rec.search("Toy Story")[0]
-    expected = [row["title"] for row in rec.for_new_user({star_wars["item"]: 5, toy_story["item"]: 3})["items"]]
+    folded = rec.for_new_user({star_wars["item"]: 5, toy_story["item"]: 3})
+    expected = [row["title"] for row in folded.rows()]
     page.get_by_role("tab", name="New user").click()
     assert _rate(page, "Star Wars", 5) == star_wars["label"]
     assert _rate(page, "toy story", 3) == toy_story["label"]
@@ -174,6 +189,7 @@ def test_new_user_fold_in(page, served, tmp_path):
     page.click("#new-go")
     expect(page.locator("#new-msg")).to_contain_text("from your 2 ratings")
     expect(_titles(page, "new-recs")).to_have_text(expected)
+    expect(_scores(page, "new-recs")).to_have_text(_shown(folded))
     page.screenshot(path=str(tmp_path / "new-user.png"), full_page=True)
     page.click("#new-clear")
     expect(page.locator("#new-msg")).to_contain_text("Ratings cleared")
@@ -186,14 +202,20 @@ def test_similar_movies(page, served, tmp_path):
 
     _, rec = served
     star_wars = rec.search("Star Wars")[0]
-    expected = [row["title"] for row in rec.similar(star_wars["item"], k=10)["items"]]
+    similar = rec.similar(star_wars["item"], k=10)
+    expected = [row["title"] for row in similar.rows()]
     page.get_by_role("tab", name="Similar movies").click()
     page.click("#sim-go")
     expect(page.locator("#sim-msg")).to_contain_text("Choose a movie first")
-    _pick_option(page, "sim-pick", "star wars", star_wars["label"])
+    page.locator("#sim-search textarea, #sim-search input").first.fill("star wars")
+    page.click("#sim-search-go")
+    expect(page.locator("#sim-pick input")).to_have_value(star_wars["label"])
     page.click("#sim-go")
     expect(page.locator("#sim-msg")).to_contain_text(star_wars["label"])
     expect(_titles(page, "sim-recs")).to_have_text(expected)
+    shown = _shown(similar)
+    assert len(set(shown)) > 1 and shown[-1] != "1.00"  # cosines, not ratings clipped to 1.00
+    expect(_scores(page, "sim-recs")).to_have_text(shown)
     page.screenshot(path=str(tmp_path / "similar.png"), full_page=True)
 
 
@@ -201,12 +223,13 @@ def test_messages_for_bad_input(page, served):
     from playwright.sync_api import expect
 
     _, rec = served
+    _choose_user(page, "")
     page.click("#user-go")
-    expect(page.locator("#user-msg")).to_contain_text("Choose or type a user id first")
+    expect(page.locator("#user-msg")).to_contain_text("Type a user id first")
     _choose_user(page, "99999")
     page.click("#user-go")
     expect(page.locator("#user-msg")).to_contain_text("Unknown user id 99999")
-    popular = [row["title"] for row in rec.for_user("99999", k=10, fallback="popular")["items"]]
+    popular = [row["title"] for row in rec.for_user("99999", k=10, fallback="popular").rows()]
     expect(_titles(page, "user-recs")).to_have_text(popular)
     page.get_by_role("tab", name="New user").click()
     page.click("#new-search-go")

@@ -309,6 +309,21 @@ class ALS(MF):
             raise RecstackError("als in implicit mode ranks items but does not estimate ratings")
         return super().predict(users, items)
 
+    def _history_system(self, items: np.ndarray, ratings: np.ndarray,
+                        item: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A, w, H, t) of the user's row solve (see `MF._history_system`): implicit
+        A = YᵀY + Σ_j (c_j − 1) y_j y_jᵀ + λI, w_j = c_j (Hu et al. 2008); explicit (ALS-WR)
+        A = Σ_j y_j y_jᵀ + λ·n·I, w_j = r_j − μ; h_j = y_j, t = y_i."""
+        Y = self.item_factors_.astype(np.float64)
+        H = Y[items]
+        r = np.asarray(ratings, np.float64)
+        k = Y.shape[1]
+        if self.explicit:
+            return H.T @ H + self.config.reg * len(items) * np.eye(k), r - self.global_mean_, H, Y[item]
+        conf = self._confidence(r)
+        A = Y.T @ Y + (H * (conf - 1)[:, None]).T @ H + self.config.reg * np.eye(k)
+        return A, conf, H, Y[item]
+
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         """A new user's factor vector from their ratings, item factors fixed: one exact row solve."""
         items = np.asarray(items, np.int64)

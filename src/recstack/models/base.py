@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
 from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError, MissingExtraError, RecstackError
-from recstack.models.config import Config
+from recstack.models.config import Config, describe_params
 
 # name -> "module:Class". Explicit, one place; modules load lazily so optional extras
 # (torch for the deep models) are only needed by the models that use them.
@@ -84,8 +85,158 @@ def make_model(name: str, config: Mapping[str, Any] | Config | None = None, **pa
     return get_model_class(name)(config, **params)
 
 
+def describe_model(name: str) -> dict[str, Any]:
+    """`recstack models`: a model's one-line summary, hyperparameters (name, type, default,
+    meaning) and abilities at its default config. A model whose extra is missing says so."""
+    try:
+        cls = get_model_class(name)
+    except MissingExtraError as exc:
+        return {"name": name, "error": str(exc)}
+    model = cls()
+    doc = " ".join((cls.__doc__ or "").split())
+    summary = doc.split(". ")[0].rstrip(".")
+    found = abilities(model)
+    return {"name": name, "class": cls.__name__, "summary": summary,
+            "params": describe_params(cls.config_class), "abilities": found,
+            "ability_text": [ABILITY_TEXT[a] for a in found]}
+
+
 class NotFittedError(RecstackError):
     """`score`/`predict` called before `fit`."""
+
+
+# ---- optional abilities ---------------------------------------------------------------------------
+# A model implements `fit` and `score`; everything else is an ability it may also have. Callers
+# ask `has_ability(model, NAME)` (or `require_ability`) — never `hasattr`, never a model name.
+
+
+@runtime_checkable
+class PredictsRatings(Protocol):
+    """Rating estimates for (user, item) pairs: `predict(users, items)` → (n,) on the rating scale.
+
+    Every `Model` has a `predict` method; only models whose `explicit` is true (which may follow
+    the config, e.g. `als` in explicit mode) have the ability."""
+
+    explicit: bool
+
+    def predict(self, users: Any, items: Any) -> Any: ...
+
+
+@runtime_checkable
+class FoldsInUsers(Protocol):
+    """Scores for a user known only by a few ratings, without retraining:
+    `score_new_user(items, ratings)` → (n_items,) float32 (same kind as `score`)."""
+
+    def score_new_user(self, items: Any, ratings: Any) -> Any: ...
+
+
+@runtime_checkable
+class SimilarItems(Protocol):
+    """Items nearest to an item: `similar_items(item, k)` → (indices (k,), similarities (k,))."""
+
+    def similar_items(self, item: int, k: int = 10) -> Any: ...
+
+
+@runtime_checkable
+class PartialFit(Protocol):
+    """Learn from new events without a full refit: `partial_fit(events)` → self.
+
+    `events` is an `Interactions` whose vocabularies extend the model's training vocabularies
+    (known ids keep their indices, new users and items are appended); the model grows its state
+    to the new sizes."""
+
+    def partial_fit(self, events: Any) -> Any: ...
+
+
+@runtime_checkable
+class ItemEmbeddings(Protocol):
+    """Vectors for approximate nearest-neighbour retrieval: `item_vectors()` → (n_items, d) and
+    `user_vectors(users)` → (len(users), d) such that user·item orders items as `score` does."""
+
+    def item_vectors(self) -> Any: ...
+
+    def user_vectors(self, users: Any) -> Any: ...
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """`explain(user, item, history)` → `Explanation`: the score and parts that sum to it (or a hint).
+
+    `history` is (item indices, ratings) of what the user rated in training; models that keep
+    their training matrix may ignore it."""
+
+    def explain(self, user: int, item: int, history: Any = None) -> Any: ...
+
+
+@dataclass
+class Explanation:
+    """Why `score` (the unclipped score the ranking used): parts whose contributions sum to it.
+
+    Each part is {"kind": "item" | "feature" | "bias", "key": index or name, "contribution": float}.
+    `exact` is False when the parts are a hint (e.g. attention weights), not an attribution."""
+
+    score: float
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    exact: bool = True
+
+
+def item_parts(items: np.ndarray, contributions: np.ndarray, rest: float = 0.0, exact: bool = True,
+               biases: dict[str, float] | None = None) -> Explanation:
+    """An `Explanation` whose score is the sum of its parts: biases, one part per history item
+    with a non-zero contribution, and an optional unexplained `rest`."""
+    parts: list[dict[str, Any]] = [{"kind": "bias", "key": k, "contribution": float(v)}
+                                   for k, v in (biases or {}).items()]
+    nz = np.flatnonzero(contributions != 0)
+    order = nz[np.argsort(-np.abs(contributions[nz]), kind="stable")]
+    parts += [{"kind": "item", "key": int(items[j]), "contribution": float(contributions[j])} for j in order]
+    if rest:
+        parts.append({"kind": "rest", "key": "user factors beyond this history", "contribution": float(rest)})
+    return Explanation(float(sum(p["contribution"] for p in parts)), parts, exact)
+
+
+ABILITIES: dict[str, type] = {
+    "predicts_ratings": PredictsRatings,
+    "folds_in_users": FoldsInUsers,
+    "similar_items": SimilarItems,
+    "partial_fit": PartialFit,
+    "item_embeddings": ItemEmbeddings,
+    "explains": Explains,
+}
+
+ABILITY_TEXT: dict[str, str] = {
+    "predicts_ratings": "rating prediction",
+    "folds_in_users": "fold-in of new users",
+    "similar_items": "similar items",
+    "partial_fit": "incremental updates (partial_fit)",
+    "item_embeddings": "item embeddings (ANN retrieval)",
+    "explains": "explanations",
+    "gpu": "GPU (device=cuda)",
+}
+
+
+def has_ability(model: Any, ability: str) -> bool:
+    """Whether `model` (an instance) has `ability` (a key of `ABILITIES`, or "gpu"): the one check."""
+    if ability == "gpu":
+        return bool(getattr(model, "supports_gpu", False))
+    if ability not in ABILITIES:
+        raise ConfigError(f"unknown ability {ability!r}; known: {', '.join([*ABILITIES, 'gpu'])}")
+    if not isinstance(model, ABILITIES[ability]):
+        return False
+    if ability == "predicts_ratings":
+        return bool(model.explicit)
+    return bool(getattr(model, "has_" + ability, True))
+
+
+def abilities(model: Any) -> list[str]:
+    """Every ability `model` has, in `ABILITY_TEXT` order."""
+    return [name for name in ABILITY_TEXT if has_ability(model, name)]
+
+
+def require_ability(model: Any, ability: str) -> None:
+    """Raise `RecstackError` naming the model and the missing ability."""
+    if not has_ability(model, ability):
+        name = getattr(model, "name", type(model).__name__)
+        raise RecstackError(f"model {name!r} has no {ABILITY_TEXT.get(ability, ability)}")
 
 
 class Model:
@@ -94,6 +245,7 @@ class Model:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[Config]] = Config
     explicit: ClassVar[bool] = False  # True: scores are rating estimates (RMSE applies)
+    supports_gpu: ClassVar[bool] = False  # True: `device=cuda` trains and scores on a GPU
 
     def __init__(self, config: Config | Mapping[str, Any] | None = None, **params: Any) -> None:
         self.config = self.config_class.build(config, params)
@@ -128,6 +280,11 @@ class Model:
     @property
     def fitted(self) -> bool:
         return hasattr(self, "n_items_")
+
+    @property
+    def score_kind(self) -> str:
+        """What `score` returns: "rating" (estimates on the rating scale) or "ranking" (an order)."""
+        return "rating" if self.explicit else "ranking"
 
     # ---- scoring ---------------------------------------------------------------------------
     def score(self, users: np.ndarray | list[int], items: np.ndarray | list[int] | None = None) -> np.ndarray:

@@ -310,7 +310,11 @@ class BPMF(Model):
         return out
 
     # ---- optional abilities ------------------------------------------------------------
-    @property
-    def item_embeddings_(self) -> np.ndarray:
-        """Posterior-mean item factors (n_items, factors)."""
-        return self.item_samples_[:, :, : self.config.factors].mean(axis=1)
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, keep·(factors+2)) every kept sample's item vector side by side."""
+        return self._flat(self.item_samples_, None)
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), keep·(factors+2)): user·item is the posterior-mean score minus μ."""
+        keep = self.user_samples_.shape[1]
+        return self._flat(self.user_samples_, np.asarray(users, np.int64)) / np.float32(keep)

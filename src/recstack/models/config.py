@@ -9,7 +9,9 @@ subclass adds value checks in `check()` with `require(...)`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -147,4 +149,60 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--param {pair!r}: expected name=value")
         k, v = pair.split("=", 1)
         out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+# what the shared hyperparameter names mean (STYLE.md: factors, epochs, learning_rate, reg, k, seed)
+PARAM_HELP: dict[str, str] = {
+    "factors": "latent dimensions per user and item",
+    "epochs": "passes over the training data (the most, with early stopping)",
+    "learning_rate": "step size of the optimiser",
+    "reg": "L2 regularisation strength",
+    "reg_bias": "L2 regularisation of the biases (< 0: same as reg)",
+    "init_std": "standard deviation of the random initial factors",
+    "early_stopping": "stop when the validation metric stops improving",
+    "patience": "epochs without improvement before early stopping",
+    "valid_fraction": "share of the training data carved for early stopping",
+    "refit": "after early stopping, refit on all training data for the chosen epoch count",
+    "seed": "random seed (same seed, same numbers)",
+    "threads": "CPU threads (0: min(2, cpu count) where allowed)",
+    "k": "neighbours kept per item / user",
+    "batch_size": "examples per mini-batch",
+    "device": "auto, cpu or cuda",
+    "dropout": "dropout probability",
+    "binary": "treat every interaction as 1, ignoring the rating value",
+    "lambda_": "L2 regularisation of the item-item weights",
+    "shrinkage": "similarity shrinkage towards zero for small supports",
+    "min_rating": "drop interactions rated below this before training (0 keeps all)",
+    "lr_decay": "each epoch's learning rate is the previous one times this",
+}
+
+
+def describe_params(config_class: type[Config]) -> list[dict[str, Any]]:
+    """Each field of `config_class`: name, type, default and a one-line meaning.
+
+    The meaning is the field's trailing `# comment` in the class source when it has one, else
+    the shared `PARAM_HELP` text for its name, else "".
+    """
+    comments: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, Config)):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]*#\s*(.+)$", source, re.M):
+            comments[m.group(1)] = m.group(2).strip()
+    hints = typing.get_type_hints(config_class)
+    out = []
+    for f in dataclasses.fields(config_class):
+        tp = hints[f.name]
+        if get_origin(tp) is Literal:
+            type_text = " | ".join(repr(a) for a in get_args(tp))
+        else:
+            type_text = getattr(tp, "__name__", str(tp)).replace("typing.", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append({"name": f.name, "type": type_text, "default": default,
+                    "help": comments.get(f.name) or PARAM_HELP.get(f.name, "")})
     return out

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
 from recstack.errors import DataError
-from recstack.models.base import Model
+from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
 
 
@@ -146,6 +146,13 @@ class EASE(Model):
         """(n_items,) scores for a user known only by `ratings` of `items` (EASE needs no fit)."""
         x = np.ones(len(items)) if self.config.binary else np.asarray(ratings, np.float64)
         return (x @ self.weights_[np.asarray(items, np.int64)]).astype(np.float32)
+
+    def explain(self, user: int, item: int, history: object = None) -> Explanation:
+        """score(u, i) = Σ_j x_uj · B[j, i]: one exact part per history item."""
+        lo, hi = self.train_indptr_[user], self.train_indptr_[user + 1]
+        js = self.train_indices_[lo:hi].astype(np.int64)
+        xs = self.train_values_[lo:hi].astype(np.float64)
+        return item_parts(js, xs * self.weights_[js, item].astype(np.float64))
 
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k items with the largest weight B[item, j] (item itself excluded)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recstack.models.base import Model
+from recstack.models.base import Explanation, Model, item_parts
 
 
 class ItemItemModel(Model):
@@ -48,6 +48,13 @@ class ItemItemModel(Model):
         rows = self.weights()[np.asarray(items, np.int64)]
         return np.asarray(rows.T @ x, dtype=np.float32).ravel()
 
+    def explain(self, user: int, item: int, history: object = None) -> Explanation:
+        """score(u, i) = Σ_j x_uj · W[j, i]: one exact part per history item j with W[j, i] ≠ 0."""
+        lo, hi = self.train_indptr_[user], self.train_indptr_[user + 1]
+        js, xs = self.train_indices_[lo:hi], self.train_values_[lo:hi].astype(np.float64)
+        col = np.asarray(self.weights()[:, [item]].toarray()).ravel()[js].astype(np.float64)
+        return item_parts(js, xs * col)
+
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k items j with the largest weight W[item, j] (the item itself excluded)."""
         lo, hi = self.weights_indptr_[item], self.weights_indptr_[item + 1]
@@ -56,3 +63,4 @@ class ItemItemModel(Model):
         cols, vals = cols[keep], vals[keep]
         order = np.lexsort((cols, -vals))[:k]
         return cols[order], vals[order]
+

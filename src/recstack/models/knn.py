@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
-from recstack.models.base import Model
+from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.baseline import als_biases
 from recstack.models.config import Config, require
 from recstack.models.similarity import (
@@ -276,6 +276,15 @@ class ItemKNN(Model):
             out[known] = self._estimate(users[known], items[known])
         return out
 
+    @property
+    def has_folds_in_users(self) -> bool:
+        """Only the item-based model folds in a new user (user-based needs the user's neighbours)."""
+        return not self.config.user_based
+
+    @property
+    def has_similar_items(self) -> bool:
+        return not self.config.user_based
+
     def score_new_user(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         """(n_items,) scores for a user known only by `ratings` of `items` (item-based only).
 
@@ -302,6 +311,45 @@ class ItemKNN(Model):
                              _ESTIMATORS[c.estimator], self.global_mean_, self.item_bias_, bu,
                              self.item_mean_, self.min_rating_, self.max_rating_, 1)
         return est.astype(np.float32)
+
+    @property
+    def has_explains(self) -> bool:
+        return not self.config.user_based
+
+    def explain(self, user: int, item: int, history: object = None) -> Explanation:
+        """The user's rated neighbours of `item` and their contributions (item-based only).
+
+        Ranking mode: score = Σ_j x_uj · S[j, i], exact. Rating mode: the estimate before
+        clipping, base (μ + b_u + b_i, the item mean, or 0 by estimator) plus, for each of the
+        k most similar rated items j, s_ij · dev_uj / Σ s — the same neighbours the estimate uses.
+        """
+        c = self.config
+        if c.user_based:
+            raise RecstackError("user-knn explains nothing per item; use item-knn")
+        x = self._ratings()
+        lo, hi = x.indptr[user], x.indptr[user + 1]
+        rated = dict(zip(x.indices[lo:hi].tolist(), x.data[lo:hi].tolist()))
+        a, b = self.neighbour_indptr_[item], self.neighbour_indptr_[item + 1]
+        nbrs, sims = self.neighbour_indices_[a:b], self.neighbour_sims_[a:b].astype(np.float64)
+        if c.mode == "ranking":
+            # S is stored row-wise: score(u, i) = Σ_j x_uj S[j, i]; column i of S
+            col = np.asarray(self.neighbours()[:, [item]].toarray()).ravel()
+            js = np.fromiter(rated, np.int64, len(rated))
+            xs = np.ones(len(js)) if c.binary else np.array([rated[j] for j in js.tolist()])
+            return item_parts(js, xs * col[js])
+        chosen = [(j, s) for j, s in zip(nbrs.tolist(), sims.tolist()) if j in rated][:c.k]
+        mu, bu, bi = self.global_mean_, self.user_bias_[user], self.item_bias_
+        if c.estimator == "plain":
+            base, dev = {}, [rated[j] for j, _ in chosen]
+        elif c.estimator == "means":
+            base, dev = {"item mean": self.item_mean_[item]}, [rated[j] - self.item_mean_[j] for j, _ in chosen]
+        else:
+            base = {"global mean": mu, "user bias": bu, "item bias": bi[item]}
+            dev = [rated[j] - (mu + bu + bi[j]) for j, _ in chosen]
+        w = np.array([s for _, s in chosen])
+        if len(chosen) < c.min_k or w.sum() <= 0:
+            return item_parts(np.empty(0, np.int64), np.empty(0), biases=base or {"global mean": mu})
+        return item_parts(np.array([j for j, _ in chosen]), w * np.array(dev) / w.sum(), biases=base)
 
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k stored neighbours of `item`, best first (item-based only)."""

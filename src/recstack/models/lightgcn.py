@@ -251,8 +251,15 @@ class LightGCN(TorchModel):
         super().set_state(arrays, scalars)
 
     # ---- optional abilities ------------------------------------------------------------------
-    @property
-    def item_embeddings_(self) -> np.ndarray:
-        """(n_items, factors) float32 propagated item embeddings (for the ANN index)."""
+    def _propagated(self) -> tuple[np.ndarray, np.ndarray]:
         with torch_settings(self.config.threads), torch.no_grad():
-            return self.network_(self.adjacency())[1].float().cpu().numpy()
+            u, i = self.network_(self.adjacency())
+            return u.float().cpu().numpy(), i.float().cpu().numpy()
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, factors) float32 propagated item embeddings (for the ANN index)."""
+        return self._propagated()[1]
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), factors) propagated user embeddings; user·item is the score."""
+        return self._propagated()[0][np.asarray(users, np.int64)]

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from recstack.data.interactions import Interactions
-from recstack.models.base import Model
+from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
 from recstack.progress import Bar
 from recstack.split import validation_split
@@ -405,9 +405,19 @@ class MF(Model):
         return out
 
     # ---- optional abilities ------------------------------------------------------------
-    @property
-    def item_embeddings_(self) -> np.ndarray:
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, f[+1]) vectors for retrieval: item factors, plus the item bias when biased."""
+        if self.biased:
+            return np.hstack([self.item_factors_, self.item_bias_[:, None]]).astype(np.float32)
         return self.item_factors_
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), f[+1]): user·item orders items exactly as `score` does (μ and b_u are
+        constant per user; the bias column meets a 1)."""
+        P = self.user_factors_[np.asarray(users, np.int64)]
+        if self.biased:
+            return np.hstack([P, np.ones((len(P), 1), np.float32)])
+        return P
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         """A new user's (factor vector, bias) from their ratings, item factors fixed.
@@ -431,6 +441,44 @@ class MF(Model):
         if self.biased:
             s = s + self.item_bias_
         return s.astype(np.float32)
+
+    def _history_system(self, items: np.ndarray, ratings: np.ndarray,
+                        item: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A, w, H, t): the fold-in as p̃ = A⁻¹ Σ_j w_j h_j, scored against t for `item`.
+
+        MF: h_j = q_j, t = q_i, w_j = r_j − μ. Biased MF: h_j = [q_j, 1], t = [q_i, 1] (the user
+        bias is solved with the factors, as `fold_in` does), w_j = r_j − μ − b_j. In both,
+        A = HᵀH + (reg·n + 1)·I, exactly `fold_in`'s system."""
+        H = self.item_factors_[items].astype(np.float64)
+        t = self.item_factors_[item].astype(np.float64)
+        w = np.asarray(ratings, np.float64) - self.global_mean_
+        if self.biased:
+            w = w - self.item_bias_[items]
+            H = np.hstack([H, np.ones((len(items), 1))])
+            t = np.append(t, 1.0)
+        A = H.T @ H + (self.config.reg * len(items) + 1.0) * np.eye(H.shape[1])
+        return A, w, H, t
+
+    def explain(self, user: int, item: int, history: tuple[np.ndarray, np.ndarray] | None = None) -> Explanation:
+        """Fixed parts (μ, b_i) plus one part per history item, as the implicit library's ALS `explain`.
+
+        The fold-in solve (`_history_system`) writes the user's part of the score (b_u + p_u·q_i)
+        as Σ_j w_j · tᵀA⁻¹h_j; what the trained user vector holds beyond that solve (SGD's p_u is
+        not exactly it) is a `rest` part, so the parts always sum to the score the ranking used.
+        `history` = (item indices, ratings) of the user's training rows (the Recommender passes them)."""
+        if history is None:
+            raise ValueError(f"{self.name}.explain needs the user's history (items, ratings)")
+        items = np.asarray(history[0], np.int64)
+        fixed = {"global mean": self.global_mean_} if self.global_mean_ else {}
+        personal = float(self.user_factors_[user].astype(np.float64) @ self.item_factors_[item])
+        if self.biased:
+            fixed["item bias"] = float(self.item_bias_[item])
+            personal += float(self.user_bias_[user])
+        if len(items) == 0:
+            return item_parts(items, np.empty(0), rest=personal, biases=fixed)
+        A, w, H, t = self._history_system(items, history[1], item)
+        contrib = w * (H @ np.linalg.solve(A, t))
+        return item_parts(items, contrib, rest=personal - float(contrib.sum()), biases=fixed)
 
     def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k items nearest to `item` by cosine similarity of item factors (itself excluded)."""

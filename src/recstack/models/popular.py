@@ -76,10 +76,3 @@ class Popular(Model):
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         s = self.item_scores_ if items is None else self.item_scores_[items]
         return np.broadcast_to(s.astype(np.float32), (len(users), len(s))).copy()
-
-    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The k most popular other items (popularity knows no similarity)."""
-        s = self.item_scores_.copy()
-        s[item] = -np.inf
-        top = np.argsort(-s, kind="stable")[:k]
-        return top, s[top].astype(np.float32)

@@ -171,6 +171,7 @@ class TorchModel(Model):
     """
 
     config_class: ClassVar[type[Config]] = TorchConfig
+    supports_gpu: ClassVar[bool] = True
     uses_history: ClassVar[bool] = False
     score_batch_users: ClassVar[int] = 1024  # users scored per forward pass
 

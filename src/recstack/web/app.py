@@ -1,13 +1,17 @@
 """The level-1 web page: movie recommendations from a saved model, served by Gradio.
 
-Three tabs — a known user's top-N next to the movies they rated highest; a new user who rates a
-few movies and is folded into the trained model at once (no retraining); movies nearest to a
-chosen one in embedding space. Every answer comes from `recstack.recommend.Recommender`; this
-module only lays out and formats. The `answer_*` functions are plain Python (no Gradio) so that
-they can be tested without a browser; `build_app` wires them to components with stable
-`elem_id`s (`user-id`, `user-go`, `user-msg`, `user-recs`, `user-rated`, `new-search`,
-`new-search-go`, `new-pick`, `new-rating`, `new-add`, `new-clear`, `new-rated`, `new-go`,
-`new-msg`, `new-recs`, `sim-pick`, `sim-go`, `sim-msg`, `sim-recs`, `k`).
+Three tabs — a known user's top-N next to the movies they rated highest (the page opens on a
+sample user's list); a new user who rates a few movies and is folded into the trained model at
+once (no retraining; models that cannot fold in show the most popular movies and say so);
+movies nearest to a chosen one. Every answer comes from `recstack.recommend.Recommender` as an
+`ItemList`, whose score kind decides the column heading and how numbers are shown (a predicted
+rating is clipped to the rating scale, a similarity is shown as it is). Users and movies are
+found by typing, never by a list of every id, so large data sets work; `k` is clamped on the
+server. The `answer_*` functions are plain Python (no Gradio) so that they can be tested
+without a browser; `build_app` wires them to components with stable `elem_id`s (`user-id`,
+`user-go`, `user-msg`, `user-recs`, `user-rated`, `new-search`, `new-search-go`, `new-pick`,
+`new-rating`, `new-add`, `new-clear`, `new-rated`, `new-go`, `new-msg`, `new-recs`,
+`sim-search`, `sim-search-go`, `sim-pick`, `sim-go`, `sim-msg`, `sim-recs`, `k`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from recstack.errors import MissingExtraError, RecstackError
+from recstack.itemlist import KIND_LABELS, ItemList
+from recstack.models.base import has_ability
 from recstack.recommend import Recommender
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from recstack.persist import SavedModel
 
 REC_COLUMNS = ["#", "title", "year", "genres"]
+K_MIN, K_MAX = 1, 50  # the page's slider range; requests outside it are clamped here
 CSS = """
 #header h1 { margin-bottom: 0.2em; }
 .msg p { font-size: 1.02em; }
@@ -48,24 +55,49 @@ def _gradio() -> Any:
 
 
 # ---- formatting -----------------------------------------------------------------------------
-def item_table(rows: list[dict[str, Any]], score_label: str | None) -> pd.DataFrame:
-    """Rows from `Recommender` (rank, title, year, genres, score) as a display table."""
-    columns = REC_COLUMNS + ([score_label] if score_label else [])
+def item_table(items: ItemList | list[dict[str, Any]], score_label: str | None,
+               because: list[str] | None = None) -> pd.DataFrame:
+    """An `ItemList` (or rows of one) as a display table: #, title, year, genres, score.
+
+    Scores are the list's display scores (a rating estimate clipped to the scale, a similarity
+    as it is) with two decimals; a user's own rating ("rating", "your rating") as given (4, not 4.00).
+    `because`, one text per row, adds the explanation column ("because you rated").
+    """
+    rows = items.rows() if isinstance(items, ItemList) else items
+    columns = REC_COLUMNS + ([score_label] if score_label else []) + (["because you rated"] if because else [])
     out = []
     for n, row in enumerate(rows, 1):
         year = row.get("year")
-        line = [row.get("rank", n), row.get("title", row["label"]), "" if year is None else str(year),
-                ", ".join(row.get("genres") or [])]
+        line = [row.get("rank", n), row.get("title", row.get("label", row.get("item"))),
+                "" if year is None else str(year), ", ".join(row.get("genres") or [])]
         if score_label:
             score = row.get("score")
-            given = score_label in ("rating", "your rating")  # a user's own rating: 4, not 4.00
+            given = score_label in ("rating", "your rating")
             line.append("" if score is None else f"{score:g}" if given else f"{score:.2f}")
+        if because:
+            line.append(because[n - 1])
         out.append(line)
     return pd.DataFrame(out, columns=columns)
 
 
 def _score_label(rec: Recommender) -> str:
-    return "predicted rating" if getattr(rec.model, "explicit", False) else "score"
+    return KIND_LABELS[rec.model.score_kind]
+
+
+def clamp_k(k: Any) -> int:
+    """The number of movies asked for, as an int in [K_MIN, K_MAX] (the page never trusts its input)."""
+    try:
+        n = int(float(k))
+    except (TypeError, ValueError):
+        n = 10
+    return max(K_MIN, min(K_MAX, n))
+
+
+def sample_user(rec: Recommender) -> str | None:
+    """The user the page opens with: the most active one (ties: lowest index)."""
+    if rec.train.n_users == 0:
+        return None
+    return str(rec.train.user_ids[int(rec.train.user_activity.argmax())])
 
 
 def describe_model(rec: Recommender) -> str:
@@ -93,24 +125,34 @@ def describe_user(rec: Recommender, user_id: str) -> str:
 
 
 # ---- answers (plain Python; the page calls these) ---------------------------------------------
-def answer_user(rec: Recommender, user_id: str | None, k: int) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """(message, top-k table, highest-rated table) for an existing user id typed or chosen."""
+def answer_user(rec: Recommender, user_id: str | None, k: Any) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """(message, top-k table, highest-rated table) for an existing user id typed in."""
     label = _score_label(rec)
+    k = clamp_k(k)
     uid = (user_id or "").strip()
     empty_recs, empty_rated = item_table([], label), item_table([], "rating")
     if not uid:
-        return "Choose or type a user id first.", empty_recs, empty_rated
+        return "Type a user id first.", empty_recs, empty_rated
     if uid not in rec.train.user_index:
-        result = rec.for_user(uid, int(k), fallback="popular")
+        result = rec.for_user(uid, k, fallback="popular")
         msg = (f"Unknown user id **{uid}**: this model knows {rec.train.n_users:,} users. "
                "Showing the most popular movies instead.")
-        return msg, item_table(result["items"], None), empty_rated
+        return msg, item_table(result, None), empty_rated
     try:
-        result = rec.for_user(uid, int(k))
-        rated = rec.rated_by(uid, int(k))
+        result = rec.for_user(uid, k)
+        rated = rec.rated_by(uid, k)
     except RecstackError as exc:
         return f"Cannot recommend: {exc}", empty_recs, empty_rated
-    return describe_user(rec, uid), item_table(result["items"], label), item_table(rated, "rating")
+    because = explain_rows(rec, uid, result)
+    return describe_user(rec, uid), item_table(result, result.label, because), item_table(rated, "rating")
+
+
+def explain_rows(rec: Recommender, user_id: str, items: ItemList) -> list[str] | None:
+    """"X and Y" per recommended item — the user's rated movies that raise its score the most —
+    for models with the explains ability, else None."""
+    if not has_ability(rec.model, "explains") or items.fallback:
+        return None
+    return [" and ".join(rec.because(user_id, i)) for i in items.ids.tolist()]
 
 
 def answer_search(rec: Recommender, query: str | None) -> tuple[str, list[tuple[str, str]], str | None]:
@@ -144,65 +186,70 @@ def answer_add(rec: Recommender, ratings: dict[str, float] | None, item_id: str 
 
 def ratings_table(rec: Recommender, ratings: dict[str, float]) -> pd.DataFrame:
     rows = [dict(rec.item_row(rec.train.item_of(i)), score=r) for i, r in ratings.items()]
-    return item_table(rows, "your rating")
+    return item_table(ItemList.from_rows(rows, "rating"), "your rating")
 
 
-def answer_new_user(rec: Recommender, ratings: dict[str, float] | None, k: int) -> tuple[str, pd.DataFrame]:
-    """(message, top-k table) for the new user, folded into the trained model."""
+def answer_new_user(rec: Recommender, ratings: dict[str, float] | None, k: Any) -> tuple[str, pd.DataFrame]:
+    """(message, top-k table) for the new user, folded into the trained model — or, for a model
+    that cannot fold in, the most popular movies they have not rated, saying so."""
     label = _score_label(rec)
     if not ratings:
         return "Rate at least one movie first (search, pick, rate, add).", item_table([], label)
     try:
-        result = rec.for_new_user(ratings, int(k))
+        result = rec.for_new_user(ratings, clamp_k(k))
     except RecstackError as exc:
         return f"Cannot recommend: {exc}", item_table([], label)
     n = len(ratings)
+    if result.fallback:
+        return (f"Model **{rec.model.name}** cannot fold in a new user, so this is not personal: "
+                f"showing the most popular movies you have not rated ({n} rating{'s' if n != 1 else ''} "
+                "taken into account only to leave them out)."), item_table(result, None)
     msg = f"Recommendations from your {n} rating{'s' if n != 1 else ''}, folded into the trained model."
-    return msg, item_table(result["items"], label)
+    return msg, item_table(result, result.label)
 
 
-def answer_similar(rec: Recommender, item_id: str | None, k: int) -> tuple[str, pd.DataFrame]:
-    """(message, table of the k nearest movies by the model's item embeddings)."""
+def answer_similar(rec: Recommender, item_id: str | None, k: Any) -> tuple[str, pd.DataFrame]:
+    """(message, table of the k movies nearest to `item_id` by the model's own similarity)."""
     if not item_id:
         return "Choose a movie first.", item_table([], "similarity")
     try:
-        result = rec.similar(item_id, int(k))
+        result = rec.similar(item_id, clamp_k(k))
     except RecstackError as exc:
         return f"Cannot find similar movies: {exc}", item_table([], "similarity")
-    return (f"Movies nearest to **{result['item']['label']}** in the model's embedding space.",
-            item_table(result["items"], "similarity"))
+    return (f"Movies nearest to **{result.item['label']}** by the model's item similarity.",
+            item_table(result, result.label))
 
 
 # ---- the page -----------------------------------------------------------------------------------
-def _user_choices(rec: Recommender) -> list[str]:
-    ids = rec.train.user_ids.tolist()
-    return sorted(ids, key=lambda s: (0, int(s), s) if s.isdigit() else (1, 0, s))
-
-
 def build_app(saved: SavedModel) -> gradio.Blocks:
     """The Gradio page for one saved model (call `.launch()` on it, or use `launch`)."""
     gr = _gradio()
     rec = Recommender(saved)
     label = _score_label(rec)
-    movies = sorted(((lab, str(i)) for lab, i in zip(rec.labels, rec.train.item_ids)), key=lambda c: c[0])
+    first_user = sample_user(rec)
 
-    def table(headers_label: str | None, elem_id: str, title: str) -> Any:
+    def table(headers_label: str | None, elem_id: str, title: str, explained: bool = False) -> Any:
         widths = ["7%", "45%", "10%", "24%", "14%"] if headers_label else ["7%", "55%", "10%", "28%"]
-        return gr.Dataframe(value=item_table([], headers_label), label=title, elem_id=elem_id,
+        empty = item_table([], headers_label)
+        if explained:
+            widths = ["5%", "28%", "7%", "17%", "10%", "33%"]
+            empty["because you rated"] = []
+        return gr.Dataframe(value=empty, label=title, elem_id=elem_id,
                             interactive=False, wrap=True, max_height=720, column_widths=widths)
 
     with gr.Blocks(title="recstack · movie recommendations", fill_width=True) as app:
         gr.Markdown("# recstack · movie recommendations\n" + describe_model(rec), elem_id="header")
-        k = gr.Slider(5, 50, value=10, step=5, label="how many movies", elem_id="k")
+        k = gr.Slider(K_MIN, K_MAX, value=10, step=1, label="how many movies", elem_id="k")
         with gr.Tabs():
             with gr.Tab("Existing user", id="tab-user"):
                 with gr.Row(equal_height=True):
-                    user = gr.Dropdown(_user_choices(rec), value=None, label="user id", elem_id="user-id",
-                                       allow_custom_value=True, filterable=True, scale=3)
+                    user = gr.Textbox(value=first_user, label=f"user id ({rec.train.n_users:,} users)",
+                                      placeholder=f"e.g. {first_user}", elem_id="user-id", scale=3)
                     user_go = gr.Button("Recommend", variant="primary", elem_id="user-go", scale=1)
                 user_msg = gr.Markdown(elem_id="user-msg", elem_classes="msg")
                 with gr.Row():
-                    user_recs = table(label, "user-recs", "recommended for this user (unseen movies)")
+                    user_recs = table(label, "user-recs", "recommended for this user (unseen movies)",
+                                      explained=has_ability(rec.model, "explains"))
                     user_rated = table("rating", "user-rated", "movies this user rated highest")
             with gr.Tab("New user", id="tab-new"):
                 ratings = gr.State({})
@@ -224,37 +271,48 @@ def build_app(saved: SavedModel) -> gradio.Blocks:
                     new_recs = table(label, "new-recs", "recommended for you (no retraining)")
             with gr.Tab("Similar movies", id="tab-sim"):
                 with gr.Row(equal_height=True):
-                    sim_pick = gr.Dropdown(movies, value=None, label="movie (type to filter)",
-                                           elem_id="sim-pick", filterable=True, scale=3)
+                    sim_search = gr.Textbox(label="search a movie title", placeholder="e.g. star wars",
+                                            elem_id="sim-search", scale=3)
+                    sim_search_go = gr.Button("Search", elem_id="sim-search-go", scale=1)
+                with gr.Row(equal_height=True):
+                    sim_pick = gr.Dropdown([], value=None, label="movie", elem_id="sim-pick", scale=3)
                     sim_go = gr.Button("Find similar", variant="primary", elem_id="sim-go", scale=1)
                 sim_msg = gr.Markdown(elem_id="sim-msg", elem_classes="msg")
-                sim_recs = table("similarity", "sim-recs", "nearest movies by embedding cosine")
+                sim_recs = table("similarity", "sim-recs", "nearest movies by the model's item similarity")
 
         def on_user(uid: str | None, n: float) -> tuple[Any, ...]:
-            return answer_user(rec, uid, int(n))
+            return answer_user(rec, uid, n)
 
         def on_search(q: str) -> tuple[Any, ...]:
             msg, choices, first = answer_search(rec, q)
             return msg, gr.Dropdown(choices=choices, value=first)
 
+        def on_sim_search(q: str) -> tuple[Any, ...]:
+            msg, choices, first = answer_search(rec, q)
+            return msg.replace("; pick one and rate it", "; pick one"), gr.Dropdown(choices=choices, value=first)
+
         def on_add(state: dict, item: str | None, r: float) -> tuple[Any, ...]:
             return answer_add(rec, state, item, r)
 
         def on_new(state: dict, n: float) -> tuple[Any, ...]:
-            return answer_new_user(rec, state, int(n))
+            return answer_new_user(rec, state, n)
 
         def on_clear() -> tuple[Any, ...]:
             return "Ratings cleared.", {}, ratings_table(rec, {}), item_table([], label)
 
         def on_similar(item: str | None, n: float) -> tuple[Any, ...]:
-            return answer_similar(rec, item, int(n))
+            return answer_similar(rec, item, n)
 
         user_go.click(on_user, [user, k], [user_msg, user_recs, user_rated])
+        user.submit(on_user, [user, k], [user_msg, user_recs, user_rated])
+        app.load(on_user, [user, k], [user_msg, user_recs, user_rated])  # a first visit shows a list
         search_go.click(on_search, [search], [new_msg, pick])
         search.submit(on_search, [search], [new_msg, pick])
         add.click(on_add, [ratings, pick, stars], [new_msg, ratings, rated])
         new_go.click(on_new, [ratings, k], [new_msg, new_recs])
         clear.click(on_clear, None, [new_msg, ratings, rated, new_recs])
+        sim_search_go.click(on_sim_search, [sim_search], [sim_msg, sim_pick])
+        sim_search.submit(on_sim_search, [sim_search], [sim_msg, sim_pick])
         sim_go.click(on_similar, [sim_pick, k], [sim_msg, sim_recs])
     return app
 

@@ -1,0 +1,1 @@
+"""A/B testing: deterministic assignment, statistics, reports and simulation (see `stats`, `assign`)."""
