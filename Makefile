@@ -10,14 +10,14 @@ export GRADIO_ANALYTICS_ENABLED = False
 export HF_HUB_OFFLINE = 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test test-fast bench bench-serve serve lint venv clean
+.PHONY: demo test test-fast bench bench-serve bench-scale serve lint venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, alone: the CPU build; a plain requirement would pull a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[deep,web,tune,serve,text,dev]'
+	$(PY) -m pip install -q -e '.[deep,web,tune,serve,text,spark,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -48,6 +48,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.scale $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -43,6 +43,25 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from recstack.data.parquet import write_parquet
+    from recstack.data.synthetic import synthetic_interactions
+
+    t0 = time.perf_counter()
+    data = synthetic_interactions(args.users, args.items, args.ratings, args.seed)
+    out = write_parquet(data, args.out)
+    info = {"path": str(out), "n": len(data), "n_users": data.n_users, "n_items": data.n_items,
+            "seed": args.seed, "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        _emit(info)
+    else:
+        _err(f"{len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} items in {info['seconds']}s")
+        print(out)
+    return 0
+
+
 # ---- shared model options ------------------------------------------------------------------------
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     """`--config` (one set of hyperparameters; its `chosen` record set aside) overridden by `--param`."""
@@ -68,9 +87,23 @@ def _protocol_params(args: argparse.Namespace) -> dict[str, Any]:
     return {"params": {**cf.params, **extra}, "provenance": cf.chosen}
 
 
+def _read_any(path: str, duplicates: str = "error"):
+    """A ratings file: Parquet (a .parquet file or a folder of them) or delimited text."""
+    p = Path(path)
+    if p.suffix == ".parquet" or p.is_dir():
+        from recstack.data.parquet import read_parquet
+
+        return read_parquet(p, duplicates=duplicates)
+    from recstack.data.files import read_interactions_file
+
+    return read_interactions_file(p, duplicates=duplicates)
+
+
 def _load_data(args: argparse.Namespace):
     from recstack.data.movielens import load_dataset
 
+    if getattr(args, "data", None):
+        return _read_any(args.data, getattr(args, "duplicates", "error"))
     if getattr(args, "train_file", None):
         from recstack.data.files import read_interactions_file
 
@@ -100,6 +133,27 @@ def _add_feature_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--item-vectors", metavar="FILE", help="dense item vectors: Parquet (id, vector) or .npy")
     p.add_argument("--item-vector-ids", metavar="FILE", help="ids for a .npy of vectors, one per line "
                    "(default: FILE with .ids.txt)")
+
+
+def _engine_fit(args: argparse.Namespace) -> Callable | None:
+    """`fit(model, train, valid)` for `--engine spark` (MLlib ALS), None for in-process fitting."""
+    if getattr(args, "engine", "local") != "spark":
+        return None
+    if args.model != "als":
+        raise RecstackError(f"--engine spark trains als only (MLlib ALS), not {args.model!r}")
+    from recstack.distributed.spark import fit_als_spark, spark_session
+
+    spark = spark_session(args.master)
+    return lambda model, train, valid: fit_als_spark(spark, train, model.config, staging=args.staging)
+
+
+def _add_engine_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "spark"], default="local",
+                   help="spark: fit with Spark MLlib ALS (als only); the model folder is the same")
+    p.add_argument("--master", default="local[*]", help="Spark master: local[*], local[N] or spark://HOST:7077")
+    p.add_argument("--staging", metavar="DIR",
+                   help="folder for files handed to Spark (default: a temporary one; on a cluster: "
+                        "a path every worker can read)")
 
 
 def _rerank(args: argparse.Namespace):
@@ -179,8 +233,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = make_model(args.model, params)
     _check_implicit(model, data, "rating")
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
+    fit = _engine_fit(args)
     t0 = time.perf_counter()
-    model.fit(data)
+    model = fit(model, data, None) if fit else model.fit(data)
     seconds = time.perf_counter() - t0
     info: dict[str, Any] = {"fit_seconds": round(seconds, 3)}
     for key in ("epochs_", "best_epoch_"):
@@ -218,17 +273,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.protocol == "custom":
         if not (args.train_file and args.test_file):
             raise RecstackError("protocol custom needs --train FILE and --test FILE")
-        from recstack.data.files import read_train_test
+        from recstack.data.files import read_train_test, share_vocabularies
 
-        train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
+        if any(Path(f).suffix == ".parquet" or Path(f).is_dir() for f in (args.train_file, args.test_file)):
+            train, test = share_vocabularies(_read_any(args.train_file, args.duplicates),
+                                             _read_any(args.test_file, args.duplicates))
+        else:
+            train, test = read_train_test(args.train_file, args.test_file, duplicates=args.duplicates)
         _check_implicit(None, train, args.task)
         train, test = _attach_features(args, train, test)
         record = run_protocol(args.model, "custom", **_protocol_params(args), seed=args.seed,
                               folds=[Fold("custom", train, test)], task=args.task, k=args.k,
-                              progress=progress, rerank=_rerank(args))
+                              progress=progress, fit=_engine_fit(args), rerank=_rerank(args))
     else:
         data = None
-        if args.dataset != "ml-100k" or args.data_path:
+        if args.data:
+            data = _read_any(args.data, args.duplicates)
+        elif args.dataset != "ml-100k" or args.data_path:
             from recstack.data.movielens import load_dataset
 
             data = load_dataset(args.dataset, args.data_path)
@@ -243,7 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise RecstackError("--given applies to --protocol cold-users only")
         record = run_protocol(args.model, protocol, data=data, **_protocol_params(args),
                               seed=args.seed, k=args.k, fold_limit=args.folds, progress=progress,
-                              rerank=_rerank(args))
+                              fit=_engine_fit(args), rerank=_rerank(args))
     if args.out:
         write_json_file(args.out, record, "result record")
     if args.json:
@@ -327,7 +388,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from recstack.recommend import Recommender
 
     rec = Recommender(load_model(args.dir))
-    result = rec.for_user(args.user, k=args.k, fallback=args.fallback, rerank=_rerank(args))
+    seen: set[str] = set()
+    if args.data:
+        data = _read_any(args.data, "keep-last")
+        if str(args.user) in data.user_index:
+            seen = set(data.item_ids[data.item[data.user == data.user_index[str(args.user)]]].tolist())
+    result = rec.for_user(args.user, k=args.k + len(seen), fallback=args.fallback, rerank=_rerank(args))
+    if seen:  # the user's up-to-date history (--data): also excluded
+        result = _without(result, seen, args.k)
     explanations: dict[str, dict[str, Any]] = {}
     if args.explain and not result.fallback:
         from recstack.models.base import require_ability
@@ -482,11 +550,55 @@ def _add_serve_commands(sub: Any) -> None:
     ex.set_defaults(func=cmd_events_export)
 
 
+def cmd_batch_recommend(args: argparse.Namespace) -> int:
+    import time
+
+    from recstack.distributed import batch
+    from recstack.persist import load_model
+
+    saved = load_model(args.dir)
+    model, train = saved.model, saved.train
+    data = _read_any(args.data, "keep-last") if args.data else None
+    t0 = time.perf_counter()
+    if args.engine == "local":
+        users, items, scores = batch.local_top_k(model, batch.seen_matrix(train, data), args.k)
+    else:
+        from recstack.distributed.spark import spark_session, spark_top_k
+
+        X, Y = batch.factor_arrays(model)
+        spark = spark_session(args.master)
+        users, items, scores = spark_top_k(spark, X, Y, batch.seen_interactions(train, data), args.k,
+                                           staging=args.staging)
+        scores = scores + batch.score_offset(model, users)
+    seconds = time.perf_counter() - t0
+    out = batch.write_top_k(args.out, train, users, items, scores)
+    info = {"out": str(out), "engine": args.engine, "users": int(len(users)), "k": args.k,
+            "rows": int((items >= 0).sum()), "seconds": round(seconds, 3)}
+    if args.json:
+        _emit(info)
+    else:
+        _err(f"top-{args.k} for {len(users):,} users in {seconds:.1f}s ({args.engine})")
+        print(out)
+    return 0
+
+
+def _without(result, seen: set[str], k: int):
+    """`result` (an ItemList) without the `seen` item ids, cut to k and ranked 1..k again."""
+    from dataclasses import replace
+
+    keep = [n for n, i in enumerate(result.ids.tolist()) if i not in seen][:k]
+    return replace(result, ids=result.ids[keep], scores=result.scores[keep], ranks=None,
+                   meta=tuple(result.meta[n] for n in keep) if result.meta else ())
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from recstack.web.app import launch
 
     launch(args.dir, host=args.host, port=args.port)
     return 0
+
+
+DATA_HELP = "a Parquet table of interactions (user, item[, rating, timestamp]): FILE.parquet or DIR"
 
 
 # ---- parser -----------------------------------------------------------------------------------
@@ -544,6 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--path", help="use this local folder (or zip) instead of downloading")
     fetch.add_argument("--json", action="store_true")
     fetch.set_defaults(func=cmd_data_fetch)
+    synth = dsub.add_parser("synth", help="write MovieLens-like synthetic ratings as DIR/ratings.parquet")
+    synth.add_argument("--users", type=int, default=162_541)
+    synth.add_argument("--items", type=int, default=59_047)
+    synth.add_argument("--ratings", type=int, default=25_000_095)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="folder (or .parquet file) to write")
+    synth.add_argument("--json", action="store_true")
+    synth.set_defaults(func=cmd_data_synth)
 
     models = sub.add_parser("models", help="list models: hyperparameters (type, default, meaning) and abilities")
     models.add_argument("--json", action="store_true")
@@ -553,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_opts(train)
     train.add_argument("--dataset", default="ml-100k")
     train.add_argument("--data-path", help="local folder holding the data set")
+    train.add_argument("--data", metavar="FILE|DIR", help=DATA_HELP)
     train.add_argument("--train", dest="train_file", metavar="FILE", help="train on your own ratings file")
     train.add_argument("--duplicates", choices=["error", "keep-last"], default="error")
     train.add_argument("--out", required=True, help="folder to write the model to")
@@ -561,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(--param event_weights=click=0.5,view=0.2 for ranking models)")
     train.add_argument("--base", action="store_true", help="with --db: also train on the --dataset rows")
     _add_feature_opts(train)
+    _add_engine_opts(train)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="run a named protocol and report metrics")
@@ -571,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cold-users: how many first ratings each held-out user brings (default 5)")
     ev.add_argument("--dataset", default="ml-100k")
     ev.add_argument("--data-path", help="local folder holding the data set")
+    ev.add_argument("--data", metavar="FILE|DIR", help=DATA_HELP)
     ev.add_argument("--train", dest="train_file", metavar="FILE", help="custom protocol: training file")
     ev.add_argument("--test", dest="test_file", metavar="FILE", help="custom protocol: test file")
     ev.add_argument("--task", choices=["rating", "topn"], default="rating", help="custom protocol's task")
@@ -585,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stream protocol: how the model learns each day's events (default incremental)")
     ev.add_argument("--retrain-every", type=int, default=1, metavar="N",
                     help="stream protocol with --update retrain: refit every N days (default 1)")
+    _add_engine_opts(ev)
     _add_rerank_opts(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -604,6 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("dir", help="model folder written by `recstack train`")
     rec.add_argument("--user", required=True, help="external user id")
     rec.add_argument("-k", type=_int_at_least(1), default=10)
+    rec.add_argument("--data", metavar="FILE|DIR",
+                     help="interactions (Parquet or a ratings file) whose items for this user are also excluded")
     rec.add_argument("--fallback", choices=["none", "popular"], default="none",
                      help="what an unknown user gets")
     rec.add_argument("--json", action="store_true")
@@ -612,6 +738,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_recommend)
 
     _add_serve_commands(sub)
+    br = sub.add_parser("batch-recommend", help="top-k for every user of a saved model, as Parquet")
+    br.add_argument("dir", help="model folder written by `recstack train`")
+    br.add_argument("-k", type=int, default=10)
+    br.add_argument("--data", metavar="FILE|DIR",
+                    help="what each user has seen (default: the model's own training data)")
+    br.add_argument("--out", required=True, help="Parquet file to write (user, item, rank, score)")
+    br.add_argument("--json", action="store_true")
+    _add_engine_opts(br)
+    br.set_defaults(func=cmd_batch_recommend)
 
     ab = sub.add_parser("ab", help="A/B tests: plan sample sizes")
     absub = ab.add_subparsers(dest="ab_command", required=True)

@@ -304,6 +304,7 @@ def run_protocol(
     k: int | None = None,
     fold_limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    fit: Callable[[Model, Interactions, Interactions | None], Model] | None = None,
     rerank: Rerank | None = None,
     fold_params: Mapping[str, Mapping[str, Any]] | None = None,
     provenance: Mapping[str, Any] | None = None,
@@ -311,6 +312,8 @@ def run_protocol(
     """Fit `model_name` with `params` on each fold of `protocol` and return the result record.
 
     `data` defaults to the protocol's data set; `folds` (with `task`) runs a custom protocol.
+    `fit(model, train, valid)` replaces `model.fit` (another engine, e.g. Spark) and returns the
+    fitted model.
     `rerank` re-ranks each top-N list (diversity/novelty, `recstack.rerank`); the record says so.
     `fold_params` (a per-fold config: fold name → hyperparameters) gives each fold its own
     choice, `params` overriding it; the record's `config` is then `{"folds": {name: config}}`.
@@ -351,7 +354,7 @@ def run_protocol(
     for fold in folds:
         model = cls(configs[fold.name])
         t0 = time.perf_counter()
-        model.fit(fold.train, fold.valid)
+        model = fit(model, fold.train, fold.valid) if fit else model.fit(fold.train, fold.valid)
         fit_s = time.perf_counter() - t0
         if fold_metrics is not None:
             m, pred_s = fold_metrics(model, fold, k)

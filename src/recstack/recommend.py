@@ -12,6 +12,7 @@ from recstack.errors import ConfigError, RecstackError, UnknownIdError
 from recstack.itemlist import ItemList, ScoreKind
 from recstack.models.base import Model, has_ability, require_ability
 from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
+from recstack.topk import top_k_rows
 
 if TYPE_CHECKING:
     from recstack.persist import SavedModel
@@ -24,39 +25,12 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     indices (-1 where a row has fewer than k rankable items) and float32 scores (NaN there).
     Ties break by lower item index.
     """
-    s = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64, copy=False)
-    n_users, n_items = s.shape
-    kk = min(k, n_items)
-    if kk == 0:
-        return np.full((n_users, k), -1, np.int64), np.full((n_users, k), np.nan, np.float32)
-    if kk < n_items:
-        # argpartition picks an arbitrary subset of the items tied at the k-th value; keep the
-        # lowest indices among those ties so the result is the first k of a full stable sort
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
-        above = s > kth
-        tied = s == kth
-        need = kk - above.sum(axis=1)
-        rows = np.flatnonzero(tied.sum(axis=1) > need)  # rows where the cut splits a tie
-        if len(rows):
-            t = tied[rows]
-            chosen = above[rows] | (t & (np.cumsum(t, axis=1) <= need[rows, None]))
-            part[rows] = np.nonzero(chosen)[1].reshape(len(rows), kk)
-    else:
-        part = np.tile(np.arange(n_items), (n_users, 1))
-    vals = np.take_along_axis(s, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    idx = idx.astype(np.int64)
-    bad = ~np.isfinite(vals)
-    idx[bad] = -1
-    out_vals = vals.astype(np.float32)
-    out_vals[bad] = np.nan
-    if kk < k:
-        idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
-        out_vals = np.pad(out_vals, ((0, 0), (0, k - kk)), constant_values=np.nan)
-    return idx, out_vals
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    if k <= 0:
+        return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
+    return top_k_rows(np.ascontiguousarray(scores), int(k))
 
 
 def recommend(
@@ -76,7 +50,9 @@ def recommend(
     all_idx, all_val = [], []
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
-        scores = model.score(batch).astype(np.float64)
+        scores = model.score(batch)  # float32: -inf masks as well, at half the memory traffic
+        if not (scores.flags.owndata and scores.flags.writeable):  # never write into a model's arrays
+            scores = scores.copy()
         if exclude is not None:
             known = batch < exclude.shape[0]
             sub = exclude[batch[known]].tocoo()

@@ -89,6 +89,11 @@ def read_train_test(train_path: str | Path, test_path: str | Path, *,
     """
     train = read_interactions_file(train_path, duplicates=duplicates)
     test = read_interactions_file(test_path, duplicates=duplicates)
+    return share_vocabularies(train, test)
+
+
+def share_vocabularies(train: Interactions, test: Interactions) -> tuple[Interactions, Interactions]:
+    """Re-index two `Interactions` over one vocabulary: `train`'s ids first, then ids only in `test`."""
     uvocab = _union(train.user_ids, test.user_ids)
     ivocab = _union(train.item_ids, test.item_ids)
     parts = []

@@ -132,69 +132,80 @@ def als_solve_slow(indptr, indices, weight, target, X, Y, base, reg, reg_per_cou
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def als_cg(indptr, indices, conf, X, Y, YtY, cg_steps):  # pragma: no cover - numba
+def als_cg(indptr, indices, conf, X, Y, YtY, cg_steps, reg_per_count=0.0):  # pragma: no cover - numba
     """Implicit-feedback half-step by conjugate gradient, warm-started from X, in place.
 
-    Solves (YtY + Σ_j (c_uj - 1) y_j y_jᵀ) x_u = Σ_j c_uj y_j for every row u, `cg_steps` steps;
-    YtY (f, f) must already hold YᵀY + λI. indptr, indices, conf: the CSR of confidences.
+    Solves (YtY + λ_u I + Σ_j (c_uj - 1) y_j y_jᵀ) x_u = Σ_j c_uj y_j for every row u, `cg_steps`
+    steps; YtY (f, f) must already hold YᵀY + λI, and λ_u = reg_per_count·n_u adds a count-scaled
+    part (0: none). indptr, indices, conf: the CSR of confidences (int32 or int64 indices).
+    Arithmetic in float32, as `implicit`: twice the SIMD width of float64 and no conversions.
     """
     n, k = X.shape
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    tiny = np.float32(1e-20)
     for c in numba.prange((n + CHUNK - 1) // CHUNK):
-        r = np.empty(k)
-        p = np.empty(k)
-        Ap = np.empty(k)
+        r = np.empty(k, np.float32)
+        p = np.empty(k, np.float32)
+        Ap = np.empty(k, np.float32)
+        x = np.empty(k, np.float32)
         for u in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
             start, end = indptr[u], indptr[u + 1]
+            lam = np.float32(reg_per_count * (end - start))
+            for a in range(k):
+                x[a] = X[u, a]
             # residual r = b - A x
             for a in range(k):
-                s = 0.0
+                s = -lam * x[a]
                 for e in range(k):
-                    s -= YtY[a, e] * X[u, e]
+                    s -= YtY[a, e] * x[e]
                 r[a] = s
             for jj in range(start, end):
                 j = indices[jj]
                 cj = conf[jj]
-                yx = 0.0
+                yx = zero
                 for a in range(k):
-                    yx += Y[j, a] * X[u, a]
-                coef = cj - (cj - 1.0) * yx
+                    yx += Y[j, a] * x[a]
+                coef = cj - (cj - one) * yx
                 for a in range(k):
                     r[a] += coef * Y[j, a]
-            rs_old = 0.0
+            rs_old = zero
             for a in range(k):
                 p[a] = r[a]
                 rs_old += r[a] * r[a]
-            if rs_old < 1e-20:
+            if rs_old < tiny:
                 continue
             for _ in range(cg_steps):
                 for a in range(k):
-                    s = 0.0
+                    s = lam * p[a]
                     for e in range(k):
                         s += YtY[a, e] * p[e]
                     Ap[a] = s
                 for jj in range(start, end):
                     j = indices[jj]
-                    yp = 0.0
+                    yp = zero
                     for a in range(k):
                         yp += Y[j, a] * p[a]
-                    yp *= conf[jj] - 1.0
+                    yp *= conf[jj] - one
                     for a in range(k):
                         Ap[a] += yp * Y[j, a]
-                pAp = 0.0
+                pAp = zero
                 for a in range(k):
                     pAp += p[a] * Ap[a]
                 alpha = rs_old / pAp
-                rs_new = 0.0
+                rs_new = zero
                 for a in range(k):
-                    X[u, a] += alpha * p[a]
+                    x[a] += alpha * p[a]
                     r[a] -= alpha * Ap[a]
                     rs_new += r[a] * r[a]
-                if rs_new < 1e-20:
+                if rs_new < tiny:
                     break
                 beta = rs_new / rs_old
                 for a in range(k):
                     p[a] = r[a] + beta * p[a]
                 rs_old = rs_new
+            for a in range(k):
+                X[u, a] = x[a]
 
 
 @dataclass(frozen=True)
@@ -202,7 +213,8 @@ class ALSConfig(Config):
     """Hyperparameters of `als`. `alpha` and `confidence` only matter in implicit mode, `cg_steps`
     only with solver "cg"; `cg_steps` = 3 as in `implicit`.
 
-    `reg` is λ: per rating in explicit mode (ALS-WR, λ·n_u), absolute in implicit mode. Left at
+    `reg` is λ: per rating in explicit mode (ALS-WR, λ·n_u), absolute in implicit mode unless
+    `reg_scaling="count"` (λ·n_u per user and λ·n_i per item, as Spark MLlib does). Left at
     None it becomes the mode's default when the config is built (explicit 0.1, implicit 30).
     Implicit defaults were chosen on a stratified 75/25 validation split (seed 7) of msr-75's
     training part: factors {8…128} × reg {0.1…200} × alpha {0.3…30} × confidence × epochs
@@ -217,6 +229,7 @@ class ALSConfig(Config):
     confidence: Literal["rating", "binary"] = "rating"
     solver: Literal["cg", "exact"] = "cg"
     cg_steps: int = 3
+    reg_scaling: Literal["absolute", "count"] = "absolute"
     init_std: float = 0.01
     seed: int = 0
 
@@ -263,8 +276,10 @@ class ALS(MF):
         # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
         X = rng.normal(0.0, c.init_std, (train.n_users, c.factors)).astype(np.float32)
         Y = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(np.float32)
-        ui = train.csr.astype(np.float32)
-        ui.data = (ui.data - np.float32(mu)) if self.explicit else self._confidence(ui.data)
+        csr = train.csr  # shares its index arrays: only the values are new
+        values = csr.data.astype(np.float32, copy=False)
+        values = (values - np.float32(mu)) if self.explicit else self._confidence(values)
+        ui = sp.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape)
         iu = ui.T.tocsr()
         parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
         bar = Bar(f"{self.name} epochs", total=c.epochs)
@@ -292,10 +307,12 @@ class ALS(MF):
                       c.reg)
             return
         YtY = Y.T.astype(np.float64) @ Y
+        fixed, per_count = (0.0, c.reg) if c.reg_scaling == "count" else (c.reg, 0.0)
         if c.solver == "exact":
-            als_solve(indptr, indices, data - 1, data, X, Y, YtY.astype(np.float32), c.reg, 0.0)
+            als_solve(indptr, indices, data - 1, data, X, Y, YtY.astype(np.float32), fixed, per_count)
         else:
-            als_cg(indptr, indices, data, X, Y, (YtY + c.reg * np.eye(k)).astype(np.float32), c.cg_steps)
+            als_cg(indptr, indices, data, X, Y, (YtY + fixed * np.eye(k)).astype(np.float32), c.cg_steps,
+                   per_count)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Rating estimates (explicit mode only); implicit mode raises `RecstackError`."""
@@ -331,7 +348,9 @@ class ALS(MF):
                            np.zeros((k, k)), 0.0, self.config.reg)
         else:
             conf = self._confidence(r)
-            als_solve_slow(indptr, items, conf - 1, conf, x, Y, Y.T @ Y, self.config.reg, 0.0)
+            fixed, per_count = ((0.0, self.config.reg) if self.config.reg_scaling == "count"
+                                else (self.config.reg, 0.0))
+            als_solve_slow(indptr, items, conf - 1, conf, x, Y, Y.T @ Y, fixed, per_count)
         return x[0], 0.0
 
     # ---- incremental updates (partial_fit) --------------------------------------------------
@@ -443,4 +462,5 @@ class ALS(MF):
 
 
 def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data
+    """indptr as int64 (nnz may pass 2³¹), indices as they are (int32 from scipy: no 8-byte copy)."""
+    return m.indptr.astype(np.int64), m.indices, m.data

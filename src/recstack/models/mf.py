@@ -191,9 +191,17 @@ class Strata:
     drawn groups put rows of both threads in one line and were measured slower than one thread.
     """
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, g: int) -> None:
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, g: int,
+                 tile: int = 0) -> None:
         self.g = g
         block = self._group(users, n_users) * g + self._group(items, n_items)
+        if tile > 0:  # inside a block, (tile users × tile items) sub-blocks one after another
+            block = block * tile_count(n_users, n_items, tile) + tile_key(users, items, n_items, tile)
+            g2 = g * g * tile_count(n_users, n_items, tile)
+            self.order = np.argsort(block, kind="stable")
+            starts = np.searchsorted(block[self.order], np.arange(g * g + 1) * (g2 // (g * g)))
+            self.bounds = starts
+            return
         self.order = np.argsort(block, kind="stable")  # stable: rows keep their random order
         self.bounds = np.searchsorted(block[self.order], np.arange(g * g + 1))
 
@@ -202,6 +210,17 @@ class Strata:
         cum = np.cumsum(np.bincount(ids, minlength=n))
         inner = np.searchsorted(cum, cum[-1] * np.arange(1, self.g) / self.g) + 1
         return np.searchsorted(inner, ids, side="right")
+
+
+def tile_count(n_users: int, n_items: int, tile: int) -> int:
+    """Number of (tile users × tile items) sub-blocks of an n_users × n_items matrix."""
+    return -(-n_users // tile) * -(-n_items // tile)
+
+
+def tile_key(users: np.ndarray, items: np.ndarray, n_items: int, tile: int) -> np.ndarray:
+    """(n,) int64 sub-block of each row: rows sharing one keep their factor rows in cache
+    (tile·factors·4 bytes per side: 2 × 512 KB at tile 2048, 64 factors)."""
+    return (users // tile).astype(np.int64) * -(-n_items // tile) + items // tile
 
 
 @contextmanager
@@ -291,6 +310,7 @@ class MFConfig(Config):
     refit: bool = True
     shuffle: Literal["epoch", "once"] = "epoch"
     threads: int = 1
+    tile: int = 0  # > 0: cache-aware order, rows grouped by (tile users × tile items) sub-block
     seed: int = 0
 
     def check(self) -> None:
@@ -301,6 +321,9 @@ class MFConfig(Config):
         require(self.init_std >= 0, "init_std", self.init_std, "must be ≥ 0")
         require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
         require(self.threads >= 1, "threads", self.threads, "must be ≥ 1")
+        require(self.tile >= 0, "tile", self.tile, "must be ≥ 0 (0: off)")
+        require(self.tile == 0 or self.shuffle == "once", "tile", self.tile,
+                "needs shuffle='once' (a reshuffle would undo the cache-aware order)")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
 
 
@@ -366,8 +389,11 @@ class MF(Model):
         shuffle_rows(int(rng.integers(1 << 63)), users, items, ratings)
         strata = None
         if c.threads > 1:
-            strata = Strata(users, items, train.n_users, train.n_items, c.threads)
+            strata = Strata(users, items, train.n_users, train.n_items, c.threads, c.tile)
             users, items, ratings = users[strata.order], items[strata.order], ratings[strata.order]
+        elif c.tile > 0:
+            order = np.argsort(tile_key(users, items, train.n_items, c.tile), kind="stable")
+            users, items, ratings = users[order], items[order], ratings[order]
         scalars = (f32(mu), f32(c.learning_rate), f32(c.reg), f32(reg_bias), self.biased)
         stopper = EarlyStopping(c.patience, c.early_stopping)
         train_hist, valid_hist = [], []

@@ -63,6 +63,7 @@ import torch
 
 from recstack import metrics as M
 from recstack.data.interactions import Interactions
+from recstack.distributed import ddp
 from recstack.errors import ConfigError, DataError, RecstackError
 from recstack.models.base import Model
 from recstack.models.config import Config, require
@@ -90,6 +91,8 @@ class TorchConfig(Config):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
+    engine: Literal["local", "ddp", "spark"] = "local"  # ddp / spark: data-parallel (distributed/ddp.py)
+    processes: int = 2  # data-parallel processes; each takes batch_size / processes rows of a batch
 
     def check(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
@@ -100,6 +103,7 @@ class TorchConfig(Config):
         require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
         require(self.threads >= 0, "threads", self.threads, "must be ≥ 0 (0: min(2, cpu count))")
+        require(self.processes >= 1, "processes", self.processes, "must be ≥ 1")
 
 
 def resolve_device(name: str, loading: bool = False) -> torch.device:
@@ -254,6 +258,9 @@ class TorchModel(Model):
         c = self.config
         self._device = None
         self._history = None
+        if c.engine != "local":  # data-parallel: the same fit in several processes (distributed/ddp.py)
+            ddp.fit_distributed(self, train, valid)
+            return
         full = positives(train, c.min_rating)
         if len(full) == 0:
             raise RecstackError(f"no training interactions with rating ≥ min_rating={c.min_rating}")
@@ -289,6 +296,7 @@ class TorchModel(Model):
         self.setup(train)
         self.network_ = self.build_network().to(self.device)
         self.init_network(train, valid)
+        self.network_ = ddp.wrap(self.network_)  # inside a process group only
         optimizer = self.make_optimizer()
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.step = 0
@@ -305,7 +313,7 @@ class TorchModel(Model):
             lrs.append(optimizer.param_groups[0]["lr"])
             self.network_.train()
             total, batches = 0.0, 0
-            for batch in self.train_batches(train, generator):
+            for batch in ddp.shard(self.train_batches(train, generator)):
                 optimizer.zero_grad(set_to_none=True)
                 loss = self.batch_loss(batch)
                 loss.backward()
@@ -329,6 +337,7 @@ class TorchModel(Model):
             elif c.early_stopping and epoch - best_epoch >= c.patience:
                 break
         bar.close()
+        self.network_ = ddp.unwrap(self.network_)
         self.epochs_ = epoch
         if c.early_stopping and best_state is not None:
             self.network_.load_state_dict(best_state)

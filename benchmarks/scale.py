@@ -1,0 +1,265 @@
+"""Scale curves on one machine: fit time and peak memory from 1e5 to 2.5e7 ratings (`make bench-scale`).
+
+Data: the synthetic MovieLens-like generator at ML-25M's shape scaled down (users ∝ ratings,
+items ∝ √ratings; 162,541 × 59,047 at 25M), written once as Parquet by `recstack data synth`.
+
+Every point is its own process, started twice; the second run counts (compiled kernels come
+from numba's cache), and its peak resident memory (`/usr/bin/time`, the whole process: load +
+fit + save) is recorded. Ours: `recstack train MODEL --data DIR --json` → `fit_seconds` (the fit
+alone), then `recstack batch-recommend --engine local` → top-10 for every user. References, in
+the same run, on the same Parquet file: implicit's ALS (fit + `recommend` for all users, seen
+items filtered) and Surprise's SVD (up to 5M ratings). 64 factors and 2 threads everywhere.
+
+    python -m benchmarks.scale [--sizes 1e5,1e6,1e7,2.5e7] [--models als,biased-mf,...]
+    python -m benchmarks.scale --report      # table + log-log plot from the saved records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "scale.json"
+PLOT = ROOT / "results" / "scale.png"
+DATA = Path(os.environ.get("RECSTACK_DATA", Path.home() / ".cache" / "recstack")) / "synth"
+SIZES = (100_000, 1_000_000, 10_000_000, 25_000_095)  # the last: ML-25M's count
+FACTORS, THREADS = 64, 2
+EASE_MAX_ITEMS = 20_000  # items² float64 Gram + inverse: 2 × 3.2 GB at 20k items
+
+# label -> (recstack model, params, epochs counted)
+MF = {"factors": FACTORS, "epochs": 3, "threads": THREADS, "early_stopping": False}
+OURS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "als": ("als", {"factors": FACTORS, "epochs": 5, "confidence": "binary", "alpha": 1.0, "reg": 1.0}, 5),
+    "biased-mf": ("biased-mf", MF, 3),
+    "biased-mf tile=2048": ("biased-mf", {**MF, "tile": 2048}, 3),
+    "item-knn": ("item-knn", {}, 1),
+    "ease": ("ease", {}, 1),
+    "lightgcn": ("lightgcn", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
+    "sasrec": ("sasrec", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
+}
+REFERENCES = ("implicit-als", "surprise-svd")
+SURPRISE_MAX = 5_000_000
+
+
+def shape(n_ratings: int) -> tuple[int, int]:
+    """(users, items) of the scaled ML-25M shape for `n_ratings`."""
+    f = n_ratings / 25_000_095
+    return max(500, round(162_541 * f)), max(400, round(59_047 * np.sqrt(f)))
+
+
+def dataset(n_ratings: int) -> Path:
+    """The Parquet folder for this size, generated once (seed 0)."""
+    users, items = shape(n_ratings)
+    folder = DATA / f"r{n_ratings}"
+    if not (folder / "ratings.parquet").exists():
+        subprocess.run([sys.executable, "-m", "recstack", "data", "synth", "--users", str(users), "--items",
+                        str(items), "--ratings", str(n_ratings), "--seed", "0", "--out", str(folder)],
+                       check=True, env=_env())
+    return folder
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
+                OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
+def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float | None, str]:
+    """Run `cmd` under /usr/bin/time: (its JSON stdout, peak RSS in MB, error text)."""
+    full = ["/usr/bin/time", "-f", "maxrss_kb=%M", "nice", "-n", "5", *cmd]
+    try:
+        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=_env())
+    except subprocess.TimeoutExpired:
+        return None, None, f"timeout after {timeout:.0f}s"
+    m = re.findall(r"maxrss_kb=(\d+)", proc.stderr)
+    peak = int(m[-1]) / 1024 if m else None
+    if proc.returncode != 0:
+        return None, peak, proc.stderr.strip().splitlines()[-2:] and " ".join(proc.stderr.strip().splitlines()[-2:])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), peak, ""
+
+
+def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
+    model, params, epochs = OURS[label]
+    users, items = shape(n)
+    if model == "ease" and items > EASE_MAX_ITEMS:
+        return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
+    with tempfile.TemporaryDirectory(prefix="recstack-scale-") as tmp:
+        cmd = [sys.executable, "-m", "recstack", "train", model, "--data", str(folder), "--out", f"{tmp}/m", "--json",
+               *[f"-p{k}={v}" for k, v in params.items()]]
+        rec: dict[str, Any] = {}
+        for _ in range(2):  # the second run counts: kernels from the cache
+            out, peak, err = _timed(cmd, timeout)
+            if out is None:
+                return {"error": err, "peak_mb": peak}
+        rec = {"fit_seconds": out["fit_seconds"], "per_epoch": out["fit_seconds"] / epochs, "peak_mb": peak}
+        if model == "biased-mf":
+            rec["updates_per_s"] = epochs * n / out["fit_seconds"]
+        if model in ("als", "biased-mf"):
+            top, tpeak, err = _timed([sys.executable, "-m", "recstack", "batch-recommend", f"{tmp}/m", "-k", "10",
+                                      "--engine", "local", "--out", f"{tmp}/top.parquet", "--json"], timeout)
+            rec["top10_all_seconds"] = None if top is None else top["seconds"]
+            rec["top10_peak_mb"] = tpeak
+    return rec
+
+
+# ---- reference jobs (run in their own process: `--job NAME DIR`) ------------------------------------
+def _csr(folder: Path):
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    from recstack.data.parquet import encode_ids
+
+    t = pq.read_table(folder / "ratings.parquet", columns=["user", "item", "rating"])
+    u, uv = encode_ids(t["user"].to_numpy())
+    i, iv = encode_ids(t["item"].to_numpy())
+    r = t["rating"].to_numpy().astype(np.float32)
+    del t
+    return sp.csr_matrix((r, (u, i)), shape=(len(uv), len(iv)), dtype=np.float32)
+
+
+def job_implicit(folder: Path) -> dict[str, Any]:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    m = _csr(folder)
+    m.data[:] = 1.0  # binary, as our als with confidence="binary"
+    iterations = OURS["als"][2]
+    model = AlternatingLeastSquares(factors=FACTORS, iterations=iterations, regularization=1.0, alpha=1.0,
+                                    num_threads=THREADS, random_state=0, calculate_training_loss=False)
+    t0 = time.perf_counter()
+    model.fit(m, show_progress=False)
+    fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.recommend(np.arange(m.shape[0]), m, N=10, filter_already_liked_items=True)
+    top = time.perf_counter() - t0
+    return {"fit_seconds": fit, "per_epoch": fit / iterations, "top10_all_seconds": top}
+
+
+def job_surprise(folder: Path) -> dict[str, Any]:
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from surprise import SVD, Dataset, Reader
+
+    frame = pq.read_table(folder / "ratings.parquet", columns=["user", "item", "rating"]).to_pandas()
+    trainset = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    del frame
+    _ = pd
+    model = SVD(n_factors=FACTORS, n_epochs=3, random_state=0)
+    t0 = time.perf_counter()
+    model.fit(trainset)
+    fit = time.perf_counter() - t0
+    return {"fit_seconds": fit, "per_epoch": fit / 3, "updates_per_s": 3 * trainset.n_ratings / fit}
+
+
+JOBS = {"implicit-als": job_implicit, "surprise-svd": job_surprise}
+
+
+def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
+    if name == "surprise-svd" and n > SURPRISE_MAX:
+        return {"skipped": f"Surprise SVD measured up to {SURPRISE_MAX:,} ratings"}
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--job", name, str(folder)]
+    out = None
+    for _ in range(2):
+        out, peak, err = _timed(cmd, timeout)
+        if out is None:
+            return {"error": err, "peak_mb": peak}
+    return {**out, "peak_mb": peak}
+
+
+# ---- report ------------------------------------------------------------------------------------------
+def exponents(records: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Least-squares slope of log(fit seconds) on log(ratings) per model (≥ 2 points)."""
+    out = {}
+    for model, points in records.items():
+        xs = [(int(n), p["fit_seconds"]) for n, p in points.items() if p.get("fit_seconds")]
+        if len(xs) >= 2:
+            n, s = np.log([x[0] for x in xs]), np.log([x[1] for x in xs])
+            out[model] = float(np.polyfit(n, s, 1)[0])
+    return out
+
+
+def table(records: dict[str, dict[str, Any]]) -> str:
+    sizes = sorted({int(n) for pts in records.values() for n in pts})
+    head = "| model | " + " | ".join(f"{n:.0e} ratings" for n in sizes) + " | exponent |"
+    lines = [head, "|---" * (len(sizes) + 2) + "|"]
+    exps = exponents(records)
+    for model, pts in records.items():
+        cells = []
+        for n in sizes:
+            p = pts.get(str(n), pts.get(n, {}))
+            if "fit_seconds" in p:
+                cell = f"{p['fit_seconds']:.2f} s, {p['peak_mb'] / 1024:.2f} GB" if p.get("peak_mb") else \
+                    f"{p['fit_seconds']:.2f} s"
+                if p.get("top10_all_seconds") is not None:
+                    cell += f"; top-10 all {p['top10_all_seconds']:.1f} s"
+                if p.get("updates_per_s"):
+                    cell += f"; {p['updates_per_s'] / 1e6:.1f}M upd/s"
+            else:
+                cell = p.get("skipped") or p.get("error") or "-"
+            cells.append(cell)
+        exp = f"{exps[model]:.2f}" if model in exps else "-"
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {exp} |")
+    return "\n".join(lines)
+
+
+def plot(records: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = exponents(records)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for model, pts in records.items():
+        xs = sorted((int(n), p["fit_seconds"]) for n, p in pts.items() if p.get("fit_seconds"))
+        if xs:
+            label = f"{model} (n^{exps[model]:.2f})" if model in exps else model
+            ax.loglog([x[0] for x in xs], [x[1] for x in xs], "o-", label=label)
+    ax.set_xlabel("ratings")
+    ax.set_ylabel("fit seconds (second run)")
+    ax.set_title(f"recstack fit time vs data size ({FACTORS} factors, {THREADS} threads)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    p.add_argument("--models", default=",".join([*OURS, *REFERENCES]))
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
+    p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.job:
+        print(json.dumps(JOBS[args.job[0]](Path(args.job[1]))))
+        return 0
+    records: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.report:
+        for n in [int(float(s)) for s in args.sizes.split(",")]:
+            folder = dataset(n)
+            for model in args.models.split(";" if ";" in args.models else ","):
+                t0 = time.time()
+                rec = (run_reference(model, folder, n, args.timeout) if model in REFERENCES
+                       else run_ours(model, folder, n, args.timeout))
+                records.setdefault(model, {})[str(n)] = rec
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                RESULTS.write_text(json.dumps(records, indent=1))
+                print(f"{model} @ {n:,}: {rec} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    print(table(records))
+    plot(records, PLOT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

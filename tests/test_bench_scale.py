@@ -1,0 +1,16 @@
+"""benchmarks/scale.py: growth exponents, the table and the scaled ML-25M shape."""
+
+from __future__ import annotations
+
+
+def test_scale_exponents_and_table_from_records():
+    from benchmarks.scale import exponents, shape, table
+
+    records = {"lin": {str(n): {"fit_seconds": n / 1e5, "peak_mb": 1024.0} for n in (100_000, 1_000_000, 10_000_000)},
+               "sq": {str(n): {"fit_seconds": (n / 1e5) ** 2} for n in (100_000, 1_000_000)},
+               "ease": {"100000": {"skipped": "items² memory"}}}
+    exps = exponents(records)
+    assert abs(exps["lin"] - 1.0) < 1e-9 and abs(exps["sq"] - 2.0) < 1e-9 and "ease" not in exps
+    text = table(records)
+    assert "| lin | 1.00 s, 1.00 GB" in text and "items² memory" in text and "| 1.00 |" in text
+    assert shape(25_000_095) == (162_541, 59_047)
