@@ -139,7 +139,9 @@ def build_plan(args: argparse.Namespace, config_dir: Path) -> tuple[list[Job], l
             params, source = {}, "library defaults"
             if ref in MIRRORED and paired and missing_reason(paired) is None:
                 ours_cf, ours_source = config_for(paired, protocol, config_dir)
-                ours = get_model_class(paired)(ours_cf.params).config.to_dict()
+                # a per-fold config: mirror the first fold's choice
+                ours_params = next(iter(ours_cf.folds.values())) if ours_cf.folds else ours_cf.params
+                ours = get_model_class(paired)(ours_params).config.to_dict()
                 params = references.mirror_params(ref, ours)
                 source = f"same {', '.join(sorted(params))} as {paired} ({ours_source})" if params else source
             jobs.append(Job(ref, protocol, cls.library, params, source))
