@@ -31,6 +31,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
 from recstack.models.config import Config, require
 from recstack.models.incremental import (
+    cholesky_solve,
     gram_add,
     gram_delta,
     gram_stats,
@@ -47,33 +48,6 @@ from recstack.progress import Bar
 CHUNK = 64  # rows per parallel task: scratch arrays are allocated once per chunk
 EXPLICIT_REG = 0.1  # λ per rating (ALS-WR)
 IMPLICIT_REG = 30.0  # λ (Hu et al.)
-
-
-@numba.njit(cache=True, fastmath=True, error_model="numpy")
-def cholesky_solve(A, b, out):  # pragma: no cover - numba
-    """Solve A x = b for symmetric positive definite A (k, k) into `out` (k,); A and b are overwritten."""
-    k = len(b)
-    for j in range(k):
-        s = A[j, j]
-        for m in range(j):
-            s -= A[j, m] * A[j, m]
-        d = np.sqrt(s)
-        A[j, j] = d
-        for i in range(j + 1, k):
-            s = A[i, j]
-            for m in range(j):
-                s -= A[i, m] * A[j, m]
-            A[i, j] = s / d
-    for i in range(k):  # L y = b (y in b)
-        s = b[i]
-        for m in range(i):
-            s -= A[i, m] * b[m]
-        b[i] = s / A[i, i]
-    for i in range(k - 1, -1, -1):  # Lᵀ x = y
-        s = b[i]
-        for m in range(i + 1, k):
-            s -= A[m, i] * out[m]
-        out[i] = s / A[i, i]
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")

@@ -225,9 +225,11 @@ def gram_add(cols, X, rows, dw, dt, M, b):  # pragma: no cover - numba
                 M[j, a, e] += wa * X[r, e]
 
 
-@numba.njit(cache=True, fastmath=True)
-def _cholesky_solve(A, rhs, out):  # pragma: no cover - numba
-    """Solve A x = rhs (A (f, f) symmetric positive definite) into `out`; A and rhs are overwritten."""
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def cholesky_solve(A, rhs, out):  # pragma: no cover - numba
+    """Solve A x = rhs (A (f, f) symmetric positive definite) into `out`; A and rhs are overwritten.
+
+    The one Cholesky row solve of the ALS kernels (full fits and incremental re-solves)."""
     k = len(rhs)
     for j in range(k):
         s = A[j, j]
@@ -268,7 +270,7 @@ def solve_from_stats(rows, M, b, base, lam, out):  # pragma: no cover - numba
         if A[0, 0] == 0.0:
             out[q, :] = 0.0
             continue
-        _cholesky_solve(A, rhs, out[q])
+        cholesky_solve(A, rhs, out[q])
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -299,4 +301,4 @@ def solve_rows(indptr, indices, weight, target, Y, base, reg, reg_per_count, out
         if A[0, 0] == 0.0:
             out[q, :] = 0.0
             continue
-        _cholesky_solve(A, rhs, out[q])
+        cholesky_solve(A, rhs, out[q])

@@ -33,6 +33,31 @@ def n_chunks() -> int:
 
 # ---- similarities ---------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
+def pair_sums(e, indptr, indices, values, t_indptr, t_indices, t_values, acc, touched):  # pragma: no cover
+    """Add entity e's co-rating sums with every other entity f into acc[f] (count, Σab, Σa, Σb,
+    Σa², Σb²); newly touched f are appended to `touched`. Returns how many were touched."""
+    nt = 0
+    for p in range(indptr[e], indptr[e + 1]):
+        o = indices[p]
+        a = values[p]
+        for r in range(t_indptr[o], t_indptr[o + 1]):
+            f = t_indices[r]
+            if f == e:
+                continue
+            b = t_values[r]
+            if acc[f, 0] == 0.0:
+                touched[nt] = f
+                nt += 1
+            acc[f, 0] += 1.0
+            acc[f, 1] += a * b
+            acc[f, 2] += a
+            acc[f, 3] += b
+            acc[f, 4] += a * a
+            acc[f, 5] += b * b
+    return nt
+
+
+@numba.njit(cache=True, nogil=True)
 def _finish(cnt, num, sa, sb, sqa, sqb, kind, shrinkage, min_support):  # pragma: no cover - numba
     if cnt < min_support or cnt == 0:
         return 0.0
@@ -83,24 +108,7 @@ def neighbour_block(indptr, indices, values, t_indptr, t_indices, t_values, star
         touched = np.empty(n_ent, np.int64)
         for r in range(c * size, min((c + 1) * size, n_rows)):
             e = start + r
-            nt = 0
-            for p in range(indptr[e], indptr[e + 1]):
-                o = indices[p]
-                a = values[p]
-                for q in range(t_indptr[o], t_indptr[o + 1]):
-                    f = t_indices[q]
-                    if f == e:
-                        continue
-                    b = t_values[q]
-                    if acc[f, 0] == 0.0:
-                        touched[nt] = f
-                        nt += 1
-                    acc[f, 0] += 1.0
-                    acc[f, 1] += a * b
-                    acc[f, 2] += a
-                    acc[f, 3] += b
-                    acc[f, 4] += a * a
-                    acc[f, 5] += b * b
+            nt = pair_sums(e, indptr, indices, values, t_indptr, t_indices, t_values, acc, touched)
             cand = np.empty(nt, np.int64)
             sims = np.empty(nt)
             m = 0
@@ -304,24 +312,7 @@ def entity_sims(rows, indptr, indices, values, t_indptr, t_indices, t_values, ki
     touched = np.empty(n_ent, np.int64)
     for q in range(len(rows)):
         e = rows[q]
-        nt = 0
-        for p in range(indptr[e], indptr[e + 1]):
-            o = indices[p]
-            a = values[p]
-            for r in range(t_indptr[o], t_indptr[o + 1]):
-                f = t_indices[r]
-                if f == e:
-                    continue
-                b = t_values[r]
-                if acc[f, 0] == 0.0:
-                    touched[nt] = f
-                    nt += 1
-                acc[f, 0] += 1.0
-                acc[f, 1] += a * b
-                acc[f, 2] += a
-                acc[f, 3] += b
-                acc[f, 4] += a * a
-                acc[f, 5] += b * b
+        nt = pair_sums(e, indptr, indices, values, t_indptr, t_indices, t_values, acc, touched)
         for t in range(nt):
             f = touched[t]
             sim = _finish(acc[f, 0], acc[f, 1], acc[f, 2], acc[f, 3], acc[f, 4], acc[f, 5],
