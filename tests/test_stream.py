@@ -148,3 +148,19 @@ def test_save_model_after_update_roundtrip(tmp_path):
     save_model(tmp_path / "m", r.model, r.train)
     again = load_model(tmp_path / "m")
     np.testing.assert_array_equal(again.model.score(np.arange(31)), model.score(np.arange(31)))
+
+
+def test_update_with_new_items_keeps_reranking_consistent(ml100k):
+    """Derived caches (metadata, genres, item vectors) follow the grown vocabulary after an update."""
+    from recstack.models.base import make_model
+    from recstack.persist import SavedModel
+    from recstack.recommend import Recommender
+    from recstack.rerank import Rerank
+
+    rec = Recommender(SavedModel(make_model("als", factors=8).fit(ml100k), ml100k, {}))
+    settings = Rerank(0.5, similarity="embedding")
+    before = rec.for_user("196", k=5, rerank=settings)
+    rec.update([("196", "brand-new-item", 5.0)])
+    after = rec.for_user("196", k=5, rerank=Rerank(0.5, similarity="embedding"))
+    assert len(before) == len(after) == 5
+    assert rec._cache.get("unit_vectors", {}).get("embedding").shape[0] == rec.train.n_items

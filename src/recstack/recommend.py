@@ -94,11 +94,12 @@ class Recommender:
         self.labels = self.train.item_titles()
         self.scale = ((float(self.train.rating.min()), float(self.train.rating.max()))
                       if len(self.train) else None)
+        self._cache: dict[str, Any] = {}  # derived from train and model; cleared by `update`
 
     # ---- rows -----------------------------------------------------------------------------
     def item_meta(self, index: int) -> dict[str, Any]:
         """Display metadata of item `index`: label, and title, year, genres where known (cached)."""
-        cache = self.__dict__.setdefault("_meta_cache", {})
+        cache = self._cache.setdefault("meta", {})
         if index not in cache:
             cache[index] = self._item_meta(index)
         return dict(cache[index])
@@ -169,15 +170,15 @@ class Recommender:
         return chosen, np.array([score_of[i] for i in chosen.tolist()], np.float32)
 
     def _item_genres(self) -> list[set[str]] | None:
-        if not hasattr(self, "_genres"):
-            self._genres = item_genres(self.train)
-        return self._genres
+        if "genres" not in self._cache:
+            self._cache["genres"] = item_genres(self.train)
+        return self._cache["genres"]
 
     def _rerank_vectors(self, rerank: Rerank) -> np.ndarray | None:
         """Unit item vectors for the diversity similarity (cached per kind)."""
         if rerank.diversity <= 0:
             return None
-        cache = self.__dict__.setdefault("_unit_vectors", {})
+        cache = self._cache.setdefault("unit_vectors", {})
         if rerank.similarity not in cache:
             if rerank.similarity == "embedding":
                 require_ability(self.model, "item_embeddings")
@@ -287,6 +288,7 @@ class Recommender:
         new_items = events.n_items - self.train.n_items
         self.model.partial_fit(events)
         self.train = merge(self.train, events)
+        self._cache.clear()  # item metadata, genres and item vectors follow the grown data
         if new_items:
             self.labels = self.train.item_titles()
         self.scale = (float(self.train.rating.min()), float(self.train.rating.max()))

@@ -83,9 +83,11 @@ def parse_rows(rows: Iterable[Sequence[Any] | Mapping[str, Any]], now: int | Non
 
 
 def _extended(vocab: np.ndarray, ids: list[str]) -> np.ndarray:
+    """`vocab` with the ids it lacks appended in first-seen order. NumPy picks the string width
+    of the concatenation, so a new id longer than every known one is never truncated."""
     known = set(vocab.tolist())
     new = list(dict.fromkeys(i for i in ids if i not in known))
-    return np.concatenate([vocab, np.asarray(new, dtype=vocab.dtype if len(vocab) else str)]).astype(str)
+    return np.concatenate([vocab.astype(str), np.asarray(new, dtype=str)])
 
 
 def _grow_frame(frame: pd.DataFrame | None, ids: np.ndarray) -> pd.DataFrame | None:
