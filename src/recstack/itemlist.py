@@ -100,16 +100,19 @@ class ItemList:
 
     def rows(self, digits: int = 4) -> list[dict[str, Any]]:
         """One dict per item — item id, metadata, rank, display score (None when absent)."""
-        shown = self.display_scores()
+        shown = self.display_scores().tolist()  # Python floats: no per-item NumPy scalars
+        ranks = self.ranks.tolist()
+        meta = self.meta
         out = []
-        for n, item_id in enumerate(self.ids):
-            row: dict[str, Any] = {"item": str(item_id)}
-            if self.meta:
-                row.update(self.meta[n])
-            row.setdefault("label", str(item_id))
-            row["rank"] = int(self.ranks[n])
-            value = float(shown[n])
-            row["score"] = None if np.isnan(value) else round(value, digits)
+        for n, item_id in enumerate(self.ids.tolist()):
+            row: dict[str, Any] = {"item": item_id}
+            if meta:
+                row.update(meta[n])
+            if "label" not in row:
+                row["label"] = item_id
+            row["rank"] = ranks[n]
+            value = shown[n]
+            row["score"] = None if value != value else round(value, digits)  # NaN: no score
             out.append(row)
         return out
 

@@ -12,7 +12,7 @@ from recstack.errors import ConfigError, RecstackError, UnknownIdError
 from recstack.itemlist import ItemList, ScoreKind
 from recstack.models.base import Model, has_ability, require_ability
 from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
-from recstack.topk import top_k_rows
+from recstack.topk import SERIAL_BELOW, top_k_rows, top_k_rows_serial
 
 if TYPE_CHECKING:
     from recstack.persist import SavedModel
@@ -30,7 +30,8 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         scores = scores.astype(np.float64)
     if k <= 0:
         return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
-    return top_k_rows(np.ascontiguousarray(scores), int(k))
+    kernel = top_k_rows_serial if scores.shape[0] < SERIAL_BELOW else top_k_rows
+    return kernel(np.ascontiguousarray(scores), int(k))
 
 
 def recommend(

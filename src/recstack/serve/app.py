@@ -16,23 +16,30 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import orjson
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recstack.errors import RecstackError, UnknownIdError
+from recstack.itemlist import ItemList
 from recstack.serve import schemas as S
 from recstack.serve.metrics import Metrics
 from recstack.serve.registry import Registry, RegistryError, resolve_model_dir
-from recstack.serve.service import ModelState
-from recstack.serve.store import Store, open_store
+from recstack.serve.service import ModelState, RecRequest
+from recstack.serve.store import GroupCommit, Store, open_store
 
 log = logging.getLogger("recstack.serve")
 
@@ -40,6 +47,11 @@ MAX_BODY = 1 << 20  # bytes
 MAX_K = 1000
 # query strings stay short enough that a fully percent-encoded request line fits uvicorn's 16 KiB limit
 WORKER = str(os.getpid())  # names the worker process that answered (x-worker header)
+_WORKER_HEADER = (b"x-worker", WORKER.encode())
+# the recommendation query's bounds, shared by its FastAPI declaration and the hot path's parser
+QUERY_INTS: dict[str, tuple[int, int]] = {"k": (1, MAX_K), "year_from": (0, 9999), "year_to": (0, 9999)}
+QUERY_TEXTS: dict[str, int] = {"exclude": 800, "genres": 200}  # max characters
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
 ID = Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID, pattern=S.ID_PATTERN)]
 
 
@@ -78,10 +90,16 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Store | None = None
+        self.commits: GroupCommit | None = None  # event posts, committed together under load
         self.registry = Registry(settings.path) if Registry.is_registry(settings.path) else None
         self.state: ModelState | None = None
         self.ready = False
         self._active_stamp: tuple[int, int] | None = None
+        self._active_file = str(self.registry.root / "ACTIVE") if self.registry else ""
+        # hooks on the recommendation path (A/B exposure logging, per-user preferences, ...): each
+        # request step may rewrite the request before scoring, each answer step the ranked list
+        self.request_steps: list[Callable[[ModelState, RecRequest], RecRequest]] = []
+        self.answer_steps: list[Callable[[ModelState, RecRequest, ItemList], ItemList]] = []
         self._swap_lock = asyncio.Lock()
         self.metrics = Metrics.get()
         key = settings.api_key()
@@ -90,16 +108,19 @@ class Service:
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         self.store = await run_in_threadpool(open_store, self.settings.db or default_db(self.settings.path))
+        self.commits = GroupCommit(self.store)
         await self.swap(force_reload=True)
         self.ready = True
 
     async def stop(self) -> None:
+        if self.commits is not None:
+            self.commits.close()
         if self.store is not None:
             self.store.close()
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
-            st = os.stat(self.registry.root / "ACTIVE")  # type: ignore[union-attr]
+            st = os.stat(self._active_file)
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_ino)
@@ -137,6 +158,21 @@ class Service:
             self.metrics.events_applied.inc(applied)
         return state
 
+    # ---- recommending --------------------------------------------------------------------
+    def answer(self, state: ModelState, request: RecRequest) -> ItemList:
+        """One user's ranked list: the request steps, the model's top-k, the answer steps."""
+        for step in self.request_steps:
+            request = step(state, request)
+        items = state.for_user(request.user, request.k, request.exclude_seen, list(request.exclude),
+                               list(request.genres), request.year_from, request.year_to)
+        for after in self.answer_steps:
+            items = after(state, request, items)
+        return items
+
+    async def recommend(self, request: RecRequest) -> ItemList:
+        """`answer` on the current state (swapped and synced with the store first)."""
+        return self.answer(await self.current(), request)
+
     # ---- auth ----------------------------------------------------------------------------
     def check_key(self, request: Request, events: bool = False) -> None:
         if events and self.settings.open_writes:
@@ -167,7 +203,7 @@ class Measure:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-worker", WORKER.encode())]
+                message["headers"] = [*message.get("headers", ()), _WORKER_HEADER]
             await send(message)
 
         try:
@@ -188,10 +224,18 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _too_large(send)
-                return
+        has_body = False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    await _too_large(send)
+                    return
+                has_body = has_body or value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # nothing to count (a GET): no wrappers
+            await self.app(scope, receive, send)
+            return
         seen = 0
         started = False
 
@@ -227,8 +271,78 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def _json(obj: Any, status: int = 200) -> Response:
-    return Response(json.dumps(obj, default=str, allow_nan=False), status_code=status, media_type="application/json")
+    """A JSON answer serialised once here (orjson; NaN becomes null); the routes' `response_model`
+    documents its schema in OpenAPI without validating it again per request."""
+    return Response(orjson.dumps(obj, default=str, option=_ORJSON), status_code=status,
+                    media_type="application/json")
+
+
+def _plain_query(query_string: bytes) -> dict[str, Any] | None:
+    """The recommendation query's parameters when each one is plainly valid, else None.
+
+    A strict subset of what the FastAPI declaration accepts (each key once, non-empty, digits for
+    integers within QUERY_INTS, true/false/1/0, texts within QUERY_TEXTS, no other keys), so
+    anything unusual or wrong goes to the FastAPI route, which validates it and names the field."""
+    out: dict[str, Any] = {}
+    if not query_string:
+        return out
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key in out or not value:
+            return None
+        if key in QUERY_INTS:
+            lo, hi = QUERY_INTS[key]
+            if not (value.isascii() and value.isdigit() and len(value) <= 6 and lo <= int(value) <= hi):
+                return None
+            out[key] = int(value)
+        elif key == "exclude_seen":
+            if value not in _BOOLS:
+                return None
+            out[key] = _BOOLS[value]
+        elif key in QUERY_TEXTS:
+            if len(value) > QUERY_TEXTS[key]:
+                return None
+            out[key] = value
+        else:
+            return None
+    return out
+
+
+class HotPath(Route):
+    """GET /users/{user}/recommendations, answered without FastAPI's per-request parameter
+    machinery (most of the cost of a request otherwise). Registered just before the documented
+    FastAPI route with the same path: a request whose user id and query `_plain_query` accepts is
+    answered here through `Service.recommend`, as the FastAPI route would answer it; any other
+    request (and every other method) goes on to that route, which owns validation, 422s and OpenAPI."""
+
+    def __init__(self, path: str, service: Service) -> None:
+        super().__init__(path, self._asgi, methods=["GET"], include_in_schema=False)
+        self.app = self._asgi  # a plain ASGI callable, not a request/response function
+        self.service = service
+        self.documented: Any = None  # the FastAPI route, set once it exists
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return Match.NONE, {}
+        return super().matches(scope)
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope["path_params"]["user"]
+        params = _plain_query(scope["query_string"]) if 0 < len(user) <= S.MAX_ID and "\x00" not in user else None
+        if params is None:
+            match, child = self.documented.matches(scope)
+            scope.update(child)
+            await self.documented.handle(scope, receive, send)
+            return
+        scope["route"] = self.documented  # metrics name the route template either way
+        request = RecRequest(user, params.get("k", 10), params.get("exclude_seen", True),
+                             tuple(_split(params.get("exclude"))), tuple(_split(params.get("genres"))),
+                             params.get("year_from"), params.get("year_to"))
+        items = await self.service.recommend(request)
+        await _json(items.to_dict())(scope, receive, send)
 
 
 def _split(text: str | None) -> list[str]:
@@ -263,10 +377,11 @@ def create_app(settings: Settings) -> FastAPI:
         code = 409 if isinstance(exc, RegistryError) and "worse" in str(exc) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
-    def writer(request: Request) -> None:
+    # async: a plain `def` dependency would cost a thread-pool round trip per request
+    async def writer(request: Request) -> None:
         service.check_key(request)
 
-    def event_writer(request: Request) -> None:
+    async def event_writer(request: Request) -> None:
         service.check_key(request, events=True)
 
     # ---- status --------------------------------------------------------------------------
@@ -290,26 +405,32 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(data, media_type=content_type)
 
     # ---- recommendations -----------------------------------------------------------------
+    hot = HotPath("/users/{user}/recommendations", service)
+    app.router.routes.insert(0, hot)  # first (it matches only this path), before the documented route
+
     @app.get("/users/{user}/recommendations", response_model=S.ItemListOut)
     async def user_recommendations(
         user: ID,
-        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        k: Annotated[int, Query(ge=QUERY_INTS["k"][0], le=QUERY_INTS["k"][1])] = 10,
         exclude_seen: bool = True,
-        exclude: Annotated[str | None, Query(max_length=800, description="item ids, comma-separated")] = None,
-        genres: Annotated[str | None, Query(max_length=200, description="genres, comma-separated")] = None,
-        year_from: Annotated[int | None, Query(ge=0, le=9999)] = None,
-        year_to: Annotated[int | None, Query(ge=0, le=9999)] = None,
+        exclude: Annotated[str | None, Query(max_length=QUERY_TEXTS["exclude"],
+                                             description="item ids, comma-separated")] = None,
+        genres: Annotated[str | None, Query(max_length=QUERY_TEXTS["genres"],
+                                            description="genres, comma-separated")] = None,
+        year_from: Annotated[int | None, Query(ge=QUERY_INTS["year_from"][0], le=QUERY_INTS["year_from"][1])] = None,
+        year_to: Annotated[int | None, Query(ge=QUERY_INTS["year_to"][0], le=QUERY_INTS["year_to"][1])] = None,
     ) -> Any:
         """Top-k unseen items for a user (a popular fallback for users the model cannot score)."""
-        state = await service.current()
-        out = state.for_user(user, k, exclude_seen, _split(exclude), _split(genres), year_from, year_to)
-        return _json(out.to_dict())
+        request = RecRequest(user, k, exclude_seen, tuple(_split(exclude)), tuple(_split(genres)), year_from, year_to)
+        return _json((await service.recommend(request)).to_dict())
+
+    hot.documented = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == hot.path)
 
     @app.post("/recommendations", response_model=S.BatchOut)
     async def batch_recommendations(body: S.BatchIn) -> Any:
         """Top-k for many users in one call."""
         state = await service.current()
-        results = [state.for_user(u, body.k, body.exclude_seen).to_dict() for u in body.users]
+        results = [service.answer(state, RecRequest(u, body.k, body.exclude_seen)).to_dict() for u in body.users]
         return _json({"model_version": state.version, "results": results})
 
     @app.get("/items/{item}/similar", response_model=S.ItemListOut)
@@ -335,7 +456,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def post_events(user: ID, body: S.EventBatch) -> Any:
         """Store a batch of events durably (a repeated event_id is stored once), then learn from them."""
         events = [e.model_dump() for e in body.events]
-        stored, duplicates = await run_in_threadpool(service.store.add_events, user, events)  # type: ignore[union-attr]
+        stored, duplicates = await service.commits.add(user, events)  # type: ignore[union-attr]
         metrics.events_stored.inc(stored)
         state = await service.current()
         return _json({"user": user, "stored": stored, "duplicates": duplicates,
@@ -351,7 +472,8 @@ def create_app(settings: Settings) -> FastAPI:
         stored, _ = await run_in_threadpool(service.store.add_events, user, events)  # type: ignore[union-attr]
         metrics.events_stored.inc(stored)
         state = await service.current()
-        return _json({"user": user, "stored": stored, "recommendations": state.for_user(user, body.k).to_dict()}, 201)
+        recs = service.answer(state, RecRequest(user, body.k)).to_dict()
+        return _json({"user": user, "stored": stored, "recommendations": recs}, 201)
 
     @app.delete("/users/{user}", response_model=S.DeletedOut, responses={401: {"model": S.Detail}},
                 dependencies=[Depends(writer)])

@@ -19,6 +19,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         r = self.registry
         self.requests = Counter("recstack_requests_total", "HTTP requests", ["route", "method", "status"], registry=r)
         self.latency = Histogram("recstack_request_seconds", "request latency", ["route"], buckets=BUCKETS,
@@ -37,8 +38,13 @@ class Metrics:
         return cls._instance
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # looking up labelled children costs more than counting: once per key
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def model_loaded(self, version: int | None, index_items: int) -> None:
         self.model_version.set(version or 0)

@@ -34,6 +34,8 @@ log = logging.getLogger("recstack.serve")
 
 SEEN_TYPES = ("rating", "click", "view")
 EXACT_BELOW = int(os.environ.get("RECSTACK_EXACT_BELOW", "4096"))  # smaller catalogues: exact scoring is faster
+_NONE = np.empty(0, np.int64)  # no item indices (read-only, shared)
+_NONE.flags.writeable = False
 EVENTS_FILE = "events.json"  # written into a model folder trained on stored events: {"max_seq": N}
 
 
@@ -46,6 +48,19 @@ class UserView:
     known: bool = False  # the model has the user (index `index`)
     index: int = -1
     n_events: int = 0
+
+
+@dataclass(frozen=True)
+class RecRequest:
+    """What a recommendation request asks for (the GET route's parameters, ids already split)."""
+
+    user: str
+    k: int = 10
+    exclude_seen: bool = True
+    exclude: tuple[str, ...] = ()
+    genres: tuple[str, ...] = ()
+    year_from: int | None = None
+    year_to: int | None = None
 
 
 @dataclass
@@ -70,6 +85,7 @@ class ModelState:
     fold_in_users: set[str] = field(default_factory=set)  # users whose ratings partial_fit refused
     forgotten: set[str] = field(default_factory=set)  # users deleted since the model was trained
     base_users: int = 0  # users in the saved model's own training data
+    store_token: Any = None  # the store's change token when its events were last all applied
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -146,16 +162,21 @@ class ModelState:
     # ---- events --------------------------------------------------------------------------
     def sync(self, store: Store) -> int:
         """Apply stored events newer than `applied_seq`, in order; returns how many were applied."""
+        token = store.change_token()  # read first: a commit after this changes the next token
+        if token == self.store_token and self.items_loaded:
+            return 0  # nothing committed since the last look (the cheap check on every request)
         if not self.items_loaded:
             self.item_meta = store.items()
             self.items_loaded = True
             self._build_masks()
         if store.max_seq() <= self.applied_seq:
+            self.store_token = token
             return 0
         total = 0
         while True:
             batch = store.events_after(self.applied_seq, 50_000)
             if not batch:
+                self.store_token = token
                 return total
             if self.apply(batch):
                 self.item_meta = store.items()
@@ -259,12 +280,10 @@ class ModelState:
             if year_to is not None:
                 ok &= np.nan_to_num(y, nan=1e9) <= year_to
             mask = start() & ok
-        drop = [self.rec.train.item_index[i] for i in exclude if i in self.rec.train.item_index]
-        if exclude_seen and view is not None and len(view.seen):
-            drop.extend(view.seen.tolist())
-        if drop:
+        drop = self._dropped(view, exclude_seen, exclude)
+        if len(drop):
             mask = start().copy() if mask is None else mask
-            mask[np.asarray(drop, np.int64)] = False
+            mask[drop] = False
         return mask
 
     def for_user(self, user: str, k: int, exclude_seen: bool = True, exclude: list[str] | None = None,
@@ -272,20 +291,27 @@ class ModelState:
                  year_to: int | None = None) -> ItemList:
         """Top-k for a user with filters; a defined fallback (popular) for a user the model cannot score."""
         view = self.user_view(user)
-        allowed = self.allowed_mask(view, exclude_seen, exclude or [], genres or [], year_from, year_to)
         model = self.rec.model
         kind = model.score_kind
-        if view.scores is not None:
-            idx, vals = self._top(view.scores, k, allowed)
-            return self._list(idx, vals, kind, user=user)
+        exact = self.index is None or self.index.exact_only
+        if view.scores is not None or (view.known and exact):
+            # exact scoring (the hot path): disallowed items get -inf in a copy of the scores
+            raw = view.scores if view.scores is not None else model.score(np.array([view.index]))[0]
+            s = np.array(raw, np.float64)
+            if genres or year_from is not None or year_to is not None:
+                allowed = self.allowed_mask(None, False, [], genres or [], year_from, year_to)
+                if allowed is not None:
+                    s[~allowed] = -np.inf
+            drop = self._dropped(view, exclude_seen, exclude)
+            if len(drop):
+                s[drop] = -np.inf
+            idx, vals = top_k_from_scores(s[None, :], k)
+            return self._list(idx[0], vals[0], kind, user=user)
+        allowed = self.allowed_mask(view, exclude_seen, exclude or [], genres or [], year_from, year_to)
         if view.known:
-            if self.index is not None and not self.index.exact_only:
-                qv = model.user_vectors(np.array([view.index]))[0]
-                idx, _ = self.index.search(qv, k, allowed)
-                vals = model.score(np.array([view.index]), idx)[0] if len(idx) else np.empty(0, np.float32)
-                return self._list(idx, vals, kind, user=user)
-            scores = model.score(np.array([view.index]))[0].astype(np.float64)
-            idx, vals = self._top(scores, k, allowed)
+            qv = model.user_vectors(np.array([view.index]))[0]
+            idx, _ = self.index.search(qv, k, allowed)
+            vals = model.score(np.array([view.index]), idx)[0] if len(idx) else np.empty(0, np.float32)
             return self._list(idx, vals, kind, user=user)
         if view.n_events:
             reason = (f"user {user!r} has events but model {model.name!r} cannot fold in users: "
@@ -293,6 +319,15 @@ class ModelState:
         else:
             reason = f"unknown user {user!r} (no training data, no stored ratings): the most popular items"
         return self.popular(k, allowed, user=user, fallback="popular", fallback_reason=reason)
+
+    def _dropped(self, view: UserView | None, exclude_seen: bool, exclude: list[str] | None) -> np.ndarray:
+        """Item indices a request excludes: the user's seen items (when asked) and `exclude` ids."""
+        seen = view.seen if exclude_seen and view is not None else _NONE
+        if not exclude:
+            return seen
+        index = self.rec.train.item_index
+        extra = np.fromiter((index[i] for i in exclude if i in index), np.int64)
+        return np.concatenate([seen, extra]) if len(seen) else extra
 
     def popular(self, k: int, allowed: np.ndarray | None = None, **kw: Any) -> ItemList:
         """The k most popular allowed items, by training interactions."""
@@ -315,13 +350,6 @@ class ModelState:
                                 fallback_reason=f"model {self.rec.model.name!r} has no similar items")
         idx, sims = self.rec.model.similar_items(i, k)
         return self._list(np.asarray(idx), np.asarray(sims), "similarity", item=self.rec.item_row(i))
-
-    def _top(self, scores: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        s = np.asarray(scores, np.float64)
-        if allowed is not None:
-            s = np.where(allowed, s, -np.inf)
-        idx, vals = top_k_from_scores(s[None, :], k)
-        return idx[0], vals[0]
 
     def _list(self, idx: np.ndarray, vals: np.ndarray | None, kind: str, **kw: Any) -> ItemList:
         idx = np.asarray(idx, np.int64).reshape(-1)
