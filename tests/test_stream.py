@@ -111,6 +111,20 @@ def test_update_malformed_rows_change_nothing(rec, rows, match):
     np.testing.assert_array_equal(rec.model.score(np.arange(5)), scores)
 
 
+def test_update_rating_off_the_scale_changes_nothing():
+    """A rating model refuses a rating outside its training scale before its SGD steps run (a
+    rating of 10^6 would throw the factors to inf and every user's answer with them)."""
+    data = block_data(30, 20, 2, 0.5, 0)  # ratings 1..5
+    r = Recommender(SavedModel(make_model("biased-mf", {"factors": 4, "epochs": 5}).fit(data), data))
+    scores = r.model.score(np.arange(30)).copy()
+    with pytest.raises(DataError, match=r"row 2: field 'rating' = 1e\+06 is outside the model's rating scale 1\.\.5"):
+        r.update([("0", "1", 4.0), ("x", "new-item", 1e6)])
+    np.testing.assert_array_equal(r.model.score(np.arange(30)), scores)
+    assert r.train.n_users == 30 and r.train.n_items == 20
+    r.update([("x", "new-item", 5.0)])  # on the scale: learned
+    assert np.isfinite(r.model.score(np.arange(31))).all()
+
+
 def test_update_without_partial_fit_says_so():
     data = block_data(20, 10, 2, 0.5, 0)
     r = Recommender(SavedModel(make_model("ease").fit(data), data))

@@ -457,8 +457,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recstack-metrics-")
     where = settings.db.split("@")[-1]  # never print a password
     _err(f"serving {args.path} on http://{args.host}:{args.port} (docs at /docs; events in {where})")
+    # http/loop "auto": httptools and uvloop when installed (uvicorn[standard]), else h11 and asyncio
     uvicorn.run("recstack.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+                workers=args.workers, log_level="warning", access_log=False, server_header=False)
     return 0
 
 

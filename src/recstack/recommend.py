@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recstack.errors import ConfigError, RecstackError, UnknownIdError
+from recstack.errors import ConfigError, DataError, RecstackError, UnknownIdError
 from recstack.itemlist import ItemList, ScoreKind
 from recstack.models.base import Model, has_ability, require_ability
 from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
@@ -275,7 +275,8 @@ class Recommender:
         """Learn from rows `(user, item, rating[, timestamp])` in external ids, without a refit.
 
         Every row is validated first (a bad one raises a `DataError` naming the row and field and
-        nothing is applied); new users and items extend the vocabularies; the model learns
+        nothing is applied; for a rating model that includes a rating outside the training scale,
+        which would throw its SGD steps far off); new users and items extend the vocabularies; the model learns
         through `partial_fit`, and the training log takes the rows (a repeated (user, item)
         replaces the earlier rating), so seen items, popularity and fallbacks follow. Late events
         (older than the user's latest) are accepted. Returns counts of rows, new users, new items.
@@ -284,6 +285,13 @@ class Recommender:
 
         require_ability(self.model, "partial_fit")
         users, items, ratings, stamps = parse_rows(rows, now)
+        if getattr(self.model, "explicit", False):  # rating estimates: a rating off the scale is refused
+            lo, hi = self.scale
+            off = np.flatnonzero((ratings < lo) | (ratings > hi))
+            if len(off):
+                n = int(off[0])
+                raise DataError(f"update row {n + 1}: field 'rating' = {float(ratings[n]):g} is outside the "
+                                f"model's rating scale {lo:g}..{hi:g}")
         events = extend(self.train, users, items, ratings, stamps)
         new_users = events.n_users - self.train.n_users
         new_items = events.n_items - self.train.n_items

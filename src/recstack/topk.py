@@ -10,7 +10,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
 # Below this many rows the serial kernel is used: starting numba's thread pool costs far more
 # than scanning one row (~0.8 ms against ~5 µs for 1,700 items, and worse on a busy machine).
 SERIAL_BELOW = 64

@@ -145,6 +145,36 @@ def test_auth_limits_and_validation(serve, registry, tmp_path):
         assert c.delete("/users/1", headers={"Authorization": "Bearer from-a-file"}).status_code == 200
 
 
+def test_fast_path_agrees_with_the_documented_route_and_bad_input_is_no_500(serve, registry):
+    s = serve(registry.root)
+    with s.client() as c:
+        # plain parameters are answered before FastAPI; spelled differently ("True", a repeated
+        # key) the same request goes through the documented route: the answers are the same
+        for plain, spelled in [("k=7", "k=7&k=7"), ("k=5&exclude_seen=true", "k=5&exclude_seen=True"),
+                               ("genres=Comedy&year_from=1990&k=4", "genres=Comedy&year_from=1990&k=4&extra=1"),
+                               ("exclude=50,100&exclude_seen=0", "exclude=50,100&exclude_seen=off")]:
+            a, b = c.get(f"/users/196/recommendations?{plain}"), c.get(f"/users/196/recommendations?{spelled}")
+            assert a.status_code == b.status_code == 200 and a.json() == b.json(), (plain, spelled)
+        r = c.get("/users/a%00b/recommendations")
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "user"]
+        assert c.head("/users/196/recommendations").status_code == 405  # as before: GET only
+        # a lone surrogate in a JSON string: 422 naming the fields, not a 500 while echoing it
+        r = c.post("/users/1/events", content=b'{"events": [{"event_id": "\\ud800", "item": "5", "type": "click"}]}',
+                   headers={**s.headers, "content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "events", 0, "event_id"]
+        # ratings off the model's scale are stored; that user is folded in, nobody else is touched
+        other = c.get("/users/13/recommendations").json()
+        for n, value in enumerate([1e6, -1e6, 0.0]):
+            ev = {"events": [{"event_id": f"far-{n}", "item": "x" * 200, "type": "rating", "value": value},
+                             {"event_id": f"near-{n}", "item": "50", "type": "rating", "value": value}]}
+            assert c.post("/users/196/events", json=ev, headers=s.headers).status_code == 201
+            r = c.get("/users/196/recommendations", params={"k": 1000})
+            assert r.status_code == 200 and all(1 <= row["score"] <= 5 for row in r.json()["items"])
+        assert c.get("/users/13/recommendations").json() == other
+        assert c.get("/items/" + "x" * 200 + "/similar").status_code == 200
+    assert "Traceback" not in s.log.read_text()
+
+
 def test_injection_ids_via_http(serve, registry):
     s = serve(registry.root)
     evil = "1'; DROP TABLE events; --"

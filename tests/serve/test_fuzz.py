@@ -13,8 +13,6 @@ import pytest
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
-@pytest.mark.xfail(strict=False, reason="open bug since the partial_fit merge: fuzzed events with odd item ids "
-                   "(lone surrogates, huge ratings) can make a later GET for that user answer 500")
 def test_schemathesis_finds_no_server_errors(serve, registry, tmp_path):
     exe = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
     if not Path(exe).exists():
@@ -25,7 +23,9 @@ def test_schemathesis_finds_no_server_errors(serve, registry, tmp_path):
     cmd = [exe, "run", f"{s.url}/openapi.json", "--checks",
            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
            "-H", f"Authorization: Bearer {s.key}", "--max-examples", "15", "--seed", "7",
-           "--phases", "examples,coverage,fuzzing", "--workers", "1", "--max-time", "25"]
+           "--phases", "examples,coverage,fuzzing", "--workers", "1", "--max-time", "25",
+           "--generation-database", "none"]  # nothing kept between runs
+    # run in the test's temporary folder: whatever schemathesis writes stays out of the repository
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     text = out.stdout + out.stderr
     start = text.find("FAILURES")

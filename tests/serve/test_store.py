@@ -53,6 +53,33 @@ def test_injection_strings_are_stored_verbatim(db_url):
         store.close()
 
 
+def test_group_commit_stores_each_batch_once_and_isolates_a_bad_one(db_url):
+    import asyncio
+
+    from recstack.serve.store import GroupCommit
+
+    store = open_store(db_url)
+    try:
+        ok = [{"event_id": "e1", "item": "50", "type": "click"}]
+        broken = [{"event_id": None, "item": "51", "type": "click"}]  # NOT NULL: this batch fails alone
+        results = store.add_event_groups([("a", ok), ("b", [*ok, *broken]), ("c", ok), ("a", ok)])
+        assert results[0] == (1, 0) and results[2] == (1, 0) and results[3] == (0, 1)  # "a" again: a duplicate
+        assert isinstance(results[1], Exception) and store.user_events("b") == []  # whole or nothing
+        commits = GroupCommit(store)
+
+        async def many() -> list:
+            return await asyncio.gather(*[commits.add(f"u{n % 5}", [{"event_id": f"g{n // 5}", "item": "7",
+                                                                     "type": "view"}]) for n in range(40)],
+                                        commits.add("d", broken), return_exceptions=True)
+
+        out = asyncio.run(many())
+        commits.close()
+        assert out[:40] == [(1, 0)] * 40 and isinstance(out[40], Exception)
+        assert store.count_events() == 2 + 40
+    finally:
+        store.close()
+
+
 def test_bad_urls_are_named():
     with pytest.raises(ConfigError, match="mysql://x"):
         open_store("mysql://x")

@@ -24,11 +24,12 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -277,8 +278,11 @@ _ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 def _json(obj: Any, status: int = 200) -> Response:
     """A JSON answer serialised once here (orjson; NaN becomes null); the routes' `response_model`
     documents its schema in OpenAPI without validating it again per request."""
-    return Response(orjson.dumps(obj, default=str, option=_ORJSON), status_code=status,
-                    media_type="application/json")
+    try:
+        body = orjson.dumps(obj, default=str, option=_ORJSON)
+    except orjson.JSONEncodeError:  # text that is not UTF-8 (a lone surrogate echoed from bad input)
+        body = json.dumps(obj, default=str, ensure_ascii=True).encode()  # \u escapes: ASCII JSON
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def _plain_query(query_string: bytes) -> dict[str, Any] | None:
@@ -369,13 +373,19 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = service.metrics
 
     @app.exception_handler(UnknownIdError)
-    async def unknown(_: Request, exc: UnknownIdError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+    async def unknown(_: Request, exc: UnknownIdError) -> Response:
+        return _json({"detail": str(exc)}, 404)
 
     @app.exception_handler(RecstackError)
-    async def bad(_: Request, exc: RecstackError) -> JSONResponse:
+    async def bad(_: Request, exc: RecstackError) -> Response:
         code = 409 if isinstance(exc, RegistryError) and "worse" in str(exc) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        return _json({"detail": str(exc)}, code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's 422 (each error names the field), written so that echoing an input that is
+        not valid UTF-8 (a lone surrogate in a JSON string) cannot fail."""
+        return _json({"detail": jsonable_encoder(exc.errors())}, 422)
 
     # async: a plain `def` dependency would cost a thread-pool round trip per request
     async def writer(request: Request) -> None:

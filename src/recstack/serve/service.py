@@ -204,9 +204,8 @@ class ModelState:
             n_items = self.rec.train.n_items
             try:  # partial_fit: every worker applies the same rows in the same order
                 self.rec.update(ratings)
-            except RecstackError as exc:  # e.g. a rating off the model's scale: those users fold in instead
-                log.warning("partial_fit refused %d stored ratings (%s); folding those users in", len(ratings), exc)
-                self.fold_in_users.update(r[0] for r in ratings)
+            except RecstackError:  # e.g. a rating off the model's scale (refused before anything changed)
+                self._update_per_user(ratings)
             if self.rec.train.n_items != n_items:  # new items: rows, masks and the index grow
                 self._build_masks()
                 if self.index is not None:
@@ -214,6 +213,20 @@ class ModelState:
 
                     self.index = ItemIndex(self.rec.model.item_vectors(), exact_below=EXACT_BELOW)
         return items_changed
+
+    def _update_per_user(self, ratings: list[tuple[str, str, float, int]]) -> None:
+        """Apply a refused batch user by user, so one user's bad ratings do not hold back the
+        others'; users whose own ratings are refused are folded in from their stored events."""
+        by_user: dict[str, list[tuple[str, str, float, int]]] = {}
+        for row in ratings:
+            by_user.setdefault(row[0], []).append(row)
+        for user, rows in by_user.items():
+            try:
+                self.rec.update(rows)
+            except RecstackError as exc:
+                log.warning("partial_fit refused %d stored ratings of user %r (%s); folding the user in",
+                            len(rows), user, exc)
+                self.fold_in_users.add(user)
 
     def user_view(self, user: str) -> UserView:
         """The user's seen items and (for a fold-in) scores, rebuilt when their events changed."""
