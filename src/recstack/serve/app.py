@@ -10,10 +10,12 @@ parameters 422 naming the field; CORS is off (no CORS headers are ever sent).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from recstack.serve.store import GroupCommit, Store, open_store
 log = logging.getLogger("recstack.serve")
 
 MAX_BODY = 1 << 20  # bytes
+SWITCH_INTERVAL = float(os.environ.get("RECSTACK_SWITCH_INTERVAL", "0.0005"))  # seconds (Python's default: 0.005)
 MAX_K = 1000
 # query strings stay short enough that a fully percent-encoded request line fits uvicorn's 16 KiB limit
 WORKER = str(os.getpid())  # names the worker process that answered (x-worker header)
@@ -108,6 +111,9 @@ class Service:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        # The commit thread needs the GIL between its SQLite calls; under load the event loop
+        # holds it, and by default hands it over only every 5 ms, several times per commit.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.store = await run_in_threadpool(open_store, self.settings.db or default_db(self.settings.path))
         self.commits = GroupCommit(self.store)
         await self.swap(force_reload=True)
@@ -139,12 +145,14 @@ class Service:
                 ann = 0 if state.index is None or state.index.exact_only else len(state.index)
                 self.metrics.model_loaded(version, ann)
                 log.info("serving model version %s from %s", version, model_dir)
+                _settle_heap()
             self._active_stamp = stamp
             return self.state  # type: ignore[return-value]
 
     def _load(self, model_dir: Path, version: int | None) -> ModelState:
         state = ModelState.load(model_dir, version, use_index=self.settings.use_index)
         state.sync(self.store)  # type: ignore[arg-type]
+        state.warm_up()
         return state
 
     async def current(self) -> ModelState:
@@ -185,6 +193,16 @@ class Service:
         if not ok:
             raise HTTPException(401, "a valid API key is needed: Authorization: Bearer KEY",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+
+def _settle_heap() -> None:
+    """Collect once and freeze what is left (the model, the libraries): the garbage collector's
+    full passes then skip those objects — otherwise a pass over them stalls every request for
+    ~0.1 s now and then. Called after each model load, when the previous model has been let go
+    (unfrozen first, so that it can be collected)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class Measure:

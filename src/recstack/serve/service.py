@@ -109,6 +109,16 @@ class ModelState:
         state._build_masks()
         return state
 
+    def warm_up(self) -> None:
+        """Answer once before serving: the scoring kernels compile or load from numba's cache now,
+        not in the first request (and before `_settle_heap` freezes what they allocate)."""
+        train = self.rec.train
+        if train.n_users:
+            user = str(train.user_ids[0])
+            self.for_user(user, 10)
+            self.views.pop(user, None)
+        self.popular(10)
+
     def _build_rows(self) -> None:
         """Display metadata for every item, computed once (the same fields as `Recommender.item_meta`)."""
         f = self.rec.train.item_features
