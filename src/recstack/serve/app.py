@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -47,7 +46,6 @@ from recstack.serve.store import GroupCommit, Store, open_store
 log = logging.getLogger("recstack.serve")
 
 MAX_BODY = 1 << 20  # bytes
-SWITCH_INTERVAL = float(os.environ.get("RECSTACK_SWITCH_INTERVAL", "0.0005"))  # seconds (Python's default: 0.005)
 MAX_K = 1000
 # query strings stay short enough that a fully percent-encoded request line fits uvicorn's 16 KiB limit
 WORKER = str(os.getpid())  # names the worker process that answered (x-worker header)
@@ -111,9 +109,6 @@ class Service:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        # The commit thread needs the GIL between its SQLite calls; under load the event loop
-        # holds it, and by default hands it over only every 5 ms, several times per commit.
-        sys.setswitchinterval(SWITCH_INTERVAL)
         self.store = await run_in_threadpool(open_store, self.settings.db or default_db(self.settings.path))
         self.commits = GroupCommit(self.store)
         await self.swap(force_reload=True)
