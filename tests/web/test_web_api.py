@@ -128,7 +128,7 @@ def test_rating_changes_the_list_and_explanations_name_the_history(page, service
     assert "Traceback" not in page.content()
 
 
-def test_an_excluded_genre_leaves_the_list(page, service_page):
+def test_an_excluded_genre_leaves_the_list(page, service_page, tmp_path):
     from playwright.sync_api import expect
 
     _, server, _ = service_page
@@ -143,6 +143,9 @@ def test_an_excluded_genre_leaves_the_list(page, service_page):
     assert len(served) == 20 and not any("Drama" in r["genres"] for r in served)
     expect(_col(page, 1)).to_have_text([r["title"] for r in served])
     assert not any("Drama" in text for text in _col(page, 3).all_inner_texts())
+    shot = tmp_path / "service-preferences.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
     # the page reads the stored preferences back when the user is opened again
     page.reload()
     page.wait_for_selector("#api-go")

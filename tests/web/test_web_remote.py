@@ -102,7 +102,8 @@ def test_ab_report_follows_the_contract(client):
     assert "+20.16%" in summary and "[+5.00%, +36.00%]" in summary and "mmr wins" in summary
     assert "p: 0.57" in summary
     assert plot.startswith('<img alt="cumulative lift" src="data:image/png;base64,')
-    assert "No report" in answer_report(client, "e9")[0] and answer_report(client, None)[0] == "Pick an experiment first."
+    assert "No report" in answer_report(client, "e9")[0]
+    assert answer_report(client, None)[0] == "Pick an experiment first."
 
 
 def test_missing_ab_endpoints_and_an_unreachable_service_are_messages(client):

@@ -303,7 +303,8 @@ def build_remote_app(client: ServiceClient, first_user: str = "1") -> Any:
     gr = _gradio()
     try:
         ready = client.ready()
-        where = f"model version {ready.get('model_version')}" if ready.get("model_version") is not None else "a model"
+        version = ready.get("model_version")
+        where = f"model version {version}" if version is not None else "a model folder (no registry)"
     except ServiceError as exc:
         where = f"not reachable yet ({exc})"
 
