@@ -16,7 +16,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 REPORT = {"experiment": "e1", "variants": [
     {"name": "control", "users": 4000, "exposures": 12000, "mean": 0.1002, "ci": [0.0907, 0.1097]},
     {"name": "mmr", "users": 3950, "exposures": 11800, "mean": 0.1204, "ci": [0.1102, 0.1306]}],
-    "lift": {"relative": 0.2016, "ci": [0.05, 0.36]}, "verdict": "mmr wins", "srm": {"p": 0.57, "warning": None}}
+    "lift": {"value": 0.2016, "ci": [0.05, 0.36], "p_value": 0.0001}, "verdict": "mmr wins",
+    "srm": {"chi2": 0.32, "p_value": 0.57, "mismatch": False}}
 
 
 class Stub(BaseHTTPRequestHandler):
@@ -99,8 +100,13 @@ def test_ab_report_follows_the_contract(client):
     summary, variants, plot = answer_report(client, "e1")
     assert variants.values.tolist() == [["control", 4000, 12000, "0.1002", "[0.0907, 0.1097]"],
                                         ["mmr", 3950, 11800, "0.1204", "[0.1102, 0.1306]"]]
-    assert "+20.16%" in summary and "[+5.00%, +36.00%]" in summary and "mmr wins" in summary
-    assert "p: 0.57" in summary
+    assert "+20.16%, 95% CI [+5.00%, +36.00%] (p = 0.0001)" in summary and "mmr wins" in summary
+    assert "no mismatch (chi-square p = 0.57)" in summary
+    REPORT["srm"] = {"chi2": 9.1, "p_value": 0.002, "mismatch": True, "warning": "sample ratio mismatch: 52/48"}
+    try:
+        assert "⚠ sample ratio mismatch: 52/48" in answer_report(client, "e1")[0]
+    finally:
+        REPORT["srm"] = {"chi2": 0.32, "p_value": 0.57, "mismatch": False}
     assert plot.startswith('<img alt="cumulative lift" src="data:image/png;base64,')
     assert "No report" in answer_report(client, "e9")[0]
     assert answer_report(client, None)[0] == "Pick an experiment first."

@@ -257,7 +257,7 @@ def answer_report(client: ServiceClient, experiment: str | None) -> tuple[str, p
     rows = [[v.get("name"), v.get("users"), v.get("exposures"), _num(v.get("mean")), _ci(v.get("ci"))]
             for v in rep.get("variants", [])]
     lines = [f"**Verdict:** {_text(rep.get('verdict'))}", f"**Lift:** {_lift(rep.get('lift'))}",
-             f"**Sample-ratio check:** {_text(rep.get('srm'))}"]
+             f"**Sample-ratio check:** {_srm(rep.get('srm'))}"]
     try:
         png = client.lift_png(experiment)
     except ServiceError as exc:
@@ -282,10 +282,22 @@ def _lift(lift: Any) -> str:
     if isinstance(lift, dict):
         value = lift.get("relative", lift.get("value", lift.get("lift")))
         ci = lift.get("ci")
+        p = lift.get("p_value")
         text = f"{value:+.2%}" if isinstance(value, (int, float)) else _text(value)
-        return text + (f", 95% CI {_ci([f'{c:+.2%}' if isinstance(c, (int, float)) else c for c in ci])}"
-                       if isinstance(ci, (list, tuple)) and len(ci) == 2 else "")
+        text += (f", 95% CI {_ci([f'{c:+.2%}' if isinstance(c, (int, float)) else c for c in ci])}"
+                 if isinstance(ci, (list, tuple)) and len(ci) == 2 else "")
+        return text + (f" (p = {p:.3g})" if isinstance(p, (int, float)) else "")
     return f"{lift:+.2%}" if isinstance(lift, (int, float)) else _text(lift)
+
+
+def _srm(srm: Any) -> str:
+    """The sample-ratio check: its warning when the shares are off, else the chi-square p-value."""
+    if not isinstance(srm, dict):
+        return _text(srm)
+    if srm.get("warning") or srm.get("mismatch"):
+        return "⚠ " + _text(srm.get("warning") or "sample ratio mismatch")
+    p = srm.get("p_value", srm.get("p"))
+    return "no mismatch" + (f" (chi-square p = {p:.3g})" if isinstance(p, (int, float)) else "")
 
 
 def _text(x: Any) -> str:
