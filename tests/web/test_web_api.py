@@ -98,9 +98,9 @@ def _open_user(page, user: str, k: int) -> None:
     number = page.locator('#api-k input[type="number"]')
     number.fill(str(k))
     number.press("Enter")
-    expect(page.locator('#api-k input[type="range"]')).to_have_value(str(k))
+    expect(page.locator('#api-k input[type="range"]')).to_have_value(str(k), timeout=TIMEOUT_MS)
     page.click("#api-go")
-    expect(page.locator("#api-msg")).to_contain_text(f"Recommendations for user {user}")
+    expect(page.locator("#api-msg")).to_contain_text(f"Recommendations for user {user}", timeout=TIMEOUT_MS)
 
 
 def test_rating_changes_the_list_and_explanations_name_the_history(page, service_page):
@@ -108,9 +108,9 @@ def test_rating_changes_the_list_and_explanations_name_the_history(page, service
 
     _, server, rec = service_page
     # the page opens on user 196's list, exactly as the service serves it, each row explained
-    expect(page.locator("#api-msg")).to_contain_text("Recommendations for user 196")
+    expect(page.locator("#api-msg")).to_contain_text("Recommendations for user 196", timeout=TIMEOUT_MS)
     before = _served(server, "196", 10)
-    expect(_col(page, 1)).to_have_text([r["title"] for r in before])
+    expect(_col(page, 1)).to_have_text([r["title"] for r in before], timeout=TIMEOUT_MS)
     history = {row["label"] for row in rec.rated_by("196", k=1000).rows()}
     because = _col(page, 5).all_inner_texts()
     assert len(because) == 10 and all(because)
@@ -119,12 +119,12 @@ def test_rating_changes_the_list_and_explanations_name_the_history(page, service
         assert named, f"{text!r} names no movie user 196 rated"
     # rate the top item (the picker opens on it): the list changes at once
     top = before[0]
-    expect(page.locator("#api-pick input")).to_have_value(top["label"])
+    expect(page.locator("#api-pick input")).to_have_value(top["label"], timeout=TIMEOUT_MS)
     page.click("#api-add")
-    expect(page.locator("#api-msg")).to_contain_text(f"Rated {top['label']} 5")
+    expect(page.locator("#api-msg")).to_contain_text(f"Rated {top['label']} 5", timeout=TIMEOUT_MS)
     after = _served(server, "196", 10)
     assert top["item"] not in [r["item"] for r in after]
-    expect(_col(page, 1)).to_have_text([r["title"] for r in after])
+    expect(_col(page, 1)).to_have_text([r["title"] for r in after], timeout=TIMEOUT_MS)
     assert "Traceback" not in page.content()
 
 
@@ -138,10 +138,10 @@ def test_an_excluded_genre_leaves_the_list(page, service_page, tmp_path):
     page.locator('#pref-diversity input[type="number"]').fill("0.5")
     page.locator('#pref-diversity input[type="number"]').press("Enter")
     page.click("#pref-save")
-    expect(page.locator("#pref-msg")).to_contain_text("genres hidden: Drama; diversity 0.5")
+    expect(page.locator("#pref-msg")).to_contain_text("genres hidden: Drama; diversity 0.5", timeout=TIMEOUT_MS)
     served = _served(server, "186", 20)
     assert len(served) == 20 and not any("Drama" in r["genres"] for r in served)
-    expect(_col(page, 1)).to_have_text([r["title"] for r in served])
+    expect(_col(page, 1)).to_have_text([r["title"] for r in served], timeout=TIMEOUT_MS)
     assert not any("Drama" in text for text in _col(page, 3).all_inner_texts())
     shot = tmp_path / "service-preferences.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -150,8 +150,8 @@ def test_an_excluded_genre_leaves_the_list(page, service_page, tmp_path):
     page.reload()
     page.wait_for_selector("#api-go")
     _open_user(page, "186", 20)
-    expect(page.locator("#pref-msg")).to_contain_text("stored preferences")
-    expect(page.locator("#pref-genres").get_by_label("Drama", exact=True)).to_be_checked()
+    expect(page.locator("#pref-msg")).to_contain_text("stored preferences", timeout=TIMEOUT_MS)
+    expect(page.locator("#pref-genres").get_by_label("Drama", exact=True)).to_be_checked(timeout=TIMEOUT_MS)
 
 
 def test_ab_tab_answers_with_or_without_experiments(page, service_page):
@@ -162,8 +162,8 @@ def test_ab_tab_answers_with_or_without_experiments(page, service_page):
     page.get_by_role("tab", name="A/B tests").click()
     page.click("#ab-refresh")
     if httpx.get(server.url + "/experiments", timeout=30).status_code == 404:
-        expect(page.locator("#ab-msg")).to_contain_text("no A/B experiment endpoints")
+        expect(page.locator("#ab-msg")).to_contain_text("no A/B experiment endpoints", timeout=TIMEOUT_MS)
     else:
-        expect(page.locator("#ab-msg")).to_contain_text("xperiment")
+        expect(page.locator("#ab-msg")).to_contain_text("xperiment", timeout=TIMEOUT_MS)
     page.click("#ab-go")
     assert "Traceback" not in page.content()
