@@ -132,6 +132,7 @@ class ModelState:
         n = self.rec.train.n_items
         genres: dict[str, np.ndarray] = {}
         years = np.full(n, np.nan)
+        self.genre_names = {}
         if f is not None and "genres" in f:
             for i, gs in enumerate(f["genres"].tolist()):
                 for g in gs if isinstance(gs, list) else []:
