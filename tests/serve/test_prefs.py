@@ -140,3 +140,13 @@ def test_two_workers_on_postgresql_follow_a_change_at_once(serve, registry, pg_s
                 if genre != "Drama":  # the earlier exclusion is lifted everywhere
                     assert any("Drama" in g for g in genres)
     assert len(pids - {None}) == 2, f"both workers should have answered: {pids}"
+
+
+def test_open_writes_lets_anyone_set_preferences(serve, registry):
+    s = serve(registry.root, open_writes=True, key=None)
+    with s.client() as c:
+        r = c.put("/users/7/preferences", json={"exclude_genres": ["Comedy"], "novelty": 0.5})
+        assert r.status_code == 200, r.text
+        rows = _rows(c.get("/users/7/recommendations", params={"k": 30}))
+        assert not any("Comedy" in row["genres"] for row in rows)
+        assert c.put("/items/x", json={"title": "X"}).status_code == 401  # other writes still need the key
