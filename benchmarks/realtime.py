@@ -2,8 +2,9 @@
 
 Fit on the first 90% of ML-100K by time (models with their stream → msr-75 → default configs),
 then replay the next 1,000 events one at a time: `Recommender.update([row])` (validation,
-vocabulary growth, `partial_fit`, training-log merge) followed by `Recommender.for_user(user,
-k=10)` (seen items excluded), timed together per event. Reports median and p99 milliseconds
+vocabulary look-up or growth, `partial_fit`, the row appended to the pending log — merged into
+the training log only when something reads it) followed by `Recommender.for_user(user, k=10)`
+(seen items excluded), timed together per event. Reports median and p99 milliseconds
 against the targets (≤ 5 ms median, ≤ 20 ms p99). Figures, not a timed test.
 """
 
