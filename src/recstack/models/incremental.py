@@ -96,6 +96,30 @@ def locate(indptr, indices, rows, cols):  # pragma: no cover - numba
     return pos, found
 
 
+@numba.njit(cache=True, nogil=True)
+def merge_insert(indices, values, at, new_indices, new_values):  # pragma: no cover - numba
+    """`np.insert(indices, at, new_indices)` and the same for values, in one pass (at: sorted)."""
+    n = len(indices) + len(at)
+    out_i = np.empty(n, indices.dtype)
+    out_v = np.empty(n, values.dtype)
+    src = 0
+    dst = 0
+    for q in range(len(at)):
+        p = at[q]
+        m = p - src
+        out_i[dst:dst + m] = indices[src:p]
+        out_v[dst:dst + m] = values[src:p]
+        dst += m
+        src = p
+        out_i[dst] = new_indices[q]
+        out_v[dst] = new_values[q]
+        dst += 1
+    m = len(indices) - src
+    out_i[dst:dst + m] = indices[src:]
+    out_v[dst:dst + m] = values[src:]
+    return out_i, out_v
+
+
 def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_rows: int,
                rows: np.ndarray, cols: np.ndarray, vals: np.ndarray):
     """Merge (rows, cols, vals) — deduplicated, sorted by (row, col) — into a CSR with sorted rows.
@@ -106,16 +130,20 @@ def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_ro
         indptr = np.concatenate([indptr, np.full(n_rows + 1 - len(indptr), indptr[-1], indptr.dtype)])
     pos, found = locate(indptr, indices, rows, cols)
     old = np.full(len(rows), np.nan)
-    values = values.copy()
     old[found] = values[pos[found]]
-    values[pos[found]] = vals[found]
     new = ~found
-    if new.any():
-        indices = np.insert(indices, pos[new], cols[new])
-        values = np.insert(values, pos[new], vals[new])
-        added = np.bincount(rows[new], minlength=n_rows)
-        indptr = indptr.copy()
-        indptr[1:] += np.cumsum(added)
+    if not new.any():
+        values = values.copy()
+        values[pos[found]] = vals[found]
+        return indptr, indices, values, old
+    at = pos[new]
+    indices, values = merge_insert(indices, values, at, cols[new].astype(indices.dtype),
+                                   vals[new].astype(values.dtype))
+    kept = pos[found]
+    values[kept + np.searchsorted(at, kept, side="right")] = vals[found]  # shifted by the inserts before
+    added = np.bincount(rows[new], minlength=n_rows)
+    indptr = indptr.copy()
+    indptr[1:] += np.cumsum(added)
     return indptr, indices, values, old
 
 
