@@ -122,6 +122,7 @@ def test_update_new_user_and_item_then_save_load(rec, tmp_path):
     counts = rec.update([("new-user", "0", 5.0, 10), ("new-user", "2", 5.0, 11), ("0", "new-item", 5.0, 12),
                          ("2", "new-item", 5.0), ("new-user", "4", 5.0, 5)])  # the last one is late
     assert counts == {"rows": 5, "new_users": 1, "new_items": 1}
+    assert (rec.n_users, rec.n_items) == (41, 31)  # known before the pending rows are merged
     assert rec.model.n_users_ == rec.train.n_users == 41 and rec.train.n_items == 31
     top = rec.for_user("new-user", k=5)
     assert not {"0", "2", "4"} & set(top.ids.tolist())

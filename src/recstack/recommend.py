@@ -122,6 +122,16 @@ class Recommender:
             self._set_train(merge(self._train, concat_events(self._pending)))
         return self._train
 
+    @property
+    def n_users(self) -> int:
+        """Users known now (after every update), without merging the pending log."""
+        return self._head.n_users
+
+    @property
+    def n_items(self) -> int:
+        """Items known now (after every update), without merging the pending log."""
+        return self._head.n_items
+
     def _seen_items(self, u: int) -> np.ndarray:
         """Item indices user `u` has interacted with (log and pending updates)."""
         x = self._train.csr
