@@ -568,6 +568,7 @@ class MF(Model):
     # config lacks them — ALS re-solves exactly — uses these class defaults).
     partial_epochs: ClassVar[int] = 3  # SGD passes over new ratings + replay per partial_fit
     replay_size: ClassVar[int] = 1000
+    keeps_item_major: ClassVar[bool] = False  # user re-solves read the user-major ratings only
 
     def _partial(self, knob: str) -> Any:
         """A partial_fit knob: the config's field when it has one, else the class default."""
