@@ -92,8 +92,8 @@ class Recommender:
     # `update` appends each batch of events to `_pending` (O(batch) work) instead of merging it
     # into the training log (O(log)); `train` merges them when something reads it. Learning one
     # rating and answering that user's top-k therefore never touch the whole log: the answer
-    # needs the vocabularies (`_user_index`, `_item_ids`, kept current by `update`), the user's
-    # seen items (the log's CSR row plus `_pending_seen`) and the model.
+    # needs the vocabularies (`_head`'s ids, `_user_index`, `_item_index`, kept current by
+    # `update`), the user's seen items (the log's CSR row plus `_pending_seen`) and the model.
     MAX_PENDING: int = 4096  # batches held before `update` merges them into the log itself
 
     def __init__(self, saved: SavedModel) -> None:
@@ -354,6 +354,7 @@ class Recommender:
         if new_items:
             self._cache.pop("genres", None)
             self.labels = events.item_titles()
+        # the rating scale only widens here (a replaced extreme rating narrows it on the next load)
         lo, hi = float(ratings.min()), float(ratings.max())
         self.scale = (lo, hi) if self.scale is None else (min(self.scale[0], lo), max(self.scale[1], hi))
         return {"rows": len(events), "new_users": new_users, "new_items": new_items}
