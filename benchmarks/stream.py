@@ -4,7 +4,8 @@
 model replays ML-100K with its configs/<model>.stream.json (else .msr-75.json, else defaults)
 under the three update modes. Writes records/stream__<model>__<update>.json, the summary rows
 (HR@10 per mode, the share of the none → retrain gap that incremental recovers — "n/a" when
-retrain does not beat none, where there is no gap to recover — update seconds and their ratio) and stream_hr_per_day.png (HR@10 per day, three lines per model).
+retrain does not beat none, where there is no gap to recover — update seconds and their ratio)
+and stream_hr_per_day.png (HR@10 per day, three lines per model).
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ def tune(model: str, half: Any, retrain_every: int) -> tuple[dict[str, Any], dic
         best, trials = search(model, half, fit["params"], BIASED_MF_PARTIAL, "incremental")
         s = BIASED_MF_FIT["space"]
         method = (f"grid on the carve, two stages: (1) early_stopping off × factors {s['factors']} × learning_rate "
-                  f"{s['learning_rate']} × epochs {s['epochs']} × reg {s['reg']} × init_std {s['init_std']}, scored under --update retrain "
+                  f"{s['learning_rate']} × epochs {s['epochs']} × reg {s['reg']} × init_std {s['init_std']}, "
+                  "scored under --update retrain "
                   f"every {retrain_every} days (best {fit[METRIC]:.4f}); (2) partial_epochs "
                   f"{BIASED_MF_PARTIAL['partial_epochs']} × replay_size {BIASED_MF_PARTIAL['replay_size']} × "
                   f"partial_learning_rate {BIASED_MF_PARTIAL['partial_learning_rate']} (0: learning_rate), "
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               "value": round(best[METRIC], 6), "commit": code_commit()}
     print(json.dumps({**params, "chosen": chosen}, indent=2))
     if args.write:
-        (ROOT / "configs" / f"{args.model}.stream.json").write_text(json.dumps({**params, "chosen": chosen}, indent=2) + "\n")
+        path = ROOT / "configs" / f"{args.model}.stream.json"
+        path.write_text(json.dumps({**params, "chosen": chosen}, indent=2) + "\n")
     return 0
 
 
