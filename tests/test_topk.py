@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recstack.recommend import top_k_from_scores
-from recstack.topk import top_k_rows, top_k_slow
+from recstack.topk import top_k_rows, top_k_rows_serial, top_k_slow
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -23,6 +23,9 @@ def test_kernel_equals_stable_sort(dtype, k):
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(val, ref_val)
     assert (idx[3] == -1).all() and np.isnan(val[3]).all()
+    serial_idx, serial_val = top_k_rows_serial(s, k)  # the one-user path: same answers
+    np.testing.assert_array_equal(serial_idx, ref_idx)
+    np.testing.assert_array_equal(serial_val, ref_val)
 
 
 def test_ties_break_by_lower_index_and_inf_ranks_first():

@@ -49,6 +49,11 @@ def top_k_rows(scores, k):  # pragma: no cover - numba
     return idx, val
 
 
+# The same kernel without threads, for a handful of rows (one user's answer): a parallel region
+# costs a wake-up of the worker threads that is larger than scanning one row of scores.
+top_k_rows_serial = numba.njit(cache=True, nogil=True)(top_k_rows.py_func)
+
+
 def top_k_slow(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """NumPy twin of `top_k_rows`: a full stable sort per row."""
     s = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
