@@ -137,3 +137,19 @@ def test_sasrec_hint_on_ml100k(ml100k_u1):
             assert out["exact"] is False and out["score"] == pytest.approx(raw, abs=1e-5)
             assert sum(p["contribution"] for p in out["parts"]) == pytest.approx(raw, abs=1e-5)
             assert {rec.train.item_of(p["item"]) for p in out["parts"] if "item" in p} <= window
+
+
+@pytest.mark.slow  # two CLI subprocesses that import torch
+def test_cli_says_the_explanation_is_a_hint(keys, tmp_path):
+    from recstack.persist import save_model
+    from tests.test_cli import one_json, run
+
+    data, _ = keys
+    m = make_model("sasrec", {**TINY, "blocks": 1, "epochs": 2}).fit(data)
+    save_model(tmp_path / "m", m, data)
+    out = one_json(run("recommend", str(tmp_path / "m"), "--user", "3", "-k", "2", "--json", "--explain").stdout)
+    for row in out["items"]:
+        e = row["explanation"]
+        assert e["exact"] is False and e["method"] == "attention (rollout)" and e["hint"].startswith("a hint")
+    text = run("recommend", str(tmp_path / "m"), "--user", "3", "-k", "2", "--explain").stdout
+    assert text.count("(hint: attention (rollout), not an exact sum)") == 2
