@@ -417,9 +417,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         genres = "|".join(row.get("genres") or [])
         print(f"{row['rank']:>3}. {row['label']:<55} {genres:<40} {score}")
         if row["item"] in explanations:
-            liked = [p["label"] for p in explanations[row["item"]]["parts"] if "item" in p and p["contribution"] > 0]
-            print(f"     because you rated {' and '.join(liked[:2])}" if liked
-                  else "     (no single rated movie stands out)")
+            e = explanations[row["item"]]
+            liked = [p["label"] for p in e["parts"] if "item" in p and p["contribution"] > 0]
+            hint = "" if e["exact"] else f" (hint: {e.get('method') or 'approximate'}, not an exact sum)"
+            print(f"     because you rated {' and '.join(liked[:2])}{hint}" if liked
+                  else f"     (no single rated movie stands out){hint}")
     return 0
 
 

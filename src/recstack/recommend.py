@@ -286,7 +286,10 @@ class Recommender:
         ranking used, "parts": [{"item", "label", "contribution"} | {"feature"/"bias", ...}], "exact"}.
 
         For exact models the parts sum to the score; `top` keeps the largest parts only (the
-        sum then leaves out the rest, so `score` is unchanged). Needs the model's `explains` ability."""
+        sum then leaves out the rest, so `score` is unchanged). When `exact` is False the parts
+        are a hint (e.g. a sequence model's attention over the history, scaled to sum to the
+        score); "method" names how it was made and "hint" says so in words. Needs the model's
+        `explains` ability."""
         require_ability(self.model, "explains")
         u, i = self.train.user_of(user_id), self.train.item_of(item_id)
         e = self.model.explain(u, i, history=self.history(user_id))
@@ -297,8 +300,13 @@ class Recommender:
                               "contribution": p["contribution"]})
             else:
                 parts.append({p["kind"]: str(p["key"]), "contribution": p["contribution"]})
-        return {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
-                "exact": e.exact, "parts": parts if top is None else parts[:top]}
+        out = {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
+               "exact": e.exact, "parts": parts if top is None else parts[:top]}
+        if not e.exact:  # a hint (attention, occlusion): say so, and how it was made
+            out["method"] = e.method or "approximate"
+            out["hint"] = (f"a hint, not an exact attribution: {out['method']}, "
+                           "scaled so that the parts sum to the score")
+        return out
 
     def because(self, user_id: object, item_id: object, n: int = 2) -> list[str]:
         """Labels of the (at most n) history items that raise `item_id`'s score the most."""

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from recstack.errors import ConfigError, RecstackError
-from recstack.web.app import CSS, K_MAX, K_MIN, _gradio, _theme, clamp_k, item_table
+from recstack.web.app import CSS, K_MAX, K_MIN, _gradio, _theme, because_text, clamp_k, item_table
 
 TIMEOUT = 30.0
 VARIANT_COLUMNS = ["variant", "users", "exposures", "mean", "95% CI"]
@@ -144,7 +144,7 @@ def recs_table(body: dict[str, Any]) -> pd.DataFrame:
     """The service's list as a display table, with the "because you rated" column when explained."""
     rows = body.get("items", [])
     explained = any(r.get("explanation") for r in rows)
-    because = [" and ".join((r.get("explanation") or {}).get("because") or []) for r in rows] if explained else None
+    because = [because_text({"because": [], **(r.get("explanation") or {})}) for r in rows] if explained else None
     label = None if body.get("fallback") else _SCORE_LABELS.get(body.get("score_kind", ""), "score")
     return item_table(rows, label, because)
 
