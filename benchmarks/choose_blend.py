@@ -26,7 +26,7 @@ from recstack.models.base import make_model
 from recstack.models.config import read_config_file
 from recstack.models.ease_als import standardize_unseen
 from recstack.recommend import top_k_from_scores
-from recstack.tune import tuning_split
+from recstack.tune import carve_rule, tuning_split
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "parts": [{"model": table[n][0], "weight": weights[n], "config": table[n][1]} for n in names if weights[n] > 0],
         "standardize": True,
         "chosen": {"protocol": "msr-75",
-                   "carve": "msr-75 train part split again by its own rule (stratified 75/25 by item, seed 42)",
+                   "carve": carve_rule("msr-75"),
                    "trials": trials, "seed": args.seed, "metric": "ndcg@10", "value": round(best, 4),
                    "commit": commit, "candidates": names,
                    "part_values": {n: round(ndcg(z[n], seen, mask, relevant), 4) for n in names}},
