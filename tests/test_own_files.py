@@ -5,8 +5,8 @@ give `fm` the same design rows as the built-in features (the "same information" 
 from __future__ import annotations
 
 import pandas as pd
-
 from benchmarks.own_files import load_train, write_files
+
 from recstack.models.fm_design import build_blocks
 from recstack.split import random_split
 
