@@ -34,3 +34,18 @@ def test_files_hold_the_built_in_features(ml100k, tmp_path):
     assert files_items == {i: built_items[i] for i in files_items}
     assert files_users["1"] == {"age:18-24", "gender:M", "occupation:technician", "zip:8"}
     assert {"genre:Animation", "genre:Children's", "genre:Comedy", "year:1995-1999"} == files_items["1"]
+
+
+def test_sideinfo_summary_judges_the_targets():
+    from benchmarks.sideinfo import markdown, summarise_fm_folds
+
+    folds = [{"name": f"u{k}", "metrics": {"rmse": r, "mae": 0.69}, "fit_seconds": 50.0 + k, "fit_cpu_seconds": 30.0}
+             for k, r in zip(range(1, 6), (0.8803, 0.8723, 0.8723, 0.8798, 0.8793))]
+    rec = {"folds": folds, "metrics": {"rmse": 0.8768, "mae": 0.69}}
+    got = summarise_fm_folds(rec, "configs/fm.ml100k-folds.json")
+    assert got["u1_rmse"] == 0.8803 and got["mean_rmse"] == 0.8768 and not got["met_rmse"]
+    assert got["max_fit_seconds"] == 55.0 and got["max_fit_cpu_seconds"] == 30.0
+    table = markdown({"fm-folds": got})
+    assert "u1 RMSE 0.8803, mean 0.8768" in table and "| ≤ 120 s | yes |" in table
+    del folds[0]["fit_cpu_seconds"]
+    assert "CPU not recorded" in markdown({"fm-folds": summarise_fm_folds(rec, "c")})
