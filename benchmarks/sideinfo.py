@@ -81,8 +81,8 @@ def blend_msr75() -> dict[str, Any]:
     cf = load_config_file(path)
     rec = run_protocol("blend", "msr-75", params=cf.params, seed=0, provenance=cf.chosen,
                        progress=lambda s: _err(f"    {s}"))
-    ndcg = round(rec["metrics"]["ndcg@10"], 4)
-    return {"config": str(path.relative_to(ROOT)), "ndcg@10": ndcg,
+    ndcg = rec["metrics"]["ndcg@10"]
+    return {"config": str(path.relative_to(ROOT)), "ndcg@10": round(ndcg, 5),
             "parts": [p["model"] + ("" if not p.get("config", {}).get("item_features") else
                                     f" ({p['config']['item_features']})") + f" ×{p['weight']:g}"
                       for p in cf.params["parts"]],
@@ -149,7 +149,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{met} |")
     if "blend-msr75" in results:
         r = results["blend-msr75"]
-        lines.append(f"| blend ({', '.join(r['parts'])}) on msr-75 | NDCG@10 {r['ndcg@10']:.4f} | ≥ 0.50 | "
+        lines.append(f"| blend ({', '.join(r['parts'])}) on msr-75 | NDCG@10 {r['ndcg@10']:.4f} (validation "
+                     f"{r['validation_ndcg@10']}) | ≥ 0.50 | "
                      f"{'yes' if r['met'] else 'no'} |")
     if "own-files" in results:
         r = results["own-files"]
@@ -167,6 +168,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| fm SGD fit on u1 train, {name} ({r['epochs']} epochs, u1 RMSE {r['u1_rmse']:.4f}) | "
                          f"{r['fit_seconds']:.1f} s wall, {r['fit_cpu_seconds']:.1f} s CPU{extra} | ≤ 5 s, one "
                          f"thread | {met} |")
+    if "fm-levers" in results:
+        r = results["fm-levers"]
+        lines += ["", f"fm MCMC levers tried on u1's validation carve only ({r['carve']}); the committed u1 "
+                      f"choice scores {r['baseline']['validation_rmse']:.4f} there:", "",
+                  "| change | u1 validation RMSE |", "|---|---|"]
+        lines += [f"| {t['change']} | {t['validation_rmse']:.4f} |" for t in r["trials"]]
+        lines.append("")
+        lines.append(r["note"])
     return "\n".join(lines) + "\n"
 
 
