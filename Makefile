@@ -10,7 +10,7 @@ export GRADIO_ANALYTICS_ENABLED = False
 export HF_HUB_OFFLINE = 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test test-fast bench bench-serve bench-scale serve lint venv clean
+.PHONY: demo test test-fast bench bench-sideinfo bench-serve bench-scale serve lint venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# level 4 targets: fm on ml100k-folds, the msr-75 blend, own feature files, fm SGD speed
+bench-sideinfo: $(STAMP)
+	$(PY) -m benchmarks.sideinfo $(BENCH_ARGS)
 
 bench-scale: $(STAMP)
 	$(PY) -m benchmarks.scale $(BENCH_ARGS)

@@ -26,10 +26,10 @@ from recstack.models.base import make_model
 from recstack.models.config import read_config_file
 from recstack.models.ease_als import standardize_unseen
 from recstack.recommend import top_k_from_scores
-from recstack.tune import tuning_split
+from recstack.tune import carve_rule, tuning_split
 
 ROOT = Path(__file__).resolve().parent.parent
-GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
 
 
 def candidates() -> dict[str, tuple[str, dict[str, Any]]]:
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the chosen config here")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="folder keeping each part's validation scores (.npy) between runs")
+    ap.add_argument("--start", nargs="+", metavar="PART=WEIGHT", help="starting weights (default: the first part ×1)")
     args = ap.parse_args(argv)
     split = tuning_split("msr-75", seed=args.seed)
     users = np.intersect1d(np.unique(split.train.user), np.unique(split.valid.user))
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(fit {time.perf_counter() - t0:.1f}s)", file=sys.stderr, flush=True)
     names = list(z)
     weights = {n: (1.0 if n == names[0] else 0.0) for n in names}
+    if args.start:  # start the ascent from given weights (e.g. an earlier choice)
+        weights.update({n: float(w) for n, w in (kv.split("=") for kv in args.start)})
 
     def value(w: dict[str, float]) -> float:
         total = sum(w[n] * z[n] for n in names if w[n] > 0)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "parts": [{"model": table[n][0], "weight": weights[n], "config": table[n][1]} for n in names if weights[n] > 0],
         "standardize": True,
         "chosen": {"protocol": "msr-75",
-                   "carve": "msr-75 train part split again by its own rule (stratified 75/25 by item, seed 42)",
+                   "carve": carve_rule("msr-75"),
                    "trials": trials, "seed": args.seed, "metric": "ndcg@10", "value": round(best, 4),
                    "commit": commit, "candidates": names,
                    "part_values": {n: round(ndcg(z[n], seen, mask, relevant), 4) for n in names}},

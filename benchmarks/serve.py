@@ -1,4 +1,4 @@
-"""`python -m benchmarks.serve [--only ann|wrk] [--seconds 60]`: the service's figures for the README.
+"""`python -m benchmarks.serve [--only ann|wrk|inproc] [--seconds 60] [--rounds 1]`: the service's README figures.
 
 ann: faiss HNSW (M=32) over the MIPS→L2 reduction vs exact brute force (`faiss.IndexFlatIP`), one
 query at a time on one thread: recall@10 and queries per second, on 100,000 synthetic 64-d
@@ -8,6 +8,8 @@ wrk: `recstack serve` (1 worker, SQLite) on the ML-100K biased-mf; wrk 2 threads
 90% GET recommendations k=10 over random known users, 10% event POSTs (benchmarks/serve_lua/mixed.lua);
 then, under the same wrk settings, the calibration reference `bare_app` (a bare FastAPI route doing
 only the numpy top-k), so the service's requests/s is also reported as a ratio to bare FastAPI.
+inproc: both apps driven in this process through ASGI (CPU µs per request of the same mix, no HTTP
+parsing or sockets) — the service's cost relative to bare FastAPI, little disturbed by a busy machine.
 Results go to benchmarks/results/serve.json.
 """
 
@@ -32,6 +34,7 @@ from fastapi import FastAPI, Request  # noqa: E402  (the [serve] extra; annotati
 from fastapi.responses import Response  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # in-process parts measure this checkout, as the servers started below do
 KEY = "bench-key"
 RAW_BASELINE = "--raw-baseline" in sys.argv
 
@@ -158,6 +161,83 @@ def _wrk(port: int, seconds: int, env: dict) -> dict:
     return figures
 
 
+def _asgi_cpu(app, n: int, post_share: float, seed: int = 0) -> float:  # noqa: ANN001
+    """CPU µs per request of an ASGI app driven in this process, without HTTP parsing or sockets:
+    `n` requests of the wrk mix (GET k=10 over random known users, `post_share` event posts)."""
+    import asyncio
+    import random
+
+    async def call(method: str, path: str, query: bytes = b"", body: bytes = b"", headers: tuple = ()) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1"), *headers, (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {}}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status = []
+
+        async def receive() -> dict:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        return status[0]
+
+    async def run() -> float:
+        rng = random.Random(seed)
+        post_headers = ((b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode()))
+
+        async def one(count: int) -> None:
+            user = rng.randint(1, 943)
+            if rng.random() < post_share:
+                body = json.dumps({"events": [{"event_id": f"cpu-{seed}-{count}", "item": str(rng.randint(1, 1682)),
+                                               "type": "click"}]}).encode()
+                code = await call("POST", f"/users/{user}/events", body=body, headers=post_headers)
+            else:
+                code = await call("GET", f"/users/{user}/recommendations", b"k=10")
+            assert code < 300, code
+
+        async with app.router.lifespan_context(app):
+            for count in range(200):  # warm up
+                await one(-count - 1)
+            t0 = time.process_time()
+            for count in range(n):
+                await one(count)
+            return (time.process_time() - t0) / n * 1e6
+
+    return asyncio.run(run())
+
+
+def run_inproc(work: Path, n: int = 3000, rounds: int = 3) -> dict:
+    """The service's app against the bare reference, driven in this process (CPU time per request,
+    no HTTP parsing or sockets): a ratio that a busy machine disturbs far less than wrk's figures."""
+    from recstack.serve.app import Settings, create_app
+
+    model = train_bmf(work / "bmf")
+    reg = work / "registry"
+    os.environ["RECSTACK_API_KEY"] = KEY
+    os.environ["BENCH_BARE_MODEL"] = str(model)
+    if not (reg / "ACTIVE").exists():
+        from recstack.serve.registry import Registry
+
+        Registry(reg).add(model)
+    out: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for share in (0.0, 0.1):
+            db = work / f"inproc-{r}-{share}.db"
+            service = create_app(Settings(path=str(reg), db=f"sqlite:///{db}"))
+            out.setdefault(f"service_post{share}", []).append(round(_asgi_cpu(service, n, share, seed=r), 1))
+            out.setdefault(f"bare_post{share}", []).append(round(_asgi_cpu(bare_app(), n, share, seed=r), 1))
+    med = {k: float(np.median(v)) for k, v in out.items()}
+    record = {"cpu_us_per_request": out, "requests_per_run": n,
+              "gets_only_vs_bare": round(med["service_post0.0"] / med["bare_post0.0"], 2),
+              "mix_vs_bare": round(med["service_post0.1"] / med["bare_post0.1"], 2)}
+    print(f"in-process CPU per request (median µs): {med}", file=sys.stderr)
+    return record
+
+
 def _serve(cmd: list[str], env: dict, port: int, ready: str) -> subprocess.Popen:
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
@@ -221,7 +301,7 @@ def run_wrk(work: Path, seconds: int, rounds: int = 1) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--only", choices=["ann", "wrk"])
+    p.add_argument("--only", choices=["ann", "wrk", "inproc"])
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--rounds", type=int, default=1, help="wrk runs of the service and the bare reference, alternating")
     p.add_argument("--work", default=None, help="folder for the trained model and registry (default: a temp folder)")
@@ -235,6 +315,9 @@ def main() -> None:
     if args.only in (None, "wrk"):
         record["wrk"] = run_wrk(work, args.seconds, args.rounds)
         print(json.dumps(record["wrk"]))
+    if args.only in (None, "inproc"):
+        record["inproc"] = run_inproc(work)
+        print(json.dumps(record["inproc"]))
     if args.only in (None, "ann"):
         record["ann"] = run_ann(work)
         print(json.dumps(record["ann"]))

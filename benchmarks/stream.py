@@ -3,8 +3,9 @@
 `python -m benchmarks.stream [--models ...]` (also part of `python -m benchmarks.run`): every
 model replays ML-100K with its configs/<model>.stream.json (else .msr-75.json, else defaults)
 under the three update modes. Writes records/stream__<model>__<update>.json, the summary rows
-(HR@10 per mode, the share of the none → retrain gap that incremental recovers, update seconds
-and their ratio) and stream_hr_per_day.png (HR@10 per day, three lines per model).
+(HR@10 per mode, the share of the none → retrain gap that incremental recovers — "n/a" when
+retrain does not beat none, where there is no gap to recover — update seconds and their ratio)
+and stream_hr_per_day.png (HR@10 per day, three lines per model).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def summary(records: list[dict]) -> list[dict[str, Any]]:
             continue
         hr = {u: by[u]["metrics"]["hr@10"] for u in UPDATES}
         gap = hr["retrain"] - hr["none"]
-        recovered = (hr["incremental"] - hr["none"]) / gap if gap != 0 else float("nan")
+        # the share of the none → retrain gap is only meaningful when retrain beats none
+        recovered = (hr["incremental"] - hr["none"]) / gap if gap > 0 else None
         inc, ret = by["incremental"]["update_seconds"], by["retrain"]["update_seconds"]
         ratio = ret / inc if inc > 0 else float("inf")
         rows.append({"model": model, "config_source": by["none"].get("config_source", ""),
@@ -137,8 +139,13 @@ def summary(records: list[dict]) -> list[dict[str, Any]]:
                      **{f"ndcg@10 {u}": by[u]["metrics"]["ndcg@10"] for u in UPDATES},
                      "gap_recovered": recovered, "update_seconds_incremental": inc,
                      "update_seconds_retrain": ret, "speedup": ratio,
-                     "met": bool(gap > 0 and recovered >= TARGET_GAP and ratio >= TARGET_SPEEDUP)})
+                     "met": bool(recovered is not None and recovered >= TARGET_GAP and ratio >= TARGET_SPEEDUP)})
     return rows
+
+
+def gap_text(recovered: float | None) -> str:
+    """The gap-recovered cell: a percentage, or why there is none (retrain ≤ none)."""
+    return "n/a (retrain does not beat none)" if recovered is None else f"{100 * recovered:.0f}%"
 
 
 def markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -150,7 +157,7 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         lines.append(
             f"| `{r['model']}` | {r['user_days']} | {r['hr@10 none']:.4f} | {r['hr@10 incremental']:.4f} | "
-            f"{r['hr@10 retrain']:.4f} | {100 * r['gap_recovered']:.0f}% | {r['update_seconds_incremental']:.2f} | "
+            f"{r['hr@10 retrain']:.4f} | {gap_text(r['gap_recovered'])} | {r['update_seconds_incremental']:.2f} | "
             f"{r['update_seconds_retrain']:.1f} | {r['speedup']:.0f}× | "
             f"{'**met**' if r['met'] else '**not met**'} (≥ 80%, ≥ 50×) | {r['config_source']} |")
     return lines + [""]

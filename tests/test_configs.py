@@ -74,3 +74,17 @@ def test_the_check_catches_a_choice_tuned_on_u1_and_applied_to_every_fold(ml100k
                                           "carve": "validation_split(u1 train, 0.1, seed 0)"})
     seen = seen_test_rows(cf, get_protocol("ml100k-folds").make_folds(ml100k, 0))
     assert seen["u1"] == 0 and all(seen[f] > 15_000 for f in ("u2", "u3", "u4", "u5"))
+
+
+def test_stream_fold_and_its_tuning_carve_follow_time(ml100k):
+    """The stream protocol's fold is its fitted half (before the time cut) and the replayed rest;
+    its tuning carve splits the fitted half again by time, so it never reaches a replayed day."""
+    from recstack.split import stream_split
+
+    fold = get_protocol("stream").make_folds(ml100k, 0)[0]
+    initial, days = stream_split(ml100k, 0.5)
+    assert len(fold.train) == len(initial) and len(fold.test) == sum(len(b) for _, b in days)
+    assert fold.train.timestamp.max() < fold.test.timestamp.min()
+    train, valid = carve_parts("stream_split(fold train, 0.5)", fold.train)
+    assert len(train) + len(valid) == len(fold.train) and train.timestamp.max() < valid.timestamp.min()
+    assert not (_keys(train) | _keys(valid)) & _keys(fold.test)

@@ -136,6 +136,7 @@ def test_update_new_user_and_item_then_save_load(rec, tmp_path):
     counts = rec.update([("new-user", "0", 5.0, 10), ("new-user", "2", 5.0, 11), ("0", "new-item", 5.0, 12),
                          ("2", "new-item", 5.0), ("new-user", "4", 5.0, 5)])  # the last one is late
     assert counts == {"rows": 5, "new_users": 1, "new_items": 1}
+    assert (rec.n_users, rec.n_items) == (41, 31)  # known before the pending rows are merged
     assert rec.model.n_users_ == rec.train.n_users == 41 and rec.train.n_items == 31
     top = rec.for_user("new-user", k=5)
     assert not {"0", "2", "4"} & set(top.ids.tolist())
@@ -152,6 +153,28 @@ def test_update_repeated_rating_replaces(rec):
     rec.update([("0", "1", 1.0, 1), ("0", "1", 4.0, 2)])
     rows = (rec.train.user == rec.train.user_of("0")) & (rec.train.item == rec.train.item_of("1"))
     assert rows.sum() == 1 and rec.train.rating[rows][0] == 4.0
+
+
+def test_updates_are_merged_lazily_and_answers_follow_each_one(rec):
+    """Many single-row updates (some repeated, one new user, one new item) interleaved with answers:
+    each answer already excludes what was just rated, and the log read afterwards equals one merge
+    of all the rows — also when the pending batches are merged early (MAX_PENDING)."""
+    from recstack.data.updates import extend, merge, parse_rows
+
+    rows = [("0", "1", 2.0, 5), ("0", "3", 5.0, 6), ("new-user", "5", 5.0, 7), ("0", "1", 4.0, 8),
+            ("1", "new-item", 3.0, 9), ("new-user", "7", 1.0, 10), ("2", "4", 5.0, 11)]
+    base = rec.train
+    expected = merge(base, extend(base, *parse_rows(rows)))
+    rec.MAX_PENDING = 3
+    for row in rows:
+        rec.update([row])
+        top = rec.for_user(row[0], k=10)
+        assert row[1] not in top.ids.tolist()
+    got = rec.train
+    assert got.fingerprint() == expected.fingerprint()
+    assert got.user_ids.tolist() == expected.user_ids.tolist() and got.item_ids.tolist() == expected.item_ids.tolist()
+    assert rec.for_user("new-user", k=30).ids.tolist() == Recommender(SavedModel(rec.model, got)).for_user(
+        "new-user", k=30).ids.tolist()
 
 
 def test_save_model_after_update_roundtrip(tmp_path):

@@ -8,6 +8,7 @@
 | leave-last-out  | top-N  | per user last → test, second-to-last → valid; full ranking     |
 | cold-items      | top-N  | 10% of items (by popularity decile) with all their rows → test; rank only them |
 | cold-users      | top-N  | 10% of users held out; first `given` (1/3/5) ratings are their history, rest test |
+| stream          | top-N  | first 50% by time → train; then recommend → update per UTC day (`recstack.stream`) |
 | custom          | either | the user's own train and test files                            |
 
 Models never see a test part while choosing hyperparameters: early stopping carves its
@@ -41,6 +42,7 @@ from recstack.split import (
     ml100k_folds,
     random_split,
     stratified_split,
+    stream_halves,
 )
 
 
@@ -83,6 +85,19 @@ def _folds_msr(data: Interactions, seed: int) -> list[Fold]:
 def _folds_llo(data: Interactions, seed: int) -> list[Fold]:
     tr, va, te = leave_last_out(data)
     return [Fold("leave-last-out", tr, te, va)]
+
+
+def _folds_stream(data: Interactions, seed: int) -> list[Fold]:
+    """The stream protocol's parts as one fold: the first 50% by time (what the model is fitted
+    on) and the rest (replayed day by day by `recstack.stream.run_stream`, its test)."""
+    train, test = stream_halves(data, 0.5)
+    return [Fold("stream", train, test)]
+
+
+def _stream_metrics(model: Model, fold: Fold, k: int = 10) -> tuple[dict[str, float], float]:
+    raise ConfigError("the stream protocol replays its test part day by day: run it with "
+                      "`recstack evaluate MODEL --protocol stream --update none|incremental|retrain` "
+                      "(recstack.stream.run_stream)")
 
 
 # ---- cold start -----------------------------------------------------------------------------------
@@ -165,6 +180,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "random-80-20": Protocol("random-80-20", "rating", _folds_random),
     "msr-75": Protocol("msr-75", "topn", _folds_msr, candidates="train"),
     "leave-last-out": Protocol("leave-last-out", "topn", _folds_llo, exclude_valid=True),
+    "stream": Protocol("stream", "topn", _folds_stream, fold_metrics=_stream_metrics),
     "cold-items": Protocol("cold-items", "topn", _folds_cold_items, fold_metrics=cold_item_metrics),
     "cold-users": Protocol("cold-users", "topn", _folds_cold_users(5), fold_metrics=cold_user_metrics),
     "cold-users-given1": Protocol("cold-users-given1", "topn", _folds_cold_users(1), fold_metrics=cold_user_metrics),
@@ -353,9 +369,9 @@ def run_protocol(
     records = []
     for fold in folds:
         model = cls(configs[fold.name])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model = fit(model, fold.train, fold.valid) if fit else model.fit(fold.train, fold.valid)
-        fit_s = time.perf_counter() - t0
+        fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
         if fold_metrics is not None:
             m, pred_s = fold_metrics(model, fold, k)
         elif task == "rating":
@@ -364,7 +380,7 @@ def run_protocol(
             extra = fold.valid if exclude_valid else None
             m, pred_s = topn_metrics(model, fold.train, fold.test, k, candidates, extra, rerank)
         fold_rec = {"name": fold.name, "metrics": m, "fit_seconds": round(fit_s, 4),
-                    "predict_seconds": round(pred_s, 4)}
+                    "fit_cpu_seconds": round(fit_cpu, 4), "predict_seconds": round(pred_s, 4)}
         for key in ("epochs_", "best_epoch_"):
             if hasattr(model, key):
                 fold_rec[key.rstrip("_")] = int(getattr(model, key))
@@ -390,6 +406,7 @@ def run_protocol(
         "metrics_sd": sd,
         "folds": records,
         "fit_seconds": round(sum(r["fit_seconds"] for r in records), 4),
+        "fit_cpu_seconds": round(sum(r["fit_cpu_seconds"] for r in records), 4),
         "predict_seconds": round(sum(r["predict_seconds"] for r in records), 4),
         "peak_memory_mb": peak_memory_mb(),
         **({"rerank": {"diversity": rerank.diversity, "novelty": rerank.novelty,

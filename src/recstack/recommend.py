@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError, DataError, RecstackError, UnknownIdError
 from recstack.itemlist import ItemList, ScoreKind
 from recstack.models.base import Model, has_ability, require_ability
 from recstack.rerank import Rerank, genre_matrix, item_genres, rerank_candidates, unit_rows
-from recstack.topk import SERIAL_BELOW, top_k_rows, top_k_rows_serial
+from recstack.topk import top_k_rows, top_k_rows_serial
 
 if TYPE_CHECKING:
     from recstack.persist import SavedModel
@@ -30,7 +31,7 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         scores = scores.astype(np.float64)
     if k <= 0:
         return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
-    kernel = top_k_rows_serial if scores.shape[0] < SERIAL_BELOW else top_k_rows
+    kernel = top_k_rows_serial if scores.shape[0] <= 4 else top_k_rows
     return kernel(np.ascontiguousarray(scores), int(k))
 
 
@@ -88,14 +89,57 @@ class Recommender:
     (popular fallback for models that cannot); similar items.
     """
 
+    # `update` appends each batch of events to `_pending` (O(batch) work) instead of merging it
+    # into the training log (O(log)); `train` merges them when something reads it. Learning one
+    # rating and answering that user's top-k therefore never touch the whole log: the answer
+    # needs the vocabularies (`_head`'s ids, `_user_index`, `_item_index`, kept current by
+    # `update`), the user's seen items (the log's CSR row plus `_pending_seen`) and the model.
+    MAX_PENDING: int = 4096  # batches held before `update` merges them into the log itself
+
     def __init__(self, saved: SavedModel) -> None:
         self.model = saved.model
-        self.train = saved.train
         self.info = saved.info
-        self.labels = self.train.item_titles()
-        self.scale = ((float(self.train.rating.min()), float(self.train.rating.max()))
-                      if len(self.train) else None)
-        self._cache: dict[str, Any] = {}  # derived from train and model; cleared by `update`
+        self._set_train(saved.train)
+        self.labels = saved.train.item_titles()
+        self.scale = ((float(saved.train.rating.min()), float(saved.train.rating.max()))
+                      if len(saved.train) else None)
+        self._cache: dict[str, Any] = {}  # derived from train and model; `update` drops what changes
+
+    def _set_train(self, train: Interactions) -> None:
+        self._train = train
+        self._pending: list[Interactions] = []  # update batches not yet merged into _train
+        self._pending_seen: dict[int, list[int]] = {}  # user index → items rated in _pending
+        self._head = train  # the newest vocabularies and feature frames (the last batch's)
+        self._user_index = dict(train.user_index)  # a copy: `update` extends it
+        self._item_index = dict(train.item_index)
+
+    @property
+    def train(self) -> Interactions:
+        """The training log with every update applied (a repeated (user, item) keeps the last)."""
+        if self._pending:
+            from recstack.data.updates import concat_events, merge
+
+            self._set_train(merge(self._train, concat_events(self._pending)))
+        return self._train
+
+    @property
+    def n_users(self) -> int:
+        """Users known now (after every update), without merging the pending log."""
+        return self._head.n_users
+
+    @property
+    def n_items(self) -> int:
+        """Items known now (after every update), without merging the pending log."""
+        return self._head.n_items
+
+    def _seen_items(self, u: int) -> np.ndarray:
+        """Item indices user `u` has interacted with (log and pending updates)."""
+        x = self._train.csr
+        items = x.indices[x.indptr[u]:x.indptr[u + 1]] if u < x.shape[0] else np.empty(0, np.int32)
+        extra = self._pending_seen.get(u)
+        if extra:
+            return np.concatenate([items.astype(np.int64), np.asarray(extra, np.int64)])
+        return items
 
     # ---- rows -----------------------------------------------------------------------------
     def item_meta(self, index: int) -> dict[str, Any]:
@@ -106,7 +150,7 @@ class Recommender:
         return dict(cache[index])
 
     def _item_meta(self, index: int) -> dict[str, Any]:
-        f = self.train.item_features
+        f = self._head.item_features
         row: dict[str, Any] = {"label": self.labels[index]}
         if f is not None:
             if "title" in f:
@@ -120,7 +164,7 @@ class Recommender:
 
     def item_row(self, index: int) -> dict[str, Any]:
         """{"item": external id, **item_meta}."""
-        return {"item": str(self.train.item_ids[index]), **self.item_meta(index)}
+        return {"item": str(self._head.item_ids[index]), **self.item_meta(index)}
 
     def item_list(self, idx: np.ndarray, scores: np.ndarray | None, kind: ScoreKind, **kw: Any) -> ItemList:
         """An `ItemList` from item indices (−1 entries dropped) and their raw scores."""
@@ -130,7 +174,7 @@ class Recommender:
                 else np.asarray(scores, np.float32).reshape(-1))
         idx, vals = idx[keep], vals[keep]
         scale = self.scale if kind == "rating" else None
-        return ItemList(self.train.item_ids[idx], vals, kind, meta=tuple(self.item_meta(int(i)) for i in idx),
+        return ItemList(self._head.item_ids[idx], vals, kind, meta=tuple(self.item_meta(int(i)) for i in idx),
                         scale=scale, **kw)
 
     # ---- answers --------------------------------------------------------------------------
@@ -146,16 +190,16 @@ class Recommender:
         `rerank` re-ranks the model's best candidates (diversity, novelty, excluded genres; see
         `recstack.rerank`); scores stay the model's own."""
         _check_k(k)
-        if str(user_id) not in self.train.user_index:
+        u = self._user_index.get(str(user_id))
+        if u is None:
             if fallback != "popular":
                 raise UnknownIdError(f"unknown user id {user_id!r} (this model knows "
-                                     f"{self.train.n_users:,} users; use --fallback popular)")
+                                     f"{self._head.n_users:,} users; use --fallback popular)")
             return self.popular(k, user=str(user_id), fallback="popular",
                                 fallback_reason=f"unknown user id {str(user_id)!r}: the most popular items")
-        u = self.train.user_of(user_id)
         wide = k if rerank is None else rerank.n_candidates(k)
         scores = self.model.score([u]).astype(np.float64)
-        scores[0, self.train.item[self.train.user == u]] = -np.inf  # seen items (no full CSR build)
+        scores[0, self._seen_items(u)] = -np.inf
         idx, val = top_k_from_scores(scores, wide)
         idx, val = self._reranked(idx[0], val[0], k, rerank)
         return self.item_list(idx, val, self.model.score_kind, user=str(user_id))
@@ -242,7 +286,10 @@ class Recommender:
         ranking used, "parts": [{"item", "label", "contribution"} | {"feature"/"bias", ...}], "exact"}.
 
         For exact models the parts sum to the score; `top` keeps the largest parts only (the
-        sum then leaves out the rest, so `score` is unchanged). Needs the model's `explains` ability."""
+        sum then leaves out the rest, so `score` is unchanged). When `exact` is False the parts
+        are a hint (e.g. a sequence model's attention over the history, scaled to sum to the
+        score); "method" names how it was made and "hint" says so in words. Needs the model's
+        `explains` ability."""
         require_ability(self.model, "explains")
         u, i = self.train.user_of(user_id), self.train.item_of(item_id)
         e = self.model.explain(u, i, history=self.history(user_id))
@@ -253,8 +300,13 @@ class Recommender:
                               "contribution": p["contribution"]})
             else:
                 parts.append({p["kind"]: str(p["key"]), "contribution": p["contribution"]})
-        return {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
-                "exact": e.exact, "parts": parts if top is None else parts[:top]}
+        out = {"user": str(user_id), "item": self.item_row(i), "score": e.score, "score_kind": self.model.score_kind,
+               "exact": e.exact, "parts": parts if top is None else parts[:top]}
+        if not e.exact:  # a hint (attention, occlusion): say so, and how it was made
+            out["method"] = e.method or "approximate"
+            out["hint"] = (f"a hint, not an exact attribution: {out['method']}, "
+                           "scaled so that the parts sum to the score")
+        return out
 
     def because(self, user_id: object, item_id: object, n: int = 2) -> list[str]:
         """Labels of the (at most n) history items that raise `item_id`'s score the most."""
@@ -281,7 +333,7 @@ class Recommender:
         replaces the earlier rating), so seen items, popularity and fallbacks follow. Late events
         (older than the user's latest) are accepted. Returns counts of rows, new users, new items.
         """
-        from recstack.data.updates import extend, merge, parse_rows
+        from recstack.data.updates import extend, parse_rows
 
         require_ability(self.model, "partial_fit")
         users, items, ratings, stamps = parse_rows(rows, now)
@@ -292,15 +344,35 @@ class Recommender:
                 n = int(off[0])
                 raise DataError(f"update row {n + 1}: field 'rating' = {float(ratings[n]):g} is outside the "
                                 f"model's rating scale {lo:g}..{hi:g}")
-        events = extend(self.train, users, items, ratings, stamps)
-        new_users = events.n_users - self.train.n_users
-        new_items = events.n_items - self.train.n_items
+        head = self._head
+        u_idx = [self._user_index.get(x) for x in users]
+        i_idx = [self._item_index.get(x) for x in items]
+        if None in u_idx or None in i_idx:  # new ids: the vocabularies (and feature frames) grow
+            events = extend(head, users, items, ratings, stamps)
+        else:  # known ids only: the events share the current vocabularies as they are
+            events = Interactions(head.user_ids, head.item_ids, np.asarray(u_idx, np.int32),
+                                  np.asarray(i_idx, np.int32), ratings, stamps, head.item_features,
+                                  head.user_features, head.name)
+        new_users = events.n_users - head.n_users
+        new_items = events.n_items - head.n_items
         self.model.partial_fit(events)
-        self.train = merge(self.train, events)
-        self._cache.clear()  # item metadata, genres and item vectors follow the grown data
+        if len(self._pending) >= self.MAX_PENDING:
+            _ = self.train  # merge what is pending, so the list stays short
+        self._pending.append(events)
+        self._head = events
+        for k, name in enumerate(events.user_ids[head.n_users:].tolist()):
+            self._user_index[name] = head.n_users + k
+        for k, name in enumerate(events.item_ids[head.n_items:].tolist()):
+            self._item_index[name] = head.n_items + k
+        for u, i in zip(events.user.tolist(), events.item.tolist()):
+            self._pending_seen.setdefault(u, []).append(i)
+        self._cache.pop("unit_vectors", None)  # item vectors moved; per-item metadata did not
         if new_items:
-            self.labels = self.train.item_titles()
-        self.scale = (float(self.train.rating.min()), float(self.train.rating.max()))
+            self._cache.pop("genres", None)
+            self.labels = events.item_titles()
+        # the rating scale only widens here (a replaced extreme rating narrows it on the next load)
+        lo, hi = float(ratings.min()), float(ratings.max())
+        self.scale = (lo, hi) if self.scale is None else (min(self.scale[0], lo), max(self.scale[1], hi))
         return {"rows": len(events), "new_users": new_users, "new_items": new_items}
 
     def save(self, path: Any) -> Any:

@@ -159,6 +159,19 @@ def cold_users_split(data: Interactions, fraction: float = 0.1, given: int = 5, 
     return (data.subset(~is_cold), data.subset(given_rows), data.subset(is_cold & ~given_rows), cold)
 
 
+def stream_halves(data: Interactions, fraction: float = 0.5) -> tuple[Interactions, Interactions]:
+    """(before, after): `data`'s rows split where `stream_split` cuts its initial part (the rows
+    before the timestamp of the row at position ⌊fraction·n⌋ in time order), both over `data`'s
+    own vocabularies. The `stream` protocol's training half, and the tuning carve inside it
+    (`stream_halves(train, 0.5)`: fit on its first half, replay its second)."""
+    if not 0 < fraction < 1:
+        raise DataError(f"stream fraction must be in (0, 1), got {fraction}")
+    order = np.lexsort((np.arange(len(data)), data.timestamp))
+    ts = data.timestamp[order]
+    cut = int(np.searchsorted(ts, ts[int(fraction * len(ts))], side="left")) if len(ts) else 0
+    return data.subset(np.sort(order[:cut])), data.subset(np.sort(order[cut:]))
+
+
 def stream_split(data: Interactions, fraction: float = 0.5, day_seconds: int = 86400
                  ) -> tuple[Interactions, list[tuple[int, Interactions]]]:
     """The `stream` protocol's replay (prequential evaluation, Vinagre, Jorge & Gama 2014).

@@ -10,64 +10,48 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Below this many rows the serial kernel is used: starting numba's thread pool costs far more
-# than scanning one row (~0.8 ms against ~5 µs for 1,700 items, and worse on a busy machine).
-SERIAL_BELOW = 64
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _row_top_k(row, k, idx, val):  # pragma: no cover - numba
-    """The k best finite entries of one row into idx (k,) / val (k,), best first.
-
-    An insertion-sorted buffer of the k best so far; an item enters only when strictly better
-    than the current k-th, so the lower index wins a tie (the row is scanned in order).
-    """
-    best = np.empty(k, row.dtype)
-    where = np.empty(k, np.int64)
-    filled = 0
-    for j in range(row.shape[0]):
-        s = row[j]
-        if not (s > -np.inf):  # NaN and -inf
-            continue
-        if filled == k and s <= best[k - 1]:
-            continue
-        if filled < k:  # a free slot at the end; else the worst one is dropped
-            pos = filled
-            filled += 1
-        else:
-            pos = k - 1
-        while pos > 0 and best[pos - 1] < s:
-            best[pos] = best[pos - 1]
-            where[pos] = where[pos - 1]
-            pos -= 1
-        best[pos] = s
-        where[pos] = j
-    for t in range(filled):
-        idx[t] = where[t]
-        val[t] = best[t]
-
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def top_k_rows(scores, k):  # pragma: no cover - numba
-    """(n, m) float32/float64 scores → ((n, k) int64 indices, (n, k) float32 values), best first;
-    parallel over rows (use `top_k_rows_serial` for a few rows)."""
-    n = scores.shape[0]
+    """(n, m) float32/float64 scores → ((n, k) int64 indices, (n, k) float32 values), best first.
+
+    Per row an insertion-sorted buffer of the k best so far; an item enters only when strictly
+    better than the current k-th, so the lower index wins a tie (the row is scanned in order).
+    """
+    n, m = scores.shape
     idx = np.full((n, k), -1, np.int64)
     val = np.full((n, k), np.nan, np.float32)
     for r in numba.prange(n):
-        _row_top_k(scores[r], k, idx[r], val[r])
+        best = np.empty(k, scores.dtype)
+        where = np.empty(k, np.int64)
+        filled = 0
+        row = scores[r]
+        for j in range(m):
+            s = row[j]
+            if not (s > -np.inf):  # NaN and -inf
+                continue
+            if filled == k and s <= best[k - 1]:
+                continue
+            if filled < k:  # a free slot at the end; else the worst one is dropped
+                pos = filled
+                filled += 1
+            else:
+                pos = k - 1
+            while pos > 0 and best[pos - 1] < s:
+                best[pos] = best[pos - 1]
+                where[pos] = where[pos - 1]
+                pos -= 1
+            best[pos] = s
+            where[pos] = j
+        for t in range(filled):
+            idx[r, t] = where[t]
+            val[r, t] = best[t]
     return idx, val
 
 
-@numba.njit(cache=True, nogil=True)
-def top_k_rows_serial(scores, k):  # pragma: no cover - numba
-    """`top_k_rows` on the calling thread: the fast path for one request's row."""
-    n = scores.shape[0]
-    idx = np.full((n, k), -1, np.int64)
-    val = np.full((n, k), np.nan, np.float32)
-    for r in range(n):
-        _row_top_k(scores[r], k, idx[r], val[r])
-    return idx, val
+# The same kernel without threads, for a handful of rows (one user's answer): a parallel region
+# costs a wake-up of the worker threads that is larger than scanning one row of scores.
+top_k_rows_serial = numba.njit(cache=True, nogil=True)(top_k_rows.py_func)
 
 
 def top_k_slow(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

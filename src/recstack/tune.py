@@ -9,6 +9,8 @@ from in that fold and discards the test part before anything else sees it:
 | random-80-20    | `validation_split` of the 80% training part                                |
 | msr-75          | the same stratified rule (75/25 by item, seed 42) applied to the train part |
 | leave-last-out  | the protocol's own train / validation parts                                |
+| stream          | `stream_split` of the training half (its first 50% by time): fit on the first |
+|                 | half of it, replay the second (`benchmarks/tune_stream.py`)                  |
 
 Tuning ml100k-folds on u1 alone would choose on rows that are u2..u5's test rows, so the choice
 is nested: one search per fold, and one config file holding the five choices
@@ -38,7 +40,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError, RecstackError
 from recstack.evaluate import get_protocol, rating_metrics, topn_metrics
 from recstack.models.base import Model, get_model_class
-from recstack.split import stratified_split, validation_split
+from recstack.split import stratified_split, stream_halves, validation_split
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ def carve_rule(protocol: str, seed: int = 0, valid_fraction: float = 0.1) -> str
         return "leave_last_out(fold valid)"
     if protocol == "msr-75":
         return "stratified_split(fold train, 0.75, item, seed 42)"
+    if protocol == "stream":
+        return "stream_split(fold train, 0.5)"
     return f"validation_split(fold train, {valid_fraction:g}, seed {seed})"
 
 
-_CARVE = re.compile(r"^(?P<rule>validation_split|stratified_split|leave_last_out)"
+_CARVE = re.compile(r"^(?P<rule>validation_split|stratified_split|leave_last_out|stream_split)"
                     r"\((?P<source>[\w-]+) (?P<part>train|valid)(?P<args>(, [^,()]+)*)\)$")
 
 
@@ -74,7 +78,8 @@ def carve_source(carve: str) -> str | None:
     m = _CARVE.match(carve.strip())
     if m is None:
         raise ConfigError(f"unknown carve {carve!r}; expected validation_split(fold train, F, seed S), "
-                          "stratified_split(fold train, R, item|user, seed S) or leave_last_out(fold valid)")
+                          "stratified_split(fold train, R, item|user, seed S), stream_split(fold train, F) "
+                          "or leave_last_out(fold valid)")
     return None if m["source"] == "fold" else m["source"]
 
 
@@ -83,7 +88,8 @@ def carve_parts(carve: str, fold_train: Interactions,
     """Rebuild a `chosen` record's carve of one fold's parts: (tuning train, tuning validation).
 
     Forms: `validation_split(fold train, F, seed S)`, `stratified_split(fold train, R, item|user,
-    seed S)`, `leave_last_out(fold valid)`; `fold` may be a fold's name (see `carve_source`).
+    seed S)`, `leave_last_out(fold valid)`, `stream_split(fold train, F)` (the rows before / from
+    the time cut at fraction F, `split.stream_halves`); `fold` may be a fold's name (see `carve_source`).
     """
     carve_source(carve)  # checks the form
     m = _CARVE.match(carve.strip())
@@ -93,6 +99,11 @@ def carve_parts(carve: str, fold_train: Interactions,
         if fold_valid is None:
             raise ConfigError(f"carve {carve!r}: this protocol has no validation part")
         return fold_train, fold_valid
+    if m["rule"] == "stream_split":
+        try:
+            return stream_halves(fold_train, float(args[0]))
+        except (ValueError, IndexError):
+            raise ConfigError(f"carve {carve!r}: expected stream_split(fold train, F)") from None
     try:
         seed = int(args[-1].removeprefix("seed").strip())
     except (ValueError, IndexError):

@@ -27,6 +27,30 @@ def test_csr_upsert_replaces_and_inserts():
     assert np.isnan(old[[0, 2]]).all() and old[1] == 2.0
 
 
+def test_csr_upsert_matches_a_dense_reference():
+    """Random batches (replacements, inserts anywhere, new rows) against the same edit of a dense matrix."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n_rows, n_cols = int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        dense = (rng.random((n_rows, n_cols)) < 0.3) * rng.integers(1, 6, (n_rows, n_cols)).astype(float)
+        x = sp.csr_matrix(dense)
+        x.sort_indices()
+        grown = n_rows + int(rng.integers(0, 3))
+        k = int(rng.integers(1, 20))
+        u, i, r = dedupe_last(rng.integers(0, grown, k), rng.integers(0, n_cols, k),
+                              rng.integers(1, 6, k).astype(float), n_cols)
+        p, ind, val, old = csr_upsert(x.indptr.astype(np.int64), x.indices.astype(np.int64), x.data.copy(),
+                                      grown, u, i, r)
+        want = np.zeros((grown, n_cols))
+        want[:n_rows] = dense
+        np.testing.assert_array_equal(old, np.where(want[u, i] != 0, want[u, i], np.nan))
+        want[u, i] = r
+        np.testing.assert_array_equal(sp.csr_matrix((val, ind, p), shape=(grown, n_cols)).toarray(), want)
+        assert all((np.diff(ind[p[q]:p[q + 1]]) > 0).all() for q in range(grown))
+
+
 @pytest.mark.parametrize("name,params", [
     ("mf", {"factors": 8, "epochs": 3}),
     ("biased-mf", {"factors": 16, "epochs": 3}),

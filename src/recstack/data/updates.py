@@ -4,7 +4,7 @@
 training vocabularies extended with new ids (known ids keep their indices, new ones are
 appended in order of first appearance: `extend`), so a model's `partial_fit` sees indices only.
 `merge` returns the training log with the events applied: a repeated (user, item) replaces the
-earlier row.
+earlier row; `concat_events` joins successive batches first (`Recommender` merges lazily).
 """
 
 from __future__ import annotations
@@ -116,6 +116,17 @@ def extend(train: Interactions, users: list[str], items: list[str], ratings: np.
                                     name=train.name,
                                     item_features=_grow_frame(train.item_features, ivocab),
                                     user_features=_grow_frame(train.user_features, uvocab))
+
+
+def concat_events(batches: Sequence[Interactions]) -> Interactions:
+    """Successive update batches as one, in order, over the last (largest) batch's vocabularies."""
+    last = batches[-1]
+    if len(batches) == 1:
+        return last
+    return replace(last, user=np.concatenate([b.user for b in batches]),
+                   item=np.concatenate([b.item for b in batches]),
+                   rating=np.concatenate([b.rating for b in batches]),
+                   timestamp=np.concatenate([b.timestamp for b in batches]), meta={})
 
 
 def merge(train: Interactions, events: Interactions) -> Interactions:

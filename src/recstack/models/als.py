@@ -329,6 +329,7 @@ class ALS(MF):
 
     # ---- incremental updates (partial_fit) --------------------------------------------------
     replay_size: ClassVar[int] = 0  # ALS re-solves rows exactly; it replays nothing
+    keeps_item_major: ClassVar[bool] = True  # item re-solves read each item's raters
 
     stats_budget: ClassVar[int] = 50_000_000  # most floats kept for per-item Gram statistics
 

@@ -185,11 +185,13 @@ class Explanation:
     """Why `score` (the unclipped score the ranking used): parts whose contributions sum to it.
 
     Each part is {"kind": "item" | "feature" | "bias", "key": index or name, "contribution": float}.
-    `exact` is False when the parts are a hint (e.g. attention weights), not an attribution."""
+    `exact` is False when the parts are a hint (e.g. attention weights), not an attribution;
+    `method` then says how the hint was made (e.g. "attention (rollout)", "occlusion")."""
 
     score: float
     parts: list[dict[str, Any]] = field(default_factory=list)
     exact: bool = True
+    method: str = ""
 
 
 def item_parts(items: np.ndarray, contributions: np.ndarray, rest: float = 0.0, exact: bool = True,

@@ -146,3 +146,9 @@ class BERT4Rec(SequentialModel):
         mask = torch.full((len(seq), 1), self.n_items_ + 1, dtype=seq.dtype, device=seq.device)
         h = self.last_states(torch.cat([seq[:, 1:], mask], 1), None)
         return h @ self.network_.item_weights().T
+
+    def explain_input(self, seq: torch.Tensor, times: torch.Tensor | None,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `score_users` reads it: the last `max_len − 1` items followed by [mask]."""
+        mask = torch.full((len(seq), 1), self.n_items_ + 1, dtype=seq.dtype, device=seq.device)
+        return torch.cat([seq[:, 1:], mask], 1), None

@@ -30,9 +30,9 @@ import scipy.sparse as sp
 
 from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError, RecstackError
-from recstack.models.base import Model, make_model
+from recstack.models.base import Explanation, Model, has_ability, make_model, require_ability
 from recstack.models.config import Config, require
-from recstack.models.ease_als import standardize_unseen
+from recstack.models.ease_als import standardize_unseen, unseen_moments
 
 
 def _parts(raw: Any, kind: str) -> list[dict[str, Any]]:
@@ -185,6 +185,61 @@ class Blend(_Composite):
         return self._combine(rows, seen)[0].astype(np.float32)
 
 
+    # ---- explanations ------------------------------------------------------------------------
+    @property
+    def has_explains(self) -> bool:
+        """Explains when every part with a non-zero weight does."""
+        models = getattr(self, "_models", None) or self._make_parts()
+        return all(has_ability(m, "explains") for p, m in zip(self.config.parts, models) if p["weight"] != 0)
+
+    def explain(self, user: int, item: int, history: Any = None) -> Explanation:
+        """The blend's score as the weighted, standardised sum of its parts' explanations.
+
+        With s_k = Σ part k's contributions, score = Σ_k w_k (s_k − μ_k) / σ_k (μ_k, σ_k: the
+        user's mean and sd of part k's scores over unseen items): every contribution c of part k
+        becomes w_k c / σ_k — history items summed over the parts — and −Σ_k w_k μ_k / σ_k is one
+        bias part, so the parts sum to the blend's score. Exact when every part is exact; a part
+        whose explanation does not sum to its own score (a clipped estimate) adds the gap as a
+        `rest` part."""
+        require_ability(self, "explains")
+        users = np.array([user], np.int64)
+        seen = self._seen(users)
+        by_item: dict[int, float] = {}
+        others: list[dict[str, Any]] = []
+        offset, exact, methods = 0.0, True, []
+        for k, (part, m) in enumerate(zip(self.config.parts, self._models)):
+            w = part["weight"]
+            if w == 0:
+                continue
+            row = m.score(users).astype(np.float64)
+            scale = w
+            if self.config.standardize:
+                mean, sd = unseen_moments(row, seen)
+                scale = w / float(sd[0, 0])
+                offset -= scale * float(mean[0, 0])
+            e = m.explain(user, item, history)
+            exact = exact and e.exact
+            if e.method:
+                methods.append(f"{part['model']}: {e.method}")
+            name = f"{part['model']} (part {k + 1})"
+            for p in e.parts:
+                c = scale * p["contribution"]
+                if p["kind"] == "item":
+                    by_item[int(p["key"])] = by_item.get(int(p["key"]), 0.0) + c
+                else:
+                    others.append({"kind": p["kind"], "key": f"{name}: {p['key']}", "contribution": c})
+            gap = float(row[0, item]) - float(e.score)
+            if abs(gap) > 1e-6 * max(1.0, abs(float(row[0, item]))):
+                others.append({"kind": "rest", "key": f"{name}: beyond its explanation", "contribution": scale * gap})
+        parts: list[dict[str, Any]] = []
+        if self.config.standardize:
+            parts.append({"kind": "bias", "key": "blend: the parts' per-user means", "contribution": offset})
+        items = sorted(by_item.items(), key=lambda kv: -abs(kv[1]))
+        parts += [{"kind": "item", "key": i, "contribution": c} for i, c in items if c != 0]
+        parts += others
+        return Explanation(float(sum(p["contribution"] for p in parts)), parts, exact, "; ".join(methods))
+
+
 class Chain(_Composite):
     """Per user, the first part that can score them (finite row, ≥ its `min_history` training
     interactions), else `popular`. State: each part's under `p<k>.` (popular last), the training
@@ -232,3 +287,24 @@ class Chain(_Composite):
                 if s is not None and np.isfinite(s).all():
                     return s.astype(np.float32)
         return self._models[-1].item_scores_.astype(np.float32)
+
+    # ---- explanations ------------------------------------------------------------------------
+    @property
+    def has_explains(self) -> bool:
+        """Explains when every configured part does (the closing `popular` explains as one bias part)."""
+        models = getattr(self, "_models", None) or self._make_parts()
+        return all(has_ability(m, "explains") for m in models[:-1])
+
+    def explain(self, user: int, item: int, history: Any = None) -> Explanation:
+        """The explanation of the part that scores `user` (see `sources`); when that is the
+        closing `popular`, one bias part: the item's popularity score."""
+        require_ability(self, "explains")
+        k = int(self.sources(np.array([user]))[0])
+        if k < 0:
+            raise RecstackError(f"no part of this chain can score user index {user}")
+        m = self._models[k]
+        if k == len(self._models) - 1 and not has_ability(m, "explains"):
+            score = float(m.score([user], [item])[0, 0])
+            return Explanation(score, [{"kind": "bias", "key": "popularity (the chain's fallback)",
+                                        "contribution": score}])
+        return m.explain(user, item, history)

@@ -79,6 +79,14 @@ def standardize_unseen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     (or constant scores there) is only centred.
     """
     s = np.asarray(scores, dtype=np.float64)
+    mean, sd = unseen_moments(s, seen)
+    return (s - mean) / sd
+
+
+def unseen_moments(scores: np.ndarray, seen: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 1) mean and sd of each row of `scores` over its unseen columns, as `standardize_unseen`
+    uses them (an sd of 0 is returned as 1: the row is only centred)."""
+    s = np.asarray(scores, dtype=np.float64)
     unseen = np.ones(s.shape, dtype=bool)
     coo = seen.tocoo()
     unseen[coo.row, coo.col] = False
@@ -86,7 +94,7 @@ def standardize_unseen(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     mean = np.where(unseen, s, 0.0).sum(axis=1, keepdims=True) / np.maximum(n, 1)
     dev = np.where(unseen, s - mean, 0.0)
     sd = np.sqrt((dev ** 2).sum(axis=1, keepdims=True) / np.maximum(n, 1))
-    return (s - mean) / np.where(sd > 0, sd, 1.0)
+    return mean, np.where(sd > 0, sd, 1.0)
 
 
 class EASEALS(Model):

@@ -1,8 +1,9 @@
 """Shared pieces of `partial_fit`: the ratings a model keeps, merged with new events in place.
 
 Design: a model that learns incrementally keeps the ratings it learned from as its own state
-arrays — a user-major CSR (`train_indptr_`, `train_indices_`, `train_values_`) and the same
-ratings item-major (`train_t_indptr_`, `train_t_indices_`, `train_t_values_`) — so that exact
+arrays — a user-major CSR (`train_indptr_`, `train_indices_`, `train_values_`) and, for models
+that re-solve items or patch item rows (ALS, kNN; `keeps_item_major`), the same ratings
+item-major (`train_t_indptr_`, `train_t_indices_`, `train_t_values_`) — so that exact
 re-solves of a touched user (all of the user's ratings) or item (all of its raters) need
 nothing but the model. They are public attributes ending in `_`, so `persist.save_model`
 writes them to `arrays.npz` and a saved, updated model reloads with everything it needs to
@@ -96,6 +97,30 @@ def locate(indptr, indices, rows, cols):  # pragma: no cover - numba
     return pos, found
 
 
+@numba.njit(cache=True, nogil=True)
+def merge_insert(indices, values, at, new_indices, new_values):  # pragma: no cover - numba
+    """`np.insert(indices, at, new_indices)` and the same for values, in one pass (at: sorted)."""
+    n = len(indices) + len(at)
+    out_i = np.empty(n, indices.dtype)
+    out_v = np.empty(n, values.dtype)
+    src = 0
+    dst = 0
+    for q in range(len(at)):
+        p = at[q]
+        m = p - src
+        out_i[dst:dst + m] = indices[src:p]
+        out_v[dst:dst + m] = values[src:p]
+        dst += m
+        src = p
+        out_i[dst] = new_indices[q]
+        out_v[dst] = new_values[q]
+        dst += 1
+    m = len(indices) - src
+    out_i[dst:dst + m] = indices[src:]
+    out_v[dst:dst + m] = values[src:]
+    return out_i, out_v
+
+
 def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_rows: int,
                rows: np.ndarray, cols: np.ndarray, vals: np.ndarray):
     """Merge (rows, cols, vals) — deduplicated, sorted by (row, col) — into a CSR with sorted rows.
@@ -106,16 +131,20 @@ def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_ro
         indptr = np.concatenate([indptr, np.full(n_rows + 1 - len(indptr), indptr[-1], indptr.dtype)])
     pos, found = locate(indptr, indices, rows, cols)
     old = np.full(len(rows), np.nan)
-    values = values.copy()
     old[found] = values[pos[found]]
-    values[pos[found]] = vals[found]
     new = ~found
-    if new.any():
-        indices = np.insert(indices, pos[new], cols[new])
-        values = np.insert(values, pos[new], vals[new])
-        added = np.bincount(rows[new], minlength=n_rows)
-        indptr = indptr.copy()
-        indptr[1:] += np.cumsum(added)
+    if not new.any():
+        values = values.copy()
+        values[pos[found]] = vals[found]
+        return indptr, indices, values, old
+    at = pos[new]
+    indices, values = merge_insert(indices, values, at, cols[new].astype(indices.dtype),
+                                   vals[new].astype(values.dtype))
+    kept = pos[found]
+    values[kept + np.searchsorted(at, kept, side="right")] = vals[found]  # shifted by the inserts before
+    added = np.bincount(rows[new], minlength=n_rows)
+    indptr = indptr.copy()
+    indptr[1:] += np.cumsum(added)
     return indptr, indices, values, old
 
 
@@ -130,13 +159,17 @@ def csr_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, rows: 
 
 
 def keep_ratings(model: Any, train: Interactions) -> None:
-    """Store `train`'s ratings on `model` as user-major and item-major CSR state arrays."""
+    """Store `train`'s ratings on `model` as user-major and item-major CSR state arrays (the
+    item-major copy only when the model's `keeps_item_major` is true — the default — since
+    `partial_fit` keeps every copy it has up to date)."""
     x = train.csr.astype(np.float64)
-    t = x.T.tocsr()
-    t.sort_indices()
     model.train_indptr_ = x.indptr.astype(np.int64)
     model.train_indices_ = x.indices.astype(np.int64)
     model.train_values_ = x.data.astype(np.float64)
+    if not getattr(model, "keeps_item_major", True):
+        return
+    t = x.T.tocsr()
+    t.sort_indices()
     model.train_t_indptr_ = t.indptr.astype(np.int64)
     model.train_t_indices_ = t.indices.astype(np.int64)
     model.train_t_values_ = t.data.astype(np.float64)
@@ -151,10 +184,11 @@ def upsert_ratings(model: Any, events: Interactions) -> Upsert:
     u, i, r = dedupe_last(events.user, events.item, events.rating, n_items)
     model.train_indptr_, model.train_indices_, model.train_values_, old = csr_upsert(
         model.train_indptr_, model.train_indices_, model.train_values_, n_users, u, i, r)
-    order = np.lexsort((u, i))
-    model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, _ = csr_upsert(
-        model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, n_items,
-        i[order], u[order], r[order])
+    if getattr(model, "train_t_indptr_", None) is not None:  # the item-major copy, when kept
+        order = np.lexsort((u, i))
+        model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, _ = csr_upsert(
+            model.train_t_indptr_, model.train_t_indices_, model.train_t_values_, n_items,
+            i[order], u[order], r[order])
     model.n_users_, model.n_items_ = n_users, n_items
     return Upsert(u, i, r, old)
 

@@ -312,6 +312,11 @@ class MFConfig(Config):
     threads: int = 1
     tile: int = 0  # > 0: cache-aware order, rows grouped by (tile users × tile items) sub-block
     seed: int = 0
+    # partial_fit: SGD passes over each batch of new ratings plus the replay buffer of the most
+    # recent `replay_size` ratings, at `partial_learning_rate` (0: `learning_rate`)
+    partial_epochs: int = 3
+    replay_size: int = 1000
+    partial_learning_rate: float = 0.0
 
     def check(self) -> None:
         require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
@@ -325,6 +330,10 @@ class MFConfig(Config):
         require(self.tile == 0 or self.shuffle == "once", "tile", self.tile,
                 "needs shuffle='once' (a reshuffle would undo the cache-aware order)")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
+        require(self.partial_epochs >= 0, "partial_epochs", self.partial_epochs, "must be ≥ 0")
+        require(self.replay_size >= 0, "replay_size", self.replay_size, "must be ≥ 0")
+        require(self.partial_learning_rate >= 0, "partial_learning_rate", self.partial_learning_rate,
+                "must be ≥ 0 (0: learning_rate)")
 
 
 @dataclass(frozen=True)
@@ -554,16 +563,24 @@ class MF(Model):
 
     # ---- incremental updates (partial_fit) --------------------------------------------------
     # The model keeps its training ratings as state (see `incremental`) plus a ring buffer of
-    # the most recent `replay_size` ratings, replayed with each batch of new ones against drift.
+    # the most recent `replay_size` ratings, replayed with each batch of new ones against drift
+    # (config fields `partial_epochs`, `replay_size`, `partial_learning_rate`; a model whose
+    # config lacks them — ALS re-solves exactly — uses these class defaults).
     partial_epochs: ClassVar[int] = 3  # SGD passes over new ratings + replay per partial_fit
     replay_size: ClassVar[int] = 1000
+    keeps_item_major: ClassVar[bool] = False  # user re-solves read the user-major ratings only
+
+    def _partial(self, knob: str) -> Any:
+        """A partial_fit knob: the config's field when it has one, else the class default."""
+        return getattr(self.config, knob, getattr(type(self), knob, None))
 
     def fit(self, train: Interactions, valid: Interactions | None = None) -> Self:
         """`Model.fit`, then keep the training ratings and the most recent ones for `partial_fit`."""
         super().fit(train, valid)
         keep_ratings(self, train)
-        recent = np.lexsort((np.arange(len(train)), train.timestamp))[len(train) - self.replay_size:]
-        if self.replay_size == 0:
+        size = int(self._partial("replay_size"))
+        recent = np.lexsort((np.arange(len(train)), train.timestamp))[max(0, len(train) - size):]
+        if size == 0:
             recent = recent[:0]
         self.replay_users_ = train.user[recent].astype(np.int32)
         self.replay_items_ = train.item[recent].astype(np.int32)
@@ -591,13 +608,14 @@ class MF(Model):
         bi = self.item_bias_ if self.biased else np.zeros(len(Q), f32)
         c = self.config
         reg_bias = getattr(c, "reg_bias", -1.0)
-        scalars = (f32(self.global_mean_), f32(c.learning_rate), f32(c.reg),
+        lr = getattr(c, "partial_learning_rate", 0.0) or c.learning_rate
+        scalars = (f32(self.global_mean_), f32(lr), f32(c.reg),
                    f32(c.reg if reg_bias < 0 else reg_bias), self.biased)
         seed = int(np.random.default_rng([c.seed, self.updates_]).integers(1 << 63))
-        for epoch in range(self.partial_epochs):
+        for epoch in range(int(self._partial("partial_epochs"))):
             shuffle_rows(seed + epoch, users, items, ratings)
             sgd_epoch(users, items, ratings, P, Q, bu, bi, *scalars)
-        keep = max(0, len(self.replay_users_) + len(up.users) - self.replay_size)
+        keep = max(0, len(self.replay_users_) + len(up.users) - int(self._partial("replay_size")))
         self.replay_users_ = np.concatenate([self.replay_users_, up.users.astype(np.int32)])[keep:]
         self.replay_items_ = np.concatenate([self.replay_items_, up.items.astype(np.int32)])[keep:]
         self.replay_ratings_ = np.concatenate([self.replay_ratings_, up.ratings.astype(f32)])[keep:]

@@ -353,3 +353,36 @@ class SequentialModel(TorchModel):
                         break
             self.network_.eval()
         self._seq = None
+
+    # ---- explanations (hints; see `recstack.models.seq_explain`) ---------------------------------
+    def explain_input(self, seq: torch.Tensor, times: torch.Tensor | None,
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network's input for scoring left-padded (B, max_len) sequences (default: as they are)."""
+        return seq, times
+
+    def score_sequences(self, seq: np.ndarray, times: np.ndarray | None, item: int) -> np.ndarray:
+        """(B,) scores of `item` after left-padded (B, max_len) item-index + 1 sequences, as `score` does."""
+        net = self.network_
+        was_training = net.training
+        net.eval()
+        try:
+            with torch_settings(self.config.threads, self.device), torch.no_grad():
+                s = torch.from_numpy(np.asarray(seq, np.int64)).to(self.device)
+                t = None if times is None else torch.from_numpy(np.asarray(times, np.int64)).to(self.device)
+                s, t = self.explain_input(s, t)
+                h = self.last_states(s, t)
+                return (h @ net.item_weights()[item]).float().cpu().numpy()
+        finally:
+            net.train(was_training)
+
+    def explain(self, user: int, item: int, history: Any = None, method: str | None = None,
+                last: int = 10) -> Any:
+        """A hint (`Explanation` with exact=False) whose parts sum to the score of `item` for `user`.
+
+        `method`: "rollout" (attention rollout, the default for attention models), "last" (the
+        last layer's attention), "occlusion" (the score drop when each of the `last` latest items
+        is removed; the default, and the only choice, for models without attention). `history`
+        is ignored: the model reads the user's stored, time-ordered history."""
+        from recstack.models.seq_explain import explain_hint
+
+        return explain_hint(self, user, item, method, last)

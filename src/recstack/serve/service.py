@@ -8,7 +8,8 @@ PostgreSQL, is reflected by every worker's next answer. Applying means: models w
 `partial_fit` learn the ratings through `Recommender.update`; otherwise the user's events are kept
 and the user is folded in again from their training ratings plus their stored ratings
 (`score_new_user`) at their next request. Clicks and views count as seen items. Control events
-("deleted" for a user, "item" for an item's metadata) travel on the same sequence.
+("deleted" for a user, "item" for an item's metadata, "prefs" for a user's preferences, see
+prefs.py) travel on the same sequence.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recstack.errors import RecstackError
+from recstack.errors import RecstackError, UnknownIdError
 from recstack.itemlist import ItemList
 from recstack.models.base import has_ability
 from recstack.recommend import Recommender, popular_items, top_k_from_scores
+from recstack.rerank import Rerank, unit_rows
+from recstack.serve import prefs as P
 from recstack.serve.store import EVENT_TYPES, Event, Store
 
 log = logging.getLogger("recstack.serve")
@@ -86,6 +89,11 @@ class ModelState:
     forgotten: set[str] = field(default_factory=set)  # users deleted since the model was trained
     base_users: int = 0  # users in the saved model's own training data
     store_token: Any = None  # the store's change token when its events were last all applied
+    prefs: dict[str, Rerank] = field(default_factory=dict)  # users' stored preferences (see prefs.py)
+    prefs_loaded: bool = False
+    prefs_dirty: set[str] = field(default_factory=set)  # users whose preferences changed ("prefs" events)
+    genre_names: dict[str, str] = field(default_factory=dict)  # lower-case genre → as the data spells it
+    unit: dict[str, np.ndarray | None] = field(default_factory=dict)  # unit item vectors by similarity kind
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -150,10 +158,12 @@ class ModelState:
         n = self.rec.train.n_items
         genres: dict[str, np.ndarray] = {}
         years = np.full(n, np.nan)
+        self.genre_names = {}
         if f is not None and "genres" in f:
             for i, gs in enumerate(f["genres"].tolist()):
                 for g in gs if isinstance(gs, list) else []:
                     genres.setdefault(str(g).lower(), np.zeros(n, bool))[i] = True
+                    self.genre_names.setdefault(str(g).lower(), str(g))
         if f is not None and "year" in f:
             years = np.array(pd.to_numeric(f["year"], errors="coerce").astype(float), dtype=np.float64)
         for item_id, data in self.item_meta.items():
@@ -165,20 +175,25 @@ class ModelState:
                     mask[i] = False
                 for g in data.get("genres") or []:
                     genres.setdefault(str(g).lower(), np.zeros(n, bool))[i] = True
+                    self.genre_names.setdefault(str(g).lower(), str(g))
             if "year" in data:
                 years[i] = np.nan if data["year"] is None else float(data["year"])
         self.genre_masks, self.years = genres, years
+        self.unit = {}
 
     # ---- events --------------------------------------------------------------------------
     def sync(self, store: Store) -> int:
         """Apply stored events newer than `applied_seq`, in order; returns how many were applied."""
         token = store.change_token()  # read first: a commit after this changes the next token
-        if token == self.store_token and self.items_loaded:
+        if token == self.store_token and self.items_loaded and self.prefs_loaded:
             return 0  # nothing committed since the last look (the cheap check on every request)
         if not self.items_loaded:
             self.item_meta = store.items()
             self.items_loaded = True
             self._build_masks()
+        if not self.prefs_loaded:
+            self.prefs = {u: r for u, d in store.preferences().items() if (r := P.to_rerank(d)) is not None}
+            self.prefs_loaded = True
         if store.max_seq() <= self.applied_seq:
             self.store_token = token
             return 0
@@ -191,7 +206,21 @@ class ModelState:
             if self.apply(batch):
                 self.item_meta = store.items()
                 self._build_masks()
+            if self.prefs_dirty:
+                self.reload_prefs(store)
             total += len(batch)
+
+    def reload_prefs(self, store: Store) -> None:
+        """Read the stored preferences of the users whose "prefs" events were applied."""
+        users = sorted(self.prefs_dirty)
+        found = store.preferences(users)
+        for user in users:
+            r = P.to_rerank(found[user]) if user in found else None
+            if r is None:
+                self.prefs.pop(user, None)
+            else:
+                self.prefs[user] = r
+        self.prefs_dirty.clear()
 
     def apply(self, events: list[Event]) -> bool:
         """Apply events (in sequence order) to the online state."""
@@ -201,6 +230,9 @@ class ModelState:
             if e.type == "deleted":
                 self.events.pop(e.user, None)
                 self.forgotten.add(e.user)
+                self.prefs.pop(e.user, None)
+            elif e.type == "prefs":
+                self.prefs_dirty.add(e.user)
             elif e.type == "item":
                 items_changed = True
             elif e.type in EVENT_TYPES:
@@ -216,6 +248,7 @@ class ModelState:
                 self.rec.update(ratings)
             except RecstackError:  # e.g. a rating off the model's scale (refused before anything changed)
                 self._update_per_user(ratings)
+            self.unit.pop("embedding", None)  # the item vectors moved
             if self.rec.train.n_items != n_items:  # new items: rows, masks and the index grow
                 self._build_masks()
                 if self.index is not None:
@@ -316,32 +349,38 @@ class ModelState:
         view = self.user_view(user)
         model = self.rec.model
         kind = model.score_kind
+        pref = self.prefs.get(user)  # None for users without stored preferences: nothing more to do
+        wide = P.wide_k(k, pref)
         exact = self.index is None or self.index.exact_only
         if view.scores is not None or (view.known and exact):
             # exact scoring (the hot path): disallowed items get -inf in a copy of the scores
             raw = view.scores if view.scores is not None else model.score(np.array([view.index]))[0]
             s = np.array(raw, np.float64)
-            if genres or year_from is not None or year_to is not None:
+            if genres or year_from is not None or year_to is not None or (pref is not None and pref.exclude_genres):
                 allowed = self.allowed_mask(None, False, [], genres or [], year_from, year_to)
+                if pref is not None:
+                    allowed = self.without_genres(allowed, pref.exclude_genres)
                 if allowed is not None:
                     s[~allowed] = -np.inf
             drop = self._dropped(view, exclude_seen, exclude)
             if len(drop):
                 s[drop] = -np.inf
-            idx, vals = top_k_from_scores(s[None, :], k)
-            return self._list(idx[0], vals[0], kind, user=user)
+            idx, vals = top_k_from_scores(s[None, :], wide)
+            return self._list(*self._personal(idx[0], vals[0], k, pref), kind, user=user)
         allowed = self.allowed_mask(view, exclude_seen, exclude or [], genres or [], year_from, year_to)
+        if pref is not None:
+            allowed = self.without_genres(allowed, pref.exclude_genres)
         if view.known:
             qv = model.user_vectors(np.array([view.index]))[0]
-            idx, _ = self.index.search(qv, k, allowed)
+            idx, _ = self.index.search(qv, wide, allowed)
             vals = model.score(np.array([view.index]), idx)[0] if len(idx) else np.empty(0, np.float32)
-            return self._list(idx, vals, kind, user=user)
+            return self._list(*self._personal(idx, vals, k, pref), kind, user=user)
         if view.n_events:
             reason = (f"user {user!r} has events but model {model.name!r} cannot fold in users: "
                       "the most popular items")
         else:
             reason = f"unknown user {user!r} (no training data, no stored ratings): the most popular items"
-        return self.popular(k, allowed, user=user, fallback="popular", fallback_reason=reason)
+        return self.popular(k, allowed, pref, user=user, fallback="popular", fallback_reason=reason)
 
     def _dropped(self, view: UserView | None, exclude_seen: bool, exclude: list[str] | None) -> np.ndarray:
         """Item indices a request excludes: the user's seen items (when asked) and `exclude` ids."""
@@ -352,11 +391,60 @@ class ModelState:
         extra = np.fromiter((index[i] for i in exclude if i in index), np.int64)
         return np.concatenate([seen, extra]) if len(seen) else extra
 
-    def popular(self, k: int, allowed: np.ndarray | None = None, **kw: Any) -> ItemList:
-        """The k most popular allowed items, by training interactions."""
+    def popular(self, k: int, allowed: np.ndarray | None = None, pref: Rerank | None = None, **kw: Any) -> ItemList:
+        """The k most popular allowed items, by training interactions (re-ranked by `pref`)."""
         excluded = None if allowed is None else np.flatnonzero(~allowed)
-        idx = popular_items(self.rec.train.item_popularity, k, excluded)
+        idx = popular_items(self.rec.train.item_popularity, P.wide_k(k, pref), excluded)
+        idx, _ = self._personal(idx, None, k, pref)
         return self._list(idx, None, "ranking", **kw)
+
+    # ---- preferences ---------------------------------------------------------------------
+    def without_genres(self, allowed: np.ndarray | None, genres: tuple[str, ...]) -> np.ndarray | None:
+        """`allowed` (None: all) less the items of any of `genres` (lower-case names)."""
+        masks = [self.genre_masks[g] for g in genres if g in self.genre_masks]
+        if not masks:
+            return allowed
+        out = np.ones(self.rec.train.n_items, bool) if allowed is None else allowed.copy()
+        for m in masks:
+            out &= ~m
+        return out
+
+    def _personal(self, idx: np.ndarray, vals: np.ndarray | None, k: int,
+                  pref: Rerank | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if pref is None or not (pref.diversity > 0 or pref.novelty > 0):
+            return idx[:k], None if vals is None else vals[:k]
+        unit = self.unit_vectors(pref.similarity) if pref.diversity > 0 else None
+        return P.reorder(idx, vals, k, pref, unit, self.rec.train.item_popularity)
+
+    def unit_vectors(self, similarity: str) -> np.ndarray | None:
+        """Unit item vectors for diversity: of genres, or of the model's item vectors (falling back
+        to the other kind when this model or catalogue lacks one); None when neither exists."""
+        if similarity not in self.unit:
+            if similarity == "embedding" and has_ability(self.rec.model, "item_embeddings"):
+                self.unit[similarity] = unit_rows(self.rec.model.item_vectors())
+            elif self.genre_masks:
+                names = sorted(self.genre_masks)
+                self.unit[similarity] = unit_rows(np.stack([self.genre_masks[g] for g in names], 1)
+                                                  .astype(np.float32))
+            elif has_ability(self.rec.model, "item_embeddings"):
+                self.unit[similarity] = unit_rows(self.rec.model.item_vectors())
+            else:
+                self.unit[similarity] = None
+        return self.unit[similarity]
+
+    def explain(self, user: str, item: str, top: int | None = 10) -> dict[str, Any]:
+        """`Recommender.explain` for a user the model has (trained or learned online); the
+        `because` field names the (at most two) rated items that raise the score most."""
+        if not has_ability(self.rec.model, "explains"):
+            raise RecstackError(f"model {self.rec.model.name!r} cannot explain its scores")
+        if user not in self.rec.train.user_index or user in self.forgotten and \
+                self.rec.train.user_index[user] >= self.base_users:
+            raise UnknownIdError(f"user {user!r} is not in the model: only users it has learned can be explained")
+        out = self.rec.explain(user, item)
+        out["because"] = [p["label"] for p in out["parts"] if "item" in p and p["contribution"] > 0][:2]
+        if top is not None:
+            out["parts"] = out["parts"][:top]
+        return out
 
     def similar(self, item: str, k: int) -> ItemList:
         """Items similar to `item`; a popular fallback for an item the model does not know."""

@@ -152,7 +152,18 @@ def explain_rows(rec: Recommender, user_id: str, items: ItemList) -> list[str] |
     for models with the explains ability, else None."""
     if not has_ability(rec.model, "explains") or items.fallback:
         return None
-    return [" and ".join(rec.because(user_id, i)) for i in items.ids.tolist()]
+    return [because_text(rec.explain(user_id, i)) for i in items.ids.tolist()]
+
+
+def because_text(explanation: dict[str, Any]) -> str:
+    """"X and Y": the (at most two) rated items that raise the score most, from an explanation
+    (`Recommender.explain`, or the service's with its `because`); " (hint)" is added when the
+    explanation is a hint (e.g. attention), not an exact sum."""
+    labels = explanation.get("because")
+    if labels is None:
+        labels = [p["label"] for p in explanation.get("parts", []) if "item" in p and p["contribution"] > 0][:2]
+    text = " and ".join(labels)
+    return f"{text} (hint)" if text and explanation.get("exact") is False else text
 
 
 def answer_search(rec: Recommender, query: str | None) -> tuple[str, list[tuple[str, str]], str | None]:
