@@ -1,6 +1,7 @@
 """Proof by simulation (`recstack ab simulate`): many experiments through the service's own code.
 
-Each run creates and starts an experiment (control A, treatment B re-ranked for novelty; 50/50) in
+Each run creates and starts an experiment (control A, treatment B re-ranked for novelty, or serving
+the same list as A in an A/A test; 50/50) in
 a throw-away SQLite store, and sends `users` new users through the same path as the service: the
 assignment (`Experiments.arm`), the list (`serve_list` over a `ModelState` loaded from a saved
 model folder: a popularity model over a tiny synthetic catalogue), the exposure log, then a click
@@ -99,10 +100,13 @@ def simulate(users: int, lift: float, base_rate: float, runs: int, seed: int = 0
 
 def _one_run(store: SQLiteStore, state: Any, run: int, users: int, p_a: float, p_b: float, moved: float,
              seed: int, k: int) -> dict[str, Any]:
+    # an A/A test serves the same list in both arms; otherwise B re-ranks for novelty
+    treatment: dict[str, Any] = {"name": "B", "share": 0.5}
+    if p_b != p_a:
+        treatment["rerank"] = {"novelty": 0.5}
     exp = E.create(store, {"name": f"sim-{seed}-{run}", "salt": f"sim-{seed}-{run}", "metric": "ctr",
                            "planned_users": max(1, users // 2),
-                           "variants": [{"name": "A", "share": 0.5},
-                                        {"name": "B", "share": 0.5, "rerank": {"novelty": 0.5}}]})
+                           "variants": [{"name": "A", "share": 0.5}, treatment]})
     E.start(store, exp.id)
     live = Experiments(store, ExposureLog(store, background=False), refresh_s=math.inf)
     live.refresh()
