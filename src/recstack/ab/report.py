@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -44,51 +45,67 @@ ALPHA = 0.05
 TIMELINE_POINTS = 40
 
 
-def load_exposures(store: Store, exp_id: int) -> pd.DataFrame:
-    """One row per logged exposure: variant, user, items (list), at."""
+def load_exposures(store: Store, exp_id: int) -> list[tuple[str, str, str, float]]:
+    """Every logged exposure in order: (variant, user, items JSON, time)."""
     with store._tx(write=False) as cur:
         cur.execute(store._sql("SELECT variant, user_id, items, at FROM exposures WHERE experiment_id = ? "
                                "ORDER BY seq"), (exp_id,))
-        rows = cur.fetchall()
-    return pd.DataFrame({"variant": [r[0] for r in rows], "user": [r[1] for r in rows],
-                         "items": [json.loads(r[2]) for r in rows],
-                         "at": np.array([r[3] for r in rows], np.float64)})
+        return [(r[0], r[1], r[2], float(r[3])) for r in cur.fetchall()]
 
 
-def load_events(store: Store, exp_id: int, types: tuple[str, ...]) -> pd.DataFrame:
-    """Events of `types` by users exposed in the experiment: seq, user, item, value, t."""
+def load_events(store: Store, exp_id: int, types: tuple[str, ...]) -> list[tuple[int, str, str, float | None, float]]:
+    """Events of `types` by users exposed in the experiment: (seq, user, item, value, time)."""
     marks = ", ".join("?" for _ in types)
     with store._tx(write=False) as cur:
         cur.execute(store._sql(
             "SELECT e.seq, e.user_id, e.item_id, e.value, COALESCE(e.ts, e.stored_at) FROM events e "
             f"WHERE e.type IN ({marks}) AND e.user_id IN "
             "(SELECT DISTINCT user_id FROM exposures WHERE experiment_id = ?)"), (*types, exp_id))
-        rows = cur.fetchall()
-    return pd.DataFrame({"seq": [r[0] for r in rows], "user": [r[1] for r in rows], "item": [r[2] for r in rows],
-                         "value": np.array([np.nan if r[3] is None else r[3] for r in rows], np.float64),
-                         "t": np.array([r[4] for r in rows], np.float64)})
+        return [(int(r[0]), r[1], r[2], None if r[3] is None else float(r[3]), float(r[4])) for r in cur.fetchall()]
 
 
-def user_outcomes(exp: E.Experiment, exposures: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """One row per exposed user: variant, first (first exposure time), exposures, outcome (NaN: none)."""
-    if exposures.empty:
-        return pd.DataFrame({"user": [], "variant": [], "first": [], "exposures": [], "outcome": []})
-    grouped = exposures.groupby("user", sort=False)
-    users = pd.DataFrame({"variant": grouped["variant"].first(), "first": grouped["at"].min(),
-                          "exposures": grouped.size()})
+def user_outcomes(exp: E.Experiment, exposures: list[tuple[str, str, str, float]],
+                  events: list[tuple[int, str, str, float | None, float]]) -> pd.DataFrame:
+    """One row per exposed user: user, variant, first (first exposure time), exposures, outcome (NaN: none)."""
+    users: dict[str, list[Any]] = {}
+    for variant, user, _, at in exposures:
+        rec = users.get(user)
+        if rec is None:
+            users[user] = [variant, at, 1]
+        else:
+            rec[1] = min(rec[1], at)
+            rec[2] += 1
+    by_user: dict[str, list[tuple[int, str, float | None, float]]] = {}
+    for seq, user, item, value, t in events:
+        by_user.setdefault(user, []).append((seq, item, value, t))
     w = exp.window_s
-    metric = exp.metric
-    if metric.startswith("conversion:"):
-        hit = events.merge(exposures[["user", "at"]], on="user")
-    else:
-        shown = exposures[["user", "items", "at"]].explode("items").rename(columns={"items": "item"})
-        hit = events.merge(shown.dropna(subset=["item"]), on=["user", "item"])
-    hit = hit[(hit["t"] >= np.floor(hit["at"])) & (hit["t"] <= hit["at"] + w)].drop_duplicates("seq")
-    if metric == "mean_rating":
-        users["outcome"] = hit.groupby("user")["value"].mean().reindex(users.index)
-    else:
-        users["outcome"] = users.index.isin(hit["user"].unique()).astype(np.float64)
-    return users.reset_index(names="user")
+    per_item = not exp.metric.startswith("conversion:")
+    shown: dict[tuple[str, str], list[float]] = {}  # (user, item) → exposure times; (user, "") for conversions
+    for _, user, items, at in exposures:
+        if user in by_user:
+            for item in (json.loads(items) if per_item else [""]):
+                shown.setdefault((user, item), []).append(at)
+
+    def hits(user: str) -> list[float | None]:
+        out = []
+        for _, item, value, t in by_user.get(user, ()):
+            times = shown.get((user, item if per_item else ""), ())
+            if any(math.floor(at) <= t <= at + w for at in times):
+                out.append(value)
+        return out
+
+    names = list(users)
+    outcome = np.empty(len(names), np.float64)
+    for n, user in enumerate(names):
+        found = hits(user) if user in by_user else []
+        if exp.metric == "mean_rating":
+            vals = [v for v in found if v is not None]
+            outcome[n] = float(np.mean(vals)) if vals else np.nan
+        else:
+            outcome[n] = 1.0 if found else 0.0
+    return pd.DataFrame({"user": names, "variant": [users[u][0] for u in names],
+                         "first": np.array([users[u][1] for u in names], np.float64),
+                         "exposures": np.array([users[u][2] for u in names], np.int64), "outcome": outcome})
 
 
 def _binary(metric: str) -> bool:
@@ -177,7 +194,7 @@ def build_report(store: Store, ref: int | str, with_timeline: bool = True, boots
     names = [v.name for v in exp.variants]
     per: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
-    n_exposures = exposures.groupby("variant").size() if len(exposures) else pd.Series(dtype=int)
+    n_exposures = Counter(row[0] for row in exposures)
     for v in exp.variants:
         mine = users[users["variant"] == v.name]
         y = mine["outcome"].dropna().to_numpy(np.float64)
