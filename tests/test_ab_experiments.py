@@ -104,3 +104,24 @@ def test_spec_validation_errors_reach_the_user():
     with pytest.raises(ConfigError, match="model_version"):
         E.parse_spec({"name": "a", "planned_users": 1,
                       "variants": [{"name": "A", "share": 0.5}, {"name": "B", "share": 0.5, "model_version": 0}]})
+
+
+def test_a_verdict_after_the_planned_size_even_when_a_variant_has_no_successes(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'e.db'}")
+    try:
+        exp = E.create(store, {"name": "zero", "planned_users": 30, "salt": "z",
+                               "variants": [{"name": "A", "share": 0.5}, {"name": "B", "share": 0.5}]})
+        log = ExposureLog(store, background=False)
+        for n in range(30):
+            log.add(exp.id, "A", f"a{n}", ["1"], [1], at=1e9)
+            log.add(exp.id, "B", f"b{n}", ["1"], [1], at=1e9)
+        log.flush()
+        for n in range(20):  # 20 of 30 click in A, none in B
+            store.add_events(f"a{n}", [{"event_id": "c", "item": "1", "type": "click", "timestamp": int(1e9) + 5}])
+        report = build_report(store, "zero")
+        assert report["decision"] == "significant" and report["verdict"].startswith("B is worse than A: lift -100.0%")
+        assert report["variants"][1]["mean"] == 0.0 and json.dumps(report, allow_nan=False)
+        with pytest.raises(Exception, match="no experiment"):
+            E.get(store, "9" * 40)
+    finally:
+        store.close()

@@ -178,6 +178,7 @@ def test_experiment_flow_over_http(serve, registry, model_dirs):
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert c.get("/experiments/999/report").status_code == 404
+        assert c.get("/experiments/" + "9" * 40).status_code == 404
         assert c.post(f"/admin/experiments/{exp_id}/stop", headers=s.headers).json()["status"] == "stopped"
         assert "variant" not in c.get("/users/1/recommendations").json()
         after = c.get(f"/experiments/{exp_id}/report").json()

@@ -54,7 +54,8 @@ def parse_variant(text: str) -> dict[str, Any]:
             elif key == "exclude":
                 rerank["exclude_genres"] = [g for g in value.split("|") if g]
             else:
-                raise ConfigError(f"--variant {text!r}: unknown key {key!r} (share, model, diversity, novelty, exclude)")
+                raise ConfigError(f"--variant {text!r}: unknown key {key!r} "
+                                  "(share, model, diversity, novelty, exclude)")
         except ValueError:
             raise ConfigError(f"--variant {text!r}: {key}={value!r} is not a number") from None
     if "share" not in out:

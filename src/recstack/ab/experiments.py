@@ -140,7 +140,7 @@ def parse_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown experiment field(s) {sorted(unknown)}; known: {sorted(known)}")
     name = spec.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or name.strip().isdigit():
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or (name.strip().isascii() and name.strip().isdigit()):
         raise ConfigError(f"experiment name {name!r}: must be a non-empty string (not a number), ≤ 200 characters")
     raw = spec.get("variants")
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)) or len(raw) < 2:
@@ -191,7 +191,7 @@ def get(store: Store, ref: int | str) -> Experiment:
     """An experiment by id (a number) or by name."""
     text = str(ref).strip()
     with store._tx(write=False) as cur:
-        if text.isdigit():
+        if text.isascii() and text.isdigit() and len(text) <= 18:  # an id (names are never all digits)
             cur.execute(store._sql(f"SELECT {_COLUMNS} FROM experiments WHERE id = ?"), (int(text),))
         else:
             cur.execute(store._sql(f"SELECT {_COLUMNS} FROM experiments WHERE name = ?"), (text,))

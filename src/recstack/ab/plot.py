@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from recstack.errors import MissingExtraError
@@ -25,7 +25,7 @@ def lift_png(report: dict[str, Any]) -> bytes:
     ax.set_title(title, fontsize=10)
     ax.axhline(0.0, color="0.4", lw=0.8)
     if points:
-        x = [datetime.fromtimestamp(p["time"], tz=timezone.utc) for p in points]
+        x = [datetime.fromtimestamp(p["time"], tz=UTC) for p in points]
         y = [100 * p["lift"] for p in points]
         ok = [p["ci"][0] is not None and p["ci"][1] is not None for p in points]
         xs = [xi for xi, o in zip(x, ok) if o]

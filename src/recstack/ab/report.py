@@ -135,7 +135,11 @@ def compare(a: np.ndarray, b: np.ndarray, binary: bool, seed: int = 0, bootstrap
         test = two_proportion_ztest(int(a.sum()), len(a), int(b.sum()), len(b))
     else:
         test = welch_ttest(a, b)
-    var = (lambda x: float(x.mean() * (1 - x.mean()))) if binary else (lambda x: float(x.var(ddof=1)) if len(x) > 1 else math.nan)
+    def var(x: np.ndarray) -> float:
+        if binary:
+            return float(x.mean() * (1 - x.mean()))
+        return float(x.var(ddof=1)) if len(x) > 1 else math.nan
+
     if len(a) and len(b):
         lift, lo, hi = relative_lift_ci(float(a.mean()), var(a), len(a), float(b.mean()), var(b), len(b))
     else:
@@ -166,7 +170,12 @@ def timeline(users: pd.DataFrame, control: str, treatment: str, binary: bool,
         for name in (control, treatment):
             n, s, s2 = (float(c[i]) for c in cols[name])
             mean = s / n if n else math.nan
-            var = (mean * (1 - mean) if binary else (s2 - n * mean * mean) / (n - 1) if n > 1 else math.nan) if n else math.nan
+            if not n:
+                var = math.nan
+            elif binary:
+                var = mean * (1 - mean)
+            else:
+                var = (s2 - n * mean * mean) / (n - 1) if n > 1 else math.nan
             stats_.append((mean, var, int(n)))
         (ma, va, na), (mb, vb, nb) = stats_
         if na and nb and ma > 0:
@@ -210,9 +219,10 @@ def build_report(store: Store, ref: int | str, with_timeline: bool = True, boots
     srm = srm_check([p["users"] for p in per], [v.share for v in exp.variants])
     srm_out = {"chi2": E.finite(srm["chi2"]), "p_value": E.finite(srm["p_value"]), "mismatch": bool(srm["mismatch"])}
     if srm["mismatch"]:
-        srm_out["warning"] = (f"sample ratio mismatch: users per variant {[p['users'] for p in per]} differ from the "
-                              f"planned shares {[v.share for v in exp.variants]} (chi-square p = {srm['p_value']:.2g}); "
-                              "check assignment and exposure logging before trusting any result")
+        srm_out["warning"] = (
+            f"sample ratio mismatch: users per variant {[p['users'] for p in per]} differ from the planned "
+            f"shares {[v.share for v in exp.variants]} (chi-square p = {srm['p_value']:.2g}); "
+            "check assignment and exposure logging before trusting any result")
     decision, verdict = _verdict(exp, per, comparisons, srm_out)
     report = {"experiment": E.summary(exp), "metric": exp.metric, "alpha": ALPHA,
               "variants": per, "lift": comparisons[0], "comparisons": comparisons, "srm": srm_out,
@@ -238,8 +248,8 @@ def _verdict(exp: E.Experiment, per: list[dict[str, Any]], comparisons: list[dic
         if p is not None and p < alpha and lift is not None:
             significant = True
             word = "beats" if lift > 0 else "is worse than"
-            parts.append(f"{c['variant']} {word} {c['control']}: lift {lift:+.1%} "
-                         f"(95% CI {c['ci'][0]:+.1%} to {c['ci'][1]:+.1%}), p = {p:.3g}")
+            ci = "" if None in c["ci"] else f" (95% CI {c['ci'][0]:+.1%} to {c['ci'][1]:+.1%})"
+            parts.append(f"{c['variant']} {word} {c['control']}: lift {lift:+.1%}{ci}, p = {p:.3g}")
         else:
             shown = "n/a" if p is None else f"{p:.3g}"
             parts.append(f"{c['variant']} vs {c['control']}: no significant difference (p = {shown})")
@@ -253,14 +263,14 @@ def format_report(report: dict[str, Any]) -> str:
              f"planned {report['planned_users']:,} users per variant"]
     for p in report["variants"]:
         mean = "n/a" if p["mean"] is None else f"{p['mean']:.4f}"
-        ci = "" if p["ci"][0] is None else f" [{p['ci'][0]:.4f}, {p['ci'][1]:.4f}]"
+        ci = "" if None in p["ci"] else f" [{p['ci'][0]:.4f}, {p['ci'][1]:.4f}]"
         lines.append(f"  {p['name']:<16} users {p['users']:>8,}  exposures {p['exposures']:>9,}  mean {mean}{ci}")
     for c in report["comparisons"]:
         if c["value"] is None:
             lines.append(f"  {c['variant']} vs {c['control']}: not enough data")
             continue
-        ci = "" if c["ci"][0] is None else f" (95% CI {c['ci'][0]:+.2%} to {c['ci'][1]:+.2%})"
-        boot = "" if c["bootstrap_ci"][0] is None else \
+        ci = "" if None in c["ci"] else f" (95% CI {c['ci'][0]:+.2%} to {c['ci'][1]:+.2%})"
+        boot = "" if None in c["bootstrap_ci"] else \
             f", bootstrap {c['bootstrap_ci'][0]:+.2%} to {c['bootstrap_ci'][1]:+.2%}"
         p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
         lines.append(f"  {c['variant']} vs {c['control']}: lift {c['value']:+.2%}{ci}{boot}; {c['test']} p = {p}")

@@ -145,10 +145,11 @@ class Service:
             self.metrics.events_applied.inc(applied)
         return state
 
-    async def serve_user(self, user: str, k: int, **filters: Any) -> ItemList:
+    async def serve_user(self, user: str, k: int, state: ModelState | None = None, **filters: Any) -> ItemList:
         """A user's list: the running experiment's variant for them (its model version, its
-        re-ranking; the exposure is logged), else the active model's list."""
-        state = await self.current()
+        re-ranking; the exposure is logged), else the active model's list (`state`: the current
+        state when the caller has it already)."""
+        state = state or await self.current()
         arm = self.experiments.arm(user) if self.experiments is not None else None
         version = arm.variant.model_version if arm is not None else None
         if version is not None and version != state.version:
@@ -347,7 +348,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def batch_recommendations(body: S.BatchIn) -> Any:
         """Top-k for many users in one call."""
         state = await service.current()
-        results = [(await service.serve_user(u, body.k, exclude_seen=body.exclude_seen)).to_dict() for u in body.users]
+        results = [(await service.serve_user(u, body.k, state, exclude_seen=body.exclude_seen)).to_dict()
+                   for u in body.users]
         return _json({"model_version": state.version, "results": results})
 
     @app.get("/items/{item}/similar", response_model=S.ItemListOut)
