@@ -140,7 +140,8 @@ def parse_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown experiment field(s) {sorted(unknown)}; known: {sorted(known)}")
     name = spec.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or (name.strip().isascii() and name.strip().isdigit()):
+    numeric = isinstance(name, str) and name.strip().isascii() and name.strip().isdigit()
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or numeric:
         raise ConfigError(f"experiment name {name!r}: must be a non-empty string (not a number), ≤ 200 characters")
     raw = spec.get("variants")
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)) or len(raw) < 2:

@@ -60,7 +60,7 @@ class ExposureLog:
 
     def __init__(self, store: Store, max_rows: int = 500, max_delay: float = 0.25, background: bool = True) -> None:
         self.store, self.max_rows, self.max_delay = store, max_rows, max_delay
-        self._rows: list[tuple[int, str, str, str, str, float]] = []
+        self._rows: list[tuple[int, str, str, Sequence[str], Sequence[int], float]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -72,9 +72,8 @@ class ExposureLog:
 
     def add(self, experiment_id: int, variant: str, user: str, items: Sequence[str],
             positions: Sequence[int], at: float | None = None) -> None:
-        row = (experiment_id, variant, user, json.dumps(list(items)), json.dumps([int(p) for p in positions]),
-               time.time() if at is None else at)
-        with self._lock:
+        row = (experiment_id, variant, user, items, positions, time.time() if at is None else at)
+        with self._lock:  # JSON encoding waits for the flush (off the request path)
             self._rows.append(row)
             full = len(self._rows) >= self.max_rows
         if full and self._thread is not None:
@@ -89,7 +88,8 @@ class ExposureLog:
         with self._lock:
             rows, self._rows = self._rows, []
         try:
-            n = write_exposures(self.store, rows)
+            n = write_exposures(self.store, [(e, v, u, json.dumps(list(items)), json.dumps([int(p) for p in pos]), at)
+                                             for e, v, u, items, pos, at in rows])
         except Exception:
             log.exception("could not write %d exposures; they are kept for the next flush", len(rows))
             with self._lock:
