@@ -116,3 +116,15 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert first and "Traceback" not in err and "error" not in err, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["web"], "give a saved model folder DIR, or --api URL"),
+    (["web", "somewhere", "--api", "http://127.0.0.1:9"], "not both"),
+    (["web", "--api", "localhost:8000"], "--api 'localhost:8000': give the service's base URL"),
+    (["web", "--api", "http://127.0.0.1:9", "--api-key-file", "/nonexistent/key"], "--api-key-file /nonexistent/key"),
+])
+def test_web_over_the_service_checks_its_options(capsys, argv, needle):
+    code, out, err = main(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: ") and needle in err, err

@@ -592,6 +592,21 @@ def _without(result, seen: set[str], k: int):
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    from recstack.errors import ConfigError
+
+    if (args.dir is None) == (args.api is None):
+        raise ConfigError("web: give a saved model folder DIR, or --api URL of a running service (not both)")
+    if args.api is not None:
+        from recstack.web.remote import launch_remote
+
+        key = os.environ.get("RECSTACK_API_KEY")
+        if args.api_key_file:
+            try:
+                key = Path(args.api_key_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"--api-key-file {args.api_key_file}: cannot read it ({exc.strerror})") from None
+        launch_remote(args.api, api_key=key or None, host=args.host, port=args.port, user=args.user)
+        return 0
     from recstack.web.app import launch
 
     launch(args.dir, host=args.host, port=args.port)
@@ -761,8 +776,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ab_commands(absub, _int_at_least)
 
-    web = sub.add_parser("web", help="open the web page for a saved model")
-    web.add_argument("dir")
+    web = sub.add_parser("web", help="open the web page for a saved model, or over a running service (--api)")
+    web.add_argument("dir", nargs="?", help="a saved model folder (or use --api)")
+    web.add_argument("--api", metavar="URL", help="render from the HTTP service at URL (recstack serve) instead")
+    web.add_argument("--api-key-file", metavar="FILE",
+                     help="with --api: the service's write key (else RECSTACK_API_KEY) for ratings and preferences")
+    web.add_argument("--user", default="1", help="with --api: the user the page opens on (default 1)")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=_int_at_least(1, 65535), default=7860)
     web.set_defaults(func=cmd_web)

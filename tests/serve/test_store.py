@@ -58,3 +58,23 @@ def test_bad_urls_are_named():
         open_store("mysql://x")
     with pytest.raises(ConfigError, match="names a file"):
         open_store("sqlite:///")
+
+
+def test_preferences_round_trip(db_url):
+    store = open_store(db_url)
+    try:
+        assert store.preferences() == {} and store.preferences(["u1"]) == {}
+        before = store.max_seq()
+        store.put_preferences("u1", {"exclude_genres": ["Horror"], "diversity": 0.5})
+        store.put_preferences("u1", {"exclude_genres": ["Comedy"], "diversity": 0.25})  # replaces
+        store.put_preferences("u2", {"novelty": 1.0})
+        assert store.preferences(["u1", "nobody"]) == {"u1": {"exclude_genres": ["Comedy"], "diversity": 0.25}}
+        assert set(store.preferences()) == {"u1", "u2"}
+        # each change is a control event on the sequence (workers reload that user's preferences)
+        changes = [(e.user, e.type) for e in store.events_after(before)]
+        assert changes == [("u1", "prefs"), ("u1", "prefs"), ("u2", "prefs")]
+        assert store.count_events() == 0  # not a real event: not counted, exported or trained on
+        store.delete_user("u1")
+        assert set(store.preferences()) == {"u2"}
+    finally:
+        store.close()

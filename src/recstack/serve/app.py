@@ -30,6 +30,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from recstack.ab.serving import Experiments, serve_list
 from recstack.errors import RecstackError, UnknownIdError
 from recstack.itemlist import ItemList
+from recstack.models.base import has_ability
+from recstack.serve import prefs
 from recstack.serve import schemas as S
 from recstack.serve.experiments import add_experiment_routes
 from recstack.serve.metrics import Metrics
@@ -274,6 +276,20 @@ def _split(text: str | None) -> list[str]:
     return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
+def _explained(state: ModelState, user: str, item: str) -> dict[str, Any] | None:
+    """A list row's explanation: score, the five largest parts, "because" labels; None when the
+    model cannot explain this user."""
+    try:
+        return state.explain(user, item, top=5)
+    except RecstackError:
+        return None
+
+
+def _prefs_out(state: ModelState, user: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    return {"user": user, **prefs.DEFAULTS, **(data or {}), "stored": data is not None,
+            "known_genres": sorted(state.genre_names.values())}
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI app for one worker process."""
     service = Service(settings)
@@ -338,11 +354,28 @@ def create_app(settings: Settings) -> FastAPI:
         genres: Annotated[str | None, Query(max_length=200, description="genres, comma-separated")] = None,
         year_from: Annotated[int | None, Query(ge=0, le=9999)] = None,
         year_to: Annotated[int | None, Query(ge=0, le=9999)] = None,
+        explain: Annotated[bool, Query(description="add each item's explanation (models that explain)")] = False,
     ) -> Any:
-        """Top-k unseen items for a user (a popular fallback for users the model cannot score)."""
-        out = await service.serve_user(user, k, exclude_seen=exclude_seen, exclude=_split(exclude),
+        """Top-k unseen items for a user (a popular fallback for users the model cannot score),
+        re-ranked by the user's stored preferences (PUT /users/{user}/preferences)."""
+        state = await service.current()
+        out = await service.serve_user(user, k, state, exclude_seen=exclude_seen, exclude=_split(exclude),
                                        genres=_split(genres), year_from=year_from, year_to=year_to)
-        return _json(out.to_dict())
+        body = out.to_dict()
+        if explain and out.fallback is None:
+            version = out.extra.get("model_version")  # an experiment's variant may serve another version
+            used = state if version == state.version else service.variant_states.get(version, state)
+            for row in body["items"]:
+                row["explanation"] = _explained(used, user, row["item"])
+        return _json(body)
+
+    @app.get("/users/{user}/recommendations/{item}/explanation", response_model=S.ExplanationOut,
+             responses={404: {"model": S.Detail}})
+    async def explanation(user: ID, item: ID, top: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Any:
+        """Why the model scores `item` as it does for `user`: the parts (biases, rated items) that
+        sum to the score the ranking used (largest first), and the rated items it is "because" of."""
+        state = await service.current()
+        return _json(state.explain(user, item, top))
 
     @app.post("/recommendations", response_model=S.BatchOut)
     async def batch_recommendations(body: S.BatchIn) -> Any:
@@ -392,6 +425,27 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.events_stored.inc(stored)
         out = await service.serve_user(user, body.k)
         return _json({"user": user, "stored": stored, "recommendations": out.to_dict()}, 201)
+
+    @app.get("/users/{user}/preferences", response_model=S.PreferencesOut)
+    async def get_preferences(user: ID) -> Any:
+        """A user's re-ranking preferences (the defaults when none are stored) and the known genres."""
+        state = await service.current()
+        found = await run_in_threadpool(service.store.preferences, [user])  # type: ignore[union-attr]
+        return _json(_prefs_out(state, user, found.get(user)))
+
+    @app.put("/users/{user}/preferences", response_model=S.PreferencesOut,
+             responses={401: {"model": S.Detail}}, dependencies=[Depends(event_writer)])
+    async def put_preferences(user: ID, body: S.PreferencesIn) -> Any:
+        """Replace a user's preferences: genres never shown, diversity λ and novelty ν in [0, 1];
+        every list served to the user follows them from the next request, in every worker."""
+        state = await service.current()
+        try:
+            data = prefs.validate(body.model_dump(), state.genre_names, has_ability(state.rec.model, "item_embeddings"))
+        except prefs.PreferenceError as exc:
+            raise HTTPException(422, [{"loc": ["body", *exc.field], "msg": str(exc), "type": "value_error"}]) from None
+        await run_in_threadpool(service.store.put_preferences, user, data)  # type: ignore[union-attr]
+        state = await service.current()
+        return _json(_prefs_out(state, user, data))
 
     @app.delete("/users/{user}", response_model=S.DeletedOut, responses={401: {"model": S.Detail}},
                 dependencies=[Depends(writer)])

@@ -87,6 +87,19 @@ class ItemIn(Strict):
         return self
 
 
+class PreferencesIn(Strict):
+    """A user's re-ranking preferences (PUT replaces them all; omitted fields take their defaults)."""
+
+    exclude_genres: list[Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)]] = \
+        Field(default_factory=list, max_length=100, description="genres never to show (known genres only)")
+    diversity: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False,
+                             description="MMR λ: 0 relevance only, 1 diversity only")
+    novelty: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False,
+                           description="popularity penalty ν: 0 none, 1 strongest")
+    similarity: Literal["genre", "embedding"] = Field(
+        default="genre", description="what diversity compares: genre vectors or the model's item vectors")
+
+
 class AddModelIn(Strict):
     path: Annotated[str, Field(min_length=1, max_length=4096, description="a saved model folder on the server"),
                     AfterValidator(_clean)]
@@ -136,6 +149,27 @@ class NewUserOut(BaseModel):
     user: str
     stored: int
     recommendations: ItemListOut
+
+
+class PreferencesOut(BaseModel):
+    user: str
+    exclude_genres: list[str]
+    diversity: float
+    novelty: float
+    similarity: str
+    stored: bool
+    known_genres: list[str]
+
+
+class ExplanationOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    user: str
+    item: dict[str, Any]
+    score: float
+    score_kind: str
+    exact: bool
+    parts: list[dict[str, Any]]
+    because: list[str]
 
 
 class DeletedOut(BaseModel):

@@ -8,7 +8,8 @@ PostgreSQL, is reflected by every worker's next answer. Applying means: models w
 `partial_fit` learn the ratings through `Recommender.update`; otherwise the user's events are kept
 and the user is folded in again from their training ratings plus their stored ratings
 (`score_new_user`) at their next request. Clicks and views count as seen items. Control events
-("deleted" for a user, "item" for an item's metadata) travel on the same sequence.
+("deleted" for a user, "item" for an item's metadata, "prefs" for a user's preferences, see
+prefs.py) travel on the same sequence.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recstack.errors import RecstackError
+from recstack.errors import RecstackError, UnknownIdError
 from recstack.itemlist import ItemList
 from recstack.models.base import has_ability
 from recstack.recommend import Recommender, popular_items, top_k_from_scores
+from recstack.rerank import Rerank, unit_rows
+from recstack.serve import prefs as P
 from recstack.serve.store import EVENT_TYPES, Event, Store
 
 log = logging.getLogger("recstack.serve")
@@ -70,6 +73,11 @@ class ModelState:
     fold_in_users: set[str] = field(default_factory=set)  # users whose ratings partial_fit refused
     forgotten: set[str] = field(default_factory=set)  # users deleted since the model was trained
     base_users: int = 0  # users in the saved model's own training data
+    prefs: dict[str, Rerank] = field(default_factory=dict)  # users' stored preferences (see prefs.py)
+    prefs_loaded: bool = False
+    prefs_dirty: set[str] = field(default_factory=set)  # users whose preferences changed ("prefs" events)
+    genre_names: dict[str, str] = field(default_factory=dict)  # lower-case genre → as the data spells it
+    unit: dict[str, np.ndarray | None] = field(default_factory=dict)  # unit item vectors by similarity kind
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -124,10 +132,12 @@ class ModelState:
         n = self.rec.train.n_items
         genres: dict[str, np.ndarray] = {}
         years = np.full(n, np.nan)
+        self.genre_names = {}
         if f is not None and "genres" in f:
             for i, gs in enumerate(f["genres"].tolist()):
                 for g in gs if isinstance(gs, list) else []:
                     genres.setdefault(str(g).lower(), np.zeros(n, bool))[i] = True
+                    self.genre_names.setdefault(str(g).lower(), str(g))
         if f is not None and "year" in f:
             years = np.array(pd.to_numeric(f["year"], errors="coerce").astype(float), dtype=np.float64)
         for item_id, data in self.item_meta.items():
@@ -139,9 +149,11 @@ class ModelState:
                     mask[i] = False
                 for g in data.get("genres") or []:
                     genres.setdefault(str(g).lower(), np.zeros(n, bool))[i] = True
+                    self.genre_names.setdefault(str(g).lower(), str(g))
             if "year" in data:
                 years[i] = np.nan if data["year"] is None else float(data["year"])
         self.genre_masks, self.years = genres, years
+        self.unit = {}
 
     # ---- events --------------------------------------------------------------------------
     def sync(self, store: Store) -> int:
@@ -150,6 +162,9 @@ class ModelState:
             self.item_meta = store.items()
             self.items_loaded = True
             self._build_masks()
+        if not self.prefs_loaded:
+            self.prefs = {u: r for u, d in store.preferences().items() if (r := P.to_rerank(d)) is not None}
+            self.prefs_loaded = True
         if store.max_seq() <= self.applied_seq:
             return 0
         total = 0
@@ -160,7 +175,21 @@ class ModelState:
             if self.apply(batch):
                 self.item_meta = store.items()
                 self._build_masks()
+            if self.prefs_dirty:
+                self.reload_prefs(store)
             total += len(batch)
+
+    def reload_prefs(self, store: Store) -> None:
+        """Read the stored preferences of the users whose "prefs" events were applied."""
+        users = sorted(self.prefs_dirty)
+        found = store.preferences(users)
+        for user in users:
+            r = P.to_rerank(found[user]) if user in found else None
+            if r is None:
+                self.prefs.pop(user, None)
+            else:
+                self.prefs[user] = r
+        self.prefs_dirty.clear()
 
     def apply(self, events: list[Event]) -> bool:
         """Apply events (in sequence order) to the online state."""
@@ -170,6 +199,9 @@ class ModelState:
             if e.type == "deleted":
                 self.events.pop(e.user, None)
                 self.forgotten.add(e.user)
+                self.prefs.pop(e.user, None)
+            elif e.type == "prefs":
+                self.prefs_dirty.add(e.user)
             elif e.type == "item":
                 items_changed = True
             elif e.type in EVENT_TYPES:
@@ -186,6 +218,7 @@ class ModelState:
             except RecstackError as exc:  # e.g. a rating off the model's scale: those users fold in instead
                 log.warning("partial_fit refused %d stored ratings (%s); folding those users in", len(ratings), exc)
                 self.fold_in_users.update(r[0] for r in ratings)
+            self.unit.pop("embedding", None)  # the item vectors moved
             if self.rec.train.n_items != n_items:  # new items: rows, masks and the index grow
                 self._build_masks()
                 if self.index is not None:
@@ -273,32 +306,85 @@ class ModelState:
         """Top-k for a user with filters; a defined fallback (popular) for a user the model cannot score."""
         view = self.user_view(user)
         allowed = self.allowed_mask(view, exclude_seen, exclude or [], genres or [], year_from, year_to)
+        pref = self.prefs.get(user)  # None for users without stored preferences: nothing more to do
+        if pref is not None:
+            allowed = self.without_genres(allowed, pref.exclude_genres)
+        wide = P.wide_k(k, pref)
         model = self.rec.model
         kind = model.score_kind
         if view.scores is not None:
-            idx, vals = self._top(view.scores, k, allowed)
-            return self._list(idx, vals, kind, user=user)
+            idx, vals = self._top(view.scores, wide, allowed)
+            return self._list(*self._personal(idx, vals, k, pref), kind, user=user)
         if view.known:
             if self.index is not None and not self.index.exact_only:
                 qv = model.user_vectors(np.array([view.index]))[0]
-                idx, _ = self.index.search(qv, k, allowed)
+                idx, _ = self.index.search(qv, wide, allowed)
                 vals = model.score(np.array([view.index]), idx)[0] if len(idx) else np.empty(0, np.float32)
-                return self._list(idx, vals, kind, user=user)
+                return self._list(*self._personal(idx, vals, k, pref), kind, user=user)
             scores = model.score(np.array([view.index]))[0].astype(np.float64)
-            idx, vals = self._top(scores, k, allowed)
-            return self._list(idx, vals, kind, user=user)
+            idx, vals = self._top(scores, wide, allowed)
+            return self._list(*self._personal(idx, vals, k, pref), kind, user=user)
         if view.n_events:
             reason = (f"user {user!r} has events but model {model.name!r} cannot fold in users: "
                       "the most popular items")
         else:
             reason = f"unknown user {user!r} (no training data, no stored ratings): the most popular items"
-        return self.popular(k, allowed, user=user, fallback="popular", fallback_reason=reason)
+        return self.popular(k, allowed, pref, user=user, fallback="popular", fallback_reason=reason)
 
-    def popular(self, k: int, allowed: np.ndarray | None = None, **kw: Any) -> ItemList:
-        """The k most popular allowed items, by training interactions."""
+    def popular(self, k: int, allowed: np.ndarray | None = None, pref: Rerank | None = None, **kw: Any) -> ItemList:
+        """The k most popular allowed items, by training interactions (re-ranked by `pref`)."""
         excluded = None if allowed is None else np.flatnonzero(~allowed)
-        idx = popular_items(self.rec.train.item_popularity, k, excluded)
+        idx = popular_items(self.rec.train.item_popularity, P.wide_k(k, pref), excluded)
+        idx, _ = self._personal(idx, None, k, pref)
         return self._list(idx, None, "ranking", **kw)
+
+    # ---- preferences ---------------------------------------------------------------------
+    def without_genres(self, allowed: np.ndarray | None, genres: tuple[str, ...]) -> np.ndarray | None:
+        """`allowed` (None: all) less the items of any of `genres` (lower-case names)."""
+        masks = [self.genre_masks[g] for g in genres if g in self.genre_masks]
+        if not masks:
+            return allowed
+        out = np.ones(self.rec.train.n_items, bool) if allowed is None else allowed.copy()
+        for m in masks:
+            out &= ~m
+        return out
+
+    def _personal(self, idx: np.ndarray, vals: np.ndarray | None, k: int,
+                  pref: Rerank | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if pref is None or not (pref.diversity > 0 or pref.novelty > 0):
+            return idx[:k], None if vals is None else vals[:k]
+        unit = self.unit_vectors(pref.similarity) if pref.diversity > 0 else None
+        return P.reorder(idx, vals, k, pref, unit, self.rec.train.item_popularity)
+
+    def unit_vectors(self, similarity: str) -> np.ndarray | None:
+        """Unit item vectors for diversity: of genres, or of the model's item vectors (falling back
+        to the other kind when this model or catalogue lacks one); None when neither exists."""
+        if similarity not in self.unit:
+            if similarity == "embedding" and has_ability(self.rec.model, "item_embeddings"):
+                self.unit[similarity] = unit_rows(self.rec.model.item_vectors())
+            elif self.genre_masks:
+                names = sorted(self.genre_masks)
+                self.unit[similarity] = unit_rows(np.stack([self.genre_masks[g] for g in names], 1)
+                                                  .astype(np.float32))
+            elif has_ability(self.rec.model, "item_embeddings"):
+                self.unit[similarity] = unit_rows(self.rec.model.item_vectors())
+            else:
+                self.unit[similarity] = None
+        return self.unit[similarity]
+
+    def explain(self, user: str, item: str, top: int | None = 10) -> dict[str, Any]:
+        """`Recommender.explain` for a user the model has (trained or learned online); the
+        `because` field names the (at most two) rated items that raise the score most."""
+        if not has_ability(self.rec.model, "explains"):
+            raise RecstackError(f"model {self.rec.model.name!r} cannot explain its scores")
+        if user not in self.rec.train.user_index or user in self.forgotten and \
+                self.rec.train.user_index[user] >= self.base_users:
+            raise UnknownIdError(f"user {user!r} is not in the model: only users it has learned can be explained")
+        out = self.rec.explain(user, item)
+        out["because"] = [p["label"] for p in out["parts"] if "item" in p and p["contribution"] > 0][:2]
+        if top is not None:
+            out["parts"] = out["parts"][:top]
+        return out
 
     def similar(self, item: str, k: int) -> ItemList:
         """Items similar to `item`; a popular fallback for an item the model does not know."""

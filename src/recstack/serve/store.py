@@ -47,7 +47,10 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE users (user_id TEXT PRIMARY KEY, created_at {float} NOT NULL)",
         "CREATE TABLE items (item_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at {float} NOT NULL)",
     ],
-    [  # A/B experiments (recstack.ab.records): definitions, forced (QA) users, logged exposures
+    [  # per-user re-ranking preferences (excluded genres, diversity λ, novelty ν, similarity kind)
+        "CREATE TABLE preferences (user_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at {float} NOT NULL)",
+    ],
+    [  # A/B experiments (recstack.ab): definitions, forced (QA) users, logged exposures
         """CREATE TABLE experiments (
             id {serial},
             name TEXT NOT NULL UNIQUE,
@@ -227,6 +230,7 @@ class Store:
             cur.execute(self._sql("DELETE FROM events WHERE user_id = ?"), (user,))
             removed = max(cur.rowcount, 0)
             cur.execute(self._sql("DELETE FROM users WHERE user_id = ?"), (user,))
+            cur.execute(self._sql("DELETE FROM preferences WHERE user_id = ?"), (user,))
             cur.execute(self._sql(
                 "INSERT INTO events (event_id, user_id, item_id, type, value, ts, stored_at) "
                 "VALUES (?, ?, '', 'deleted', NULL, NULL, ?)"), (f"deleted-{time.time_ns()}", user, time.time()))
@@ -254,6 +258,34 @@ class Store:
         with self._tx(write=False) as cur:
             cur.execute(self._sql("SELECT item_id, data FROM items"))
             return {r[0]: json.loads(r[1]) for r in cur.fetchall()}
+
+    # ---- preferences ---------------------------------------------------------------------
+    def put_preferences(self, user: str, data: dict[str, Any]) -> None:
+        """Replace a user's re-ranking preferences (a JSON object). A control event ("prefs") takes
+        the next sequence number, so every worker of a service reloads them as it applies events."""
+        text = json.dumps(data, sort_keys=True)
+        now = time.time()
+        with self._tx() as cur:
+            self._serialise_writes(cur)
+            cur.execute(self._sql("INSERT INTO preferences (user_id, data, updated_at) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (user_id) DO UPDATE SET data = excluded.data, "
+                                  "updated_at = excluded.updated_at"), (user, text, now))
+            cur.execute(self._sql(
+                "INSERT INTO events (event_id, user_id, item_id, type, value, ts, stored_at) "
+                "VALUES (?, ?, '', 'prefs', NULL, NULL, ?)"), (f"prefs-{time.time_ns()}", user, now))
+
+    def preferences(self, users: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Stored preferences by user id: of every user, or of `users` only (absent ones are left out)."""
+        with self._tx(write=False) as cur:
+            if users is None:
+                cur.execute(self._sql("SELECT user_id, data FROM preferences"))
+                rows = cur.fetchall()
+            else:
+                rows = []
+                for user in users:
+                    cur.execute(self._sql("SELECT user_id, data FROM preferences WHERE user_id = ?"), (user,))
+                    rows.extend(cur.fetchall())
+            return {r[0]: json.loads(r[1]) for r in rows}
 
     # ---- export --------------------------------------------------------------------------
     def export_parquet(self, path: str | Path) -> int:
