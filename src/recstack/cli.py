@@ -766,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_opts(br)
     br.set_defaults(func=cmd_batch_recommend)
 
-    ab = sub.add_parser("ab", help="A/B tests: plan sample sizes")
+    ab = sub.add_parser("ab", help="A/B tests: plan, create/start/stop/force, report, simulate")
     absub = ab.add_subparsers(dest="ab_command", required=True)
     plan = absub.add_parser("plan", help="users per variant for a two-sided two-proportion z-test")
     plan.add_argument("--base-rate", type=float, required=True, help="control's conversion rate, e.g. 0.1")
@@ -775,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--power", type=float, default=0.8)
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_ab_plan)
+    from recstack.ab.commands import add_ab_commands
+
+    add_ab_commands(absub, _int_at_least)
 
     web = sub.add_parser("web", help="open the web page for a saved model, or over a running service (--api)")
     web.add_argument("dir", nargs="?", help="a saved model folder (or use --api)")

@@ -10,6 +10,7 @@ them. A forced variant (for QA) wins over the hash.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ class Allocation:
         for user, variant in self.forced.items():
             if variant not in names:
                 raise ConfigError(f"user {user!r} forced into unknown variant {variant!r}; known: {names}")
+        edges = [0.0]
+        for s in shares:
+            edges.append(edges[-1] + float(s))
+        object.__setattr__(self, "_edges", edges)  # range edges, computed once (variant_of is per request)
 
     @property
     def names(self) -> list[str]:
@@ -58,8 +63,8 @@ class Allocation:
         if forced is not None:
             return forced
         u = position(self.salt, user_id)
-        v = int(np.searchsorted(self.bounds(), u, side="right")) - 1
-        return self.names[v] if v < len(self.variants) else None
+        v = bisect.bisect_right(self._edges, u) - 1  # type: ignore[attr-defined]
+        return self.variants[v][0] if v < len(self.variants) else None
 
     def variants_of(self, user_ids: Sequence[object]) -> list[str | None]:
         return [self.variant_of(u) for u in user_ids]

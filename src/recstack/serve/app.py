@@ -17,7 +17,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,13 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from recstack.ab.serving import Experiments, serve_list
 from recstack.errors import RecstackError, UnknownIdError
 from recstack.itemlist import ItemList
 from recstack.models.base import has_ability
 from recstack.serve import prefs
 from recstack.serve import schemas as S
+from recstack.serve.experiments import add_experiment_routes
 from recstack.serve.metrics import Metrics
 from recstack.serve.registry import Registry, RegistryError, resolve_model_dir
 from recstack.serve.service import ModelState, RecRequest
@@ -100,11 +101,9 @@ class Service:
         self.ready = False
         self._active_stamp: tuple[int, int] | None = None
         self._active_file = str(self.registry.root / "ACTIVE") if self.registry else ""
-        # hooks on the recommendation path (A/B exposure logging, per-user preferences, ...): each
-        # request step may rewrite the request before scoring, each answer step the ranked list
-        self.request_steps: list[Callable[[ModelState, RecRequest], RecRequest]] = []
-        self.answer_steps: list[Callable[[ModelState, RecRequest, ItemList], ItemList]] = []
         self._swap_lock = asyncio.Lock()
+        self.experiments: Experiments | None = None  # the A/B hook (recstack.ab.serving)
+        self.variant_states: dict[int, ModelState] = {}  # model versions other variants serve
         self.metrics = Metrics.get()
         key = settings.api_key()
         self._key = key.encode() if key else None
@@ -113,10 +112,13 @@ class Service:
     async def start(self) -> None:
         self.store = await run_in_threadpool(open_store, self.settings.db or default_db(self.settings.path))
         self.commits = GroupCommit(self.store)
+        self.experiments = Experiments(self.store)
         await self.swap(force_reload=True)
         self.ready = True
 
     async def stop(self) -> None:
+        if self.experiments is not None:
+            await run_in_threadpool(self.experiments.close)  # writes the queued exposures
         if self.commits is not None:
             self.commits.close()
         if self.store is not None:
@@ -164,20 +166,42 @@ class Service:
             self.metrics.events_applied.inc(applied)
         return state
 
-    # ---- recommending --------------------------------------------------------------------
-    def answer(self, state: ModelState, request: RecRequest) -> ItemList:
-        """One user's ranked list: the request steps, the model's top-k, the answer steps."""
-        for step in self.request_steps:
-            request = step(state, request)
-        items = state.for_user(request.user, request.k, request.exclude_seen, list(request.exclude),
-                               list(request.genres), request.year_from, request.year_to)
-        for after in self.answer_steps:
-            items = after(state, request, items)
-        return items
+    async def serve_user(self, user: str, k: int, state: ModelState | None = None, **filters: Any) -> ItemList:
+        """A user's list: the running experiment's variant for them (its model version, its
+        re-ranking; the exposure is logged), else the active model's list (`state`: the current
+        state when the caller has it already)."""
+        state = state or await self.current()
+        arm = self.experiments.arm(user) if self.experiments is not None else None
+        version = arm.variant.model_version if arm is not None else None
+        if version is not None and version != state.version:
+            variant_state = await self.version_state(version)
+            if variant_state is None:  # not servable here: the default list, no exposure (SRM will show it)
+                return state.for_user(user, k, **filters)
+            state = variant_state
+        out = serve_list(state, user, k, arm, **filters)
+        if arm is not None:
+            self.experiments.expose(arm, user, out)  # type: ignore[union-attr]
+        return out
+
+    async def version_state(self, version: int) -> ModelState | None:
+        """A registered version's model state (loaded once, kept in step with the store), or None."""
+        state = self.variant_states.get(version)
+        if state is None:
+            try:
+                folder = self.registry.get(version).path  # type: ignore[union-attr]
+                state = await run_in_threadpool(self._load, folder, version)
+            except (AttributeError, RecstackError, OSError) as exc:
+                log.error("experiment variant model version %s cannot be served: %s", version, exc)
+                return None
+            self.variant_states[version] = state
+        state.sync(self.store)  # type: ignore[arg-type]
+        return state
 
     async def recommend(self, request: RecRequest) -> ItemList:
-        """`answer` on the current state (swapped and synced with the store first)."""
-        return self.answer(await self.current(), request)
+        """`serve_user` for a request of the GET route (the fast path's and the route's one entry)."""
+        return await self.serve_user(request.user, request.k, exclude_seen=request.exclude_seen,
+                                     exclude=list(request.exclude), genres=list(request.genres),
+                                     year_from=request.year_from, year_to=request.year_to)
 
     # ---- auth ----------------------------------------------------------------------------
     def check_key(self, request: Request, events: bool = False) -> None:
@@ -462,13 +486,15 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> Any:
         """Top-k unseen items for a user (a popular fallback for users the model cannot score),
         re-ranked by the user's stored preferences (PUT /users/{user}/preferences)."""
-        request = RecRequest(user, k, exclude_seen, tuple(_split(exclude)), tuple(_split(genres)), year_from, year_to)
         state = await service.current()
-        out = service.answer(state, request)
+        out = await service.serve_user(user, k, state, exclude_seen=exclude_seen, exclude=_split(exclude),
+                                       genres=_split(genres), year_from=year_from, year_to=year_to)
         body = out.to_dict()
         if explain and out.fallback is None:
+            version = out.extra.get("model_version")  # an experiment's variant may serve another version
+            used = state if version == state.version else service.variant_states.get(version, state)
             for row in body["items"]:
-                row["explanation"] = _explained(state, user, row["item"])
+                row["explanation"] = _explained(used, user, row["item"])
         return _json(body)
 
     hot.documented = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == hot.path)
@@ -485,7 +511,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def batch_recommendations(body: S.BatchIn) -> Any:
         """Top-k for many users in one call."""
         state = await service.current()
-        results = [service.answer(state, RecRequest(u, body.k, body.exclude_seen)).to_dict() for u in body.users]
+        results = [(await service.serve_user(u, body.k, state, exclude_seen=body.exclude_seen)).to_dict()
+                   for u in body.users]
         return _json({"model_version": state.version, "results": results})
 
     @app.get("/items/{item}/similar", response_model=S.ItemListOut)
@@ -526,9 +553,8 @@ def create_app(settings: Settings) -> FastAPI:
                    "timestamp": int(time.time())} for n, r in enumerate(body.ratings)]
         stored, _ = await run_in_threadpool(service.store.add_events, user, events)  # type: ignore[union-attr]
         metrics.events_stored.inc(stored)
-        state = await service.current()
-        recs = service.answer(state, RecRequest(user, body.k)).to_dict()
-        return _json({"user": user, "stored": stored, "recommendations": recs}, 201)
+        out = await service.serve_user(user, body.k)
+        return _json({"user": user, "stored": stored, "recommendations": out.to_dict()}, 201)
 
     @app.get("/users/{user}/preferences", response_model=S.PreferencesOut)
     async def get_preferences(user: ID) -> Any:
@@ -610,6 +636,8 @@ def create_app(settings: Settings) -> FastAPI:
         out = await run_in_threadpool(reg.rollback)
         await service.swap()
         return _json(out)
+
+    add_experiment_routes(app, service, admin)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(Measure, metrics=metrics)

@@ -217,3 +217,62 @@ class Ready(BaseModel):
 
 class Detail(BaseModel):
     detail: Any
+
+
+# ---- A/B experiments (recstack.ab) ------------------------------------------------------------
+class RerankIn(Strict):
+    diversity: float = Field(default=0.0, ge=0.0, le=1.0, description="MMR λ: 0 relevance only, 1 diversity only")
+    novelty: float = Field(default=0.0, ge=0.0, le=100.0, description="popularity penalty ν")
+    exclude_genres: list[Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)]] = \
+        Field(default_factory=list, max_length=100)
+    similarity: Literal["genre", "embedding"] = "genre"
+
+
+class VariantIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)]
+    share: float = Field(gt=0.0, le=1.0, description="traffic share; the shares sum to at most 1")
+    model_version: int | None = Field(default=None, ge=1, description="registered version (None: the active one)")
+    rerank: RerankIn | None = None
+
+
+class ExperimentIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_clean)]
+    variants: list[VariantIn] = Field(min_length=2, max_length=20, description="the first is the control")
+    metric: str = Field(default="ctr", max_length=100, description="ctr, mean_rating or conversion:<event type>")
+    window_hours: float = Field(default=24.0, gt=0.0, le=8760.0, description="outcome window after an exposure")
+    planned_users: int = Field(ge=1, le=10**9, description="users per variant before a verdict (`recstack ab plan`)")
+    salt: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)] | None = None
+
+
+class ForceIn(Strict):
+    user: Id
+    variant: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None, description="the variant to force; null removes the forcing")
+
+
+class ExperimentOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int
+    name: str
+    status: Literal["draft", "running", "stopped"]
+
+
+class ExperimentsOut(BaseModel):
+    experiments: list[ExperimentOut]
+
+
+class VariantReport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    users: int
+    exposures: int
+    mean: float | None
+    ci: list[float | None]
+
+
+class ReportOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    variants: list[VariantReport]
+    lift: dict[str, Any]
+    verdict: str
+    srm: dict[str, Any]

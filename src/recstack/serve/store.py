@@ -52,6 +52,34 @@ MIGRATIONS: list[list[str]] = [
     [  # per-user re-ranking preferences (excluded genres, diversity λ, novelty ν, similarity kind)
         "CREATE TABLE preferences (user_id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at {float} NOT NULL)",
     ],
+    [  # A/B experiments (recstack.ab): definitions, forced (QA) users, logged exposures
+        """CREATE TABLE experiments (
+            id {serial},
+            name TEXT NOT NULL UNIQUE,
+            salt TEXT NOT NULL,
+            variants TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            window_s {float} NOT NULL,
+            planned_users INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created_at {float} NOT NULL,
+            started_at {float},
+            stopped_at {float})""",
+        """CREATE TABLE experiment_forced (
+            experiment_id BIGINT NOT NULL,
+            user_id TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, user_id))""",
+        """CREATE TABLE exposures (
+            seq {serial},
+            experiment_id BIGINT NOT NULL,
+            variant TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            items TEXT NOT NULL,
+            positions TEXT NOT NULL,
+            at {float} NOT NULL)""",
+        "CREATE INDEX exposures_experiment ON exposures (experiment_id, user_id)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
