@@ -39,6 +39,11 @@ from recstack.models.similarity import (
     MEANS,
     PEARSON,
     PLAIN,
+    corating_add,
+    corating_build,
+    corating_neighbours,
+    corating_norms,
+    corating_patch,
     entity_sims,
     estimate_pairs,
     n_chunks,
@@ -197,6 +202,9 @@ class ItemKNN(Model):
         if c.mode == "ranking":
             if c.binary:
                 a.data[:] = 1.0
+            if c.sim == "cosine" and self._keeps_corating(a.shape[0], a.data):
+                self._fit_corating(a)
+                return
             a = bm25_weight(a, c.bm25_k1, c.bm25_b) if c.sim == "bm25" else _l2_rows(a)
             kind, keep = DOT, c.k
         else:
@@ -214,6 +222,76 @@ class ItemKNN(Model):
         self.neighbour_indptr_ = nb.indptr.astype(np.int64)
         self.neighbour_indices_ = nb.indices.astype(np.int64)
         self.neighbour_sims_ = nb.data.astype(np.float32)
+
+    # ---- co-rating state (ranking-mode cosine, `similarity.corating_*`) ------------------
+    corating_max_bytes = 1 << 28  # keep the dense n×n co-rating sums only up to 256 MB (n ≤ 5,792)
+
+    def _keeps_corating(self, n: int, values: np.ndarray) -> bool:
+        """Whether to keep C = A·Aᵀ: it fits `corating_max_bytes`, and its sums are exact in any
+        order (values on a half-point grid: binary, integer or half-star ratings)."""
+        return n * n * 8 <= self.corating_max_bytes and _on_grid(values)
+
+    def _fit_corating(self, a: sp.csr_matrix) -> None:
+        """Neighbours from the co-rating sums of `a` (raw rows, 0/1 when binary), kept as `corating_`."""
+        b = a.T.tocsr()
+        b.sort_indices()
+        self.corating_ = corating_build(b.indptr.astype(np.int64), b.indices.astype(np.int64),
+                                        b.data.astype(np.float64), a.shape[0])
+        self._set_neighbours(*corating_neighbours(self.corating_, corating_norms(self.corating_),
+                                                  self._keep(a.shape[0]), n_chunks()))
+
+    def _keep(self, n: int) -> int:
+        c = self.config
+        keep = c.k if c.mode == "ranking" else (c.max_neighbours or n)
+        return max(1, min(keep, n - 1)) if n > 1 else 1
+
+    def _set_neighbours(self, counts: np.ndarray, idx: np.ndarray, sims: np.ndarray) -> None:
+        valid = np.arange(idx.shape[1])[None, :] < counts[:, None]
+        self.neighbour_indptr_ = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        self.neighbour_indices_ = idx[valid].astype(np.int64)
+        self.neighbour_sims_ = sims[valid].astype(np.float32)
+
+    def _padded_neighbours(self, n: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The neighbour lists as (counts (n,), idx (n, keep), sims (n, keep)); new rows empty."""
+        counts = np.zeros(n, np.int64)
+        counts[:len(self.neighbour_indptr_) - 1] = np.diff(self.neighbour_indptr_)
+        idx = np.full((n, keep), -1, np.int64)
+        sims = np.zeros((n, keep))
+        valid = np.arange(keep)[None, :] < counts[:, None]
+        idx[valid] = self.neighbour_indices_
+        sims[valid] = self.neighbour_sims_
+        return counts, idx, sims
+
+    def _partial_fit_corating(self, up: Any, x: sp.csr_matrix, t: sp.csr_matrix) -> None:
+        """`partial_fit` on the kept co-rating sums: add the changed ratings' terms to C, then
+        patch the neighbour lists (`corating_patch`); equal to a refit (see the module notes)."""
+        c = self.config
+        if c.user_based:  # entities: users; the other side: items (rows of t)
+            order = np.lexsort((up.users, up.items))
+            ev_e, ev_o, o_csr = up.users[order], up.items[order], t
+            new, old = up.ratings[order], up.old[order]
+        else:
+            ev_e, ev_o, o_csr, new, old = up.items, up.users, x, up.ratings, up.old
+        old = np.where(np.isnan(old), 0.0, old)
+        o_values = o_csr.data.astype(np.float64)
+        if c.binary:
+            new, old, o_values = np.ones_like(new), (old != 0).astype(np.float64), np.ones_like(o_values)
+        n_old, n = self.corating_.shape[0], o_csr.shape[1]
+        if self.corating_.shape != (n_old, n_old) or n_old != len(self.neighbour_indptr_) - 1:
+            raise RecstackError(f"item-knn state: corating_ has shape {self.corating_.shape}; expected "
+                                f"({len(self.neighbour_indptr_) - 1}, {len(self.neighbour_indptr_) - 1})")
+        if n > n_old:
+            self.corating_ = np.pad(self.corating_, ((0, n - n_old), (0, n - n_old)))
+        corating_add(self.corating_, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old,
+                     o_csr.indptr.astype(np.int64), o_csr.indices.astype(np.int64), o_values)
+        keep = self._keep(n)
+        counts, idx, sims = self._padded_neighbours(n, keep)
+        touched = np.unique(ev_e[new != old]).astype(np.int64)
+        if keep != self._keep(n_old):  # a catalogue smaller than k grew: every row anew
+            touched = np.arange(n, dtype=np.int64)
+        self.redone_rows_ = int(corating_patch(self.corating_, corating_norms(self.corating_), touched,
+                                               counts, idx, sims, keep))
+        self._set_neighbours(counts, idx, sims)
 
     # ---- state views -------------------------------------------------------------------
     def neighbours(self) -> sp.csr_matrix:
@@ -402,6 +480,11 @@ class ItemKNN(Model):
         self.item_mean_ = _row_means(t, self.global_mean_)
         self.min_rating_ = min(self.min_rating_, float(up.ratings.min()))
         self.max_rating_ = max(self.max_rating_, float(up.ratings.max()))
+        if getattr(self, "corating_", None) is not None:
+            if _on_grid(up.ratings if not c.binary else None):
+                self._partial_fit_corating(up, x, t)
+                return self
+            self.corating_ = None  # off the exact grid: the general path from here on
         ent, oth = (x, t) if c.user_based else (t, x)
         touched = up.touched_users if c.user_based else up.touched_items
         a_vals, t_vals, kind = self._similarity_values(ent, oth)
@@ -496,3 +579,12 @@ def _row_means(x: sp.csr_matrix, default: float) -> np.ndarray:
     counts = np.diff(x.indptr)
     sums = np.asarray(x.sum(axis=1)).ravel()
     return np.where(counts > 0, sums / np.maximum(counts, 1), default)
+
+
+def _on_grid(values: np.ndarray | None) -> bool:
+    """Whether every value is a multiple of ½ and small (None: binary, always), so that sums of
+    products are exact in float64 whatever their order."""
+    if values is None or len(values) == 0:
+        return True
+    v = 2.0 * np.asarray(values, np.float64)
+    return bool(np.all(v == np.round(v)) and np.abs(v).max() <= 1 << 20)

@@ -445,3 +445,170 @@ def store_rows(rows, fresh, keep, reserve, counts, idx, sim, rcounts, ridx, rsim
         cand = np.flatnonzero(fresh[q] > 0)
         _store(rows[q], cand, fresh[q][cand], keep, reserve, 0.0, n, counts, idx, sim, rcounts, ridx, rsim,
                out_bs, out_bi)
+
+
+# ---- co-rating state (ranking-mode cosine) ----------------------------------------------------
+# Ranking-mode cosine is C[e, f] / (‖e‖·‖f‖) with C = A·Aᵀ the co-rating sums of the raw rows
+# (0/1 when binary) and ‖e‖² = C[e, e]. When the n×n matrix C is small enough, the model keeps
+# it (`corating_`): a new rating (o, e) adds v·v_f to C[e, f] and C[f, e] for the o's other
+# entries f — O(|row of o|), no data pass — and the neighbour lists are re-selected from C
+# only where they can change. Sums of products of binary, integer or half-point ratings are
+# exact in float64 in any order, so the kept C equals a fresh A·Aᵀ and the lists a full refit's.
+@numba.njit(cache=True, nogil=True)
+def corating_build(o_indptr, o_indices, o_values, n_ent):  # pragma: no cover - numba
+    """(n_ent, n_ent) dense C = A·Aᵀ from Aᵀ as CSR (rows: the other side, columns: entities)."""
+    c = np.zeros((n_ent, n_ent))
+    for o in range(len(o_indptr) - 1):
+        for p in range(o_indptr[o], o_indptr[o + 1]):
+            e = o_indices[p]
+            a = o_values[p]
+            for q in range(o_indptr[o], o_indptr[o + 1]):
+                c[e, o_indices[q]] += a * o_values[q]
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def corating_add(c, ev_o, ev_e, ev_new, ev_old, o_indptr, o_indices, o_values):  # pragma: no cover
+    """Apply changed entries (ev_o, ev_e): old value ev_old (0 if new) → ev_new, to C in place.
+
+    Events sorted by ev_o, one per (o, e); o_* = Aᵀ as CSR after the change (rows: the other side)."""
+    n = c.shape[0]
+    stamp = np.full(n, -1, np.int64)
+    old_of = np.zeros(n)
+    q = 0
+    while q < len(ev_o):
+        o = ev_o[q]
+        r = q
+        while r < len(ev_o) and ev_o[r] == o:
+            stamp[ev_e[r]] = o
+            old_of[ev_e[r]] = ev_old[r]
+            r += 1
+        for s in range(q, r):
+            e, nv, ov = ev_e[s], ev_new[s], ev_old[s]
+            for p in range(o_indptr[o], o_indptr[o + 1]):
+                f = o_indices[p]
+                vf = o_values[p]
+                if stamp[f] == o:  # both changed (e itself too): this pair's term once per order
+                    c[e, f] += nv * vf - ov * old_of[f]
+                else:
+                    d = (nv - ov) * vf
+                    c[e, f] += d
+                    c[f, e] += d
+        for s in range(q, r):
+            stamp[ev_e[s]] = -1
+        q = r
+
+
+@numba.njit(cache=True, nogil=True)
+def _corating_sim(c, norms, e, f):  # pragma: no cover - numba
+    return float(np.float32(c[e, f] / (norms[e] * norms[f])))
+
+
+@numba.njit(cache=True, nogil=True)
+def corating_row(c, norms, e, keep):  # pragma: no cover - numba
+    """Row e's best `keep` positive neighbours from C, ordered by (similarity desc, index asc)."""
+    n = c.shape[0]
+    cand = np.empty(n, np.int64)
+    sims = np.empty(n)
+    m = 0
+    for f in range(n):
+        if f == e or c[e, f] <= 0.0:
+            continue
+        s = _corating_sim(c, norms, e, f)
+        if s > 0:
+            cand[m] = f
+            sims[m] = s
+            m += 1
+    return _best(cand[:m], sims[:m], keep)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def corating_neighbours(c, norms, keep, n_chunks):  # pragma: no cover - numba
+    """(counts (n,), idx (n, keep), sims (n, keep)) of every row's best neighbours from C."""
+    n = c.shape[0]
+    counts = np.zeros(n, np.int64)
+    idx = np.full((n, keep), -1, np.int64)
+    out = np.zeros((n, keep))
+    n_chunks = max(1, min(n, n_chunks))
+    size = (n + n_chunks - 1) // n_chunks
+    for ch in numba.prange(n_chunks):
+        for e in range(ch * size, min((ch + 1) * size, n)):
+            cand, sims = corating_row(c, norms, e, keep)
+            m = len(cand)
+            counts[e] = m
+            idx[e, :m] = cand
+            out[e, :m] = sims
+    return counts, idx, out
+
+
+@numba.njit(cache=True, nogil=True)
+def corating_patch(c, norms, touched, counts, idx, sims, keep):  # pragma: no cover - numba
+    """Bring the (n, keep) neighbour lists up to date after C changed in the `touched` rows and
+    columns (and their norms), in place. Returns how many untouched rows were re-selected.
+
+    Touched rows are re-selected from C. Another row j re-ranks its stored neighbours with the
+    touched ones' new similarities and adds the touched non-neighbours that now rank before its
+    old last neighbour (the bound: every candidate it does not store ranks after it, and only
+    touched similarities moved); when fewer than `keep` candidates still rank before the bound
+    (a stored neighbour fell below it), the row is re-selected from C. A row with fewer than
+    `keep` neighbours stores every positive one, so it needs no bound."""
+    n = c.shape[0]
+    is_t = np.zeros(n, np.bool_)
+    is_t[touched] = True
+    inlist = np.full(n, -1, np.int64)
+    cand = np.empty(keep + len(touched), np.int64)
+    csim = np.empty(keep + len(touched))
+    redone = 0
+    for e in touched:
+        got, s = corating_row(c, norms, e, keep)
+        counts[e] = len(got)
+        idx[e, :len(got)] = got
+        sims[e, :len(got)] = s
+    for j in range(n):
+        if is_t[j]:
+            continue
+        full = counts[j] >= keep
+        bs = sims[j, keep - 1] if full else 0.0
+        bi = idx[j, keep - 1] if full else n
+        m = 0
+        changed = False
+        for p in range(counts[j]):
+            f = idx[j, p]
+            inlist[f] = j
+            s = sims[j, p]
+            if is_t[f]:
+                s = _corating_sim(c, norms, j, f)
+                changed = True
+            if s > 0:
+                cand[m] = f
+                csim[m] = s
+                m += 1
+        for f in touched:
+            if f == j or inlist[f] == j or c[j, f] <= 0.0:
+                continue
+            s = _corating_sim(c, norms, j, f)
+            if s > 0 and _before(s, f, bs, bi):
+                cand[m] = f
+                csim[m] = s
+                m += 1
+                changed = True
+        if not changed:
+            continue
+        got, s = _best(cand[:m], csim[:m], m)
+        certified = 0
+        for q in range(len(got)):
+            if _before(s[q], got[q], bs, bi):
+                certified += 1
+        if certified < keep and bs > 0.0:
+            got, s = corating_row(c, norms, j, keep)
+            redone += 1
+        m = min(len(got), keep)
+        counts[j] = m
+        idx[j, :m] = got[:m]
+        sims[j, :m] = s[:m]
+    return redone
+
+
+def corating_norms(c: np.ndarray) -> np.ndarray:
+    """(n,) row norms ‖e‖ = sqrt(C[e, e]), floored as `_l2_rows` floors them."""
+    return np.maximum(np.sqrt(np.diag(c).copy()), 1e-12)
