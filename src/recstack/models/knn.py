@@ -280,16 +280,23 @@ class ItemKNN(Model):
         if self.corating_.shape != (n_old, n_old) or n_old != len(self.neighbour_indptr_) - 1:
             raise RecstackError(f"item-knn state: corating_ has shape {self.corating_.shape}; expected "
                                 f"({len(self.neighbour_indptr_) - 1}, {len(self.neighbour_indptr_) - 1})")
-        if n > n_old:
-            self.corating_ = np.pad(self.corating_, ((0, n - n_old), (0, n - n_old)))
-        corating_add(self.corating_, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old,
+        # C lives in a square buffer with room for 25% more entities (amortised growth); the
+        # kernels take the whole buffer (its unused rows and columns are 0), `corating_` is its
+        # (n, n) corner — the array that is saved.
+        buf = self.corating_ if self.corating_.flags.c_contiguous else self.corating_.base
+        if buf.shape[0] < n:
+            grown = np.zeros((max(n, n_old + n_old // 4),) * 2)
+            grown[:n_old, :n_old] = self.corating_
+            buf = grown
+        self.corating_ = buf[:n, :n]
+        corating_add(buf, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old,
                      o_csr.indptr.astype(np.int64), o_csr.indices.astype(np.int64), o_values)
         keep = self._keep(n)
         counts, idx, sims = self._padded_neighbours(n, keep)
         touched = np.unique(ev_e[new != old]).astype(np.int64)
         if keep != self._keep(n_old):  # a catalogue smaller than k grew: every row anew
             touched = np.arange(n, dtype=np.int64)
-        self.redone_rows_ = int(corating_patch(self.corating_, corating_norms(self.corating_), touched,
+        self.redone_rows_ = int(corating_patch(buf, corating_norms(buf), touched,
                                                counts, idx, sims, keep))
         self._set_neighbours(counts, idx, sims)
 

@@ -501,25 +501,40 @@ def corating_add(c, ev_o, ev_e, ev_new, ev_old, o_indptr, o_indices, o_values): 
 
 @numba.njit(cache=True, nogil=True)
 def _corating_sim(c, norms, e, f):  # pragma: no cover - numba
+    """As `corating_row` computes it."""
     return float(np.float32(c[e, f] / (norms[e] * norms[f])))
 
 
 @numba.njit(cache=True, nogil=True)
 def corating_row(c, norms, e, keep):  # pragma: no cover - numba
-    """Row e's best `keep` positive neighbours from C, ordered by (similarity desc, index asc)."""
+    """Row e's best `keep` positive neighbours from C, ordered by (similarity desc, index asc).
+
+    One pass in index order with a sorted top list: a candidate enters only when it beats the
+    current last one (an equal similarity seen later has the larger index, so it ranks after)."""
     n = c.shape[0]
-    cand = np.empty(n, np.int64)
-    sims = np.empty(n)
+    cand = np.empty(keep, np.int64)
+    sims = np.empty(keep)
     m = 0
+    ne = norms[e]
+    row = c[e]
     for f in range(n):
-        if f == e or c[e, f] <= 0.0:
+        v = row[f]
+        if v <= 0.0 or f == e:
             continue
-        s = _corating_sim(c, norms, e, f)
-        if s > 0:
-            cand[m] = f
-            sims[m] = s
+        s = float(np.float32(v / (ne * norms[f])))
+        if s <= 0.0 or (m == keep and s <= sims[keep - 1]):
+            continue
+        p = m if m < keep else keep - 1
+        while p > 0 and sims[p - 1] < s:
+            if p < keep:
+                cand[p] = cand[p - 1]
+                sims[p] = sims[p - 1]
+            p -= 1
+        if m < keep:
             m += 1
-    return _best(cand[:m], sims[:m], keep)
+        cand[p] = f
+        sims[p] = s
+    return cand[:m], sims[:m]
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -551,8 +566,9 @@ def corating_patch(c, norms, touched, counts, idx, sims, keep):  # pragma: no co
     old last neighbour (the bound: every candidate it does not store ranks after it, and only
     touched similarities moved); when fewer than `keep` candidates still rank before the bound
     (a stored neighbour fell below it), the row is re-selected from C. A row with fewer than
-    `keep` neighbours stores every positive one, so it needs no bound."""
-    n = c.shape[0]
+    `keep` neighbours stores every positive one, so it needs no bound. C may be larger than the
+    n = len(counts) entities (a buffer whose extra rows and columns are 0)."""
+    n = len(counts)
     is_t = np.zeros(n, np.bool_)
     is_t[touched] = True
     inlist = np.full(n, -1, np.int64)
