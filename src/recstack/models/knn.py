@@ -232,35 +232,68 @@ class ItemKNN(Model):
         return n * n * 8 <= self.corating_max_bytes and _on_grid(values)
 
     def _fit_corating(self, a: sp.csr_matrix) -> None:
-        """Neighbours from the co-rating sums of `a` (raw rows, 0/1 when binary), kept as `corating_`."""
+        """Neighbours from the co-rating sums of `a` (raw rows, 0/1 when binary), kept as `corating_`,
+        with each row's reserve and bound (the ranked candidates after the neighbours, as
+        `partial_fit` keeps them) selected at once."""
         b = a.T.tocsr()
         b.sort_indices()
+        n = a.shape[0]
         self.corating_ = corating_build(b.indptr.astype(np.int64), b.indices.astype(np.int64),
-                                        b.data.astype(np.float64), a.shape[0])
-        self._set_neighbours(*corating_neighbours(self.corating_, corating_norms(self.corating_),
-                                                  self._keep(a.shape[0]), n_chunks()))
+                                        b.data.astype(np.float64), n)
+        width = self._width(n)
+        counts, idx, sims = corating_neighbours(self.corating_, corating_norms(self.corating_), width + 1,
+                                                n_chunks())
+        over = counts > width
+        bs = np.where(over, sims[:, width], 0.0)
+        bi = np.where(over, idx[:, width], n).astype(np.int64)
+        self._set_lists(np.minimum(counts, width), idx[:, :width], sims[:, :width], bs, bi, self._keep(n))
 
     def _keep(self, n: int) -> int:
         c = self.config
         keep = c.k if c.mode == "ranking" else (c.max_neighbours or n)
         return max(1, min(keep, n - 1)) if n > 1 else 1
 
-    def _set_neighbours(self, counts: np.ndarray, idx: np.ndarray, sims: np.ndarray) -> None:
-        valid = np.arange(idx.shape[1])[None, :] < counts[:, None]
-        self.neighbour_indptr_ = np.r_[0, np.cumsum(counts)].astype(np.int64)
-        self.neighbour_indices_ = idx[valid].astype(np.int64)
-        self.neighbour_sims_ = sims[valid].astype(np.float32)
+    def _width(self, n: int) -> int:
+        """Neighbours plus reserve per row (`reserve_size`, default as many as the neighbours)."""
+        keep = self._keep(n)
+        return keep + (keep if self.reserve_size is None else self.reserve_size)
 
-    def _padded_neighbours(self, n: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The neighbour lists as (counts (n,), idx (n, keep), sims (n, keep)); new rows empty."""
-        counts = np.zeros(n, np.int64)
-        counts[:len(self.neighbour_indptr_) - 1] = np.diff(self.neighbour_indptr_)
-        idx = np.full((n, keep), -1, np.int64)
-        sims = np.zeros((n, keep))
-        valid = np.arange(keep)[None, :] < counts[:, None]
-        idx[valid] = self.neighbour_indices_
-        sims[valid] = self.neighbour_sims_
-        return counts, idx, sims
+    def _set_lists(self, counts: np.ndarray, idx: np.ndarray, sims: np.ndarray, bs: np.ndarray,
+                   bi: np.ndarray, keep: int) -> None:
+        """Store ranked (n, width) lists: the first `keep` as neighbours, the rest as reserve."""
+        cols = np.arange(idx.shape[1])[None, :]
+        nb = cols < np.minimum(counts, keep)[:, None]
+        rs = (cols >= keep) & (cols < counts[:, None])
+        self.neighbour_indptr_ = np.r_[0, np.cumsum(nb.sum(axis=1))].astype(np.int64)
+        self.neighbour_indices_ = idx[nb].astype(np.int64)
+        self.neighbour_sims_ = sims[nb].astype(np.float32)
+        self.reserve_indptr_ = np.r_[0, np.cumsum(rs.sum(axis=1))].astype(np.int64)
+        self.reserve_indices_ = idx[rs].astype(np.int64)
+        self.reserve_sims_ = sims[rs].astype(np.float64)
+        self.bound_sims_, self.bound_indices_ = bs.astype(np.float64), bi.astype(np.int64)
+
+    def _padded_lists(self, n: int, width: int) -> tuple[np.ndarray, ...]:
+        """Neighbours then reserve as (counts (n,), idx (n, width), sims (n, width), bs, bi); new rows
+        empty, with no bound."""
+        n_old = len(self.neighbour_indptr_) - 1
+        nc = np.zeros(n, np.int64)
+        rc = np.zeros(n, np.int64)
+        nc[:n_old] = np.diff(self.neighbour_indptr_)
+        rc[:n_old] = np.diff(self.reserve_indptr_)
+        idx = np.full((n, width), -1, np.int64)
+        sims = np.zeros((n, width))
+        cols = np.arange(width)[None, :]
+        nb = cols < nc[:, None]
+        rs = (cols >= nc[:, None]) & (cols < (nc + rc)[:, None])
+        idx[nb] = self.neighbour_indices_
+        sims[nb] = self.neighbour_sims_
+        idx[rs] = self.reserve_indices_
+        sims[rs] = self.reserve_sims_
+        bs = np.zeros(n)
+        bi = np.full(n, n, np.int64)
+        bs[:n_old] = self.bound_sims_
+        bi[:n_old] = np.where(self.bound_indices_ >= n_old, n, self.bound_indices_)
+        return nc + rc, idx, sims, bs, bi
 
     def _partial_fit_corating(self, up: Any, x: sp.csr_matrix, t: sp.csr_matrix) -> None:
         """`partial_fit` on the kept co-rating sums: add the changed ratings' terms to C, then
@@ -291,14 +324,14 @@ class ItemKNN(Model):
         self.corating_ = buf[:n, :n]
         corating_add(buf, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old,
                      o_csr.indptr.astype(np.int64), o_csr.indices.astype(np.int64), o_values)
-        keep = self._keep(n)
-        counts, idx, sims = self._padded_neighbours(n, keep)
+        keep, width = self._keep(n), self._width(n)
         touched = np.unique(ev_e[new != old]).astype(np.int64)
-        if keep != self._keep(n_old):  # a catalogue smaller than k grew: every row anew
+        if width != self._width(n_old):  # a catalogue smaller than k grew: every row anew
             touched = np.arange(n, dtype=np.int64)
-        self.redone_rows_ = int(corating_patch(buf, corating_norms(buf), touched,
-                                               counts, idx, sims, keep))
-        self._set_neighbours(counts, idx, sims)
+        counts, idx, sims, bs, bi = self._padded_lists(n, width)
+        self.redone_rows_ = int(corating_patch(buf, corating_norms(buf), touched, counts, idx, sims, bs, bi,
+                                               keep))
+        self._set_lists(counts, idx, sims, bs, bi, keep)
 
     # ---- state views -------------------------------------------------------------------
     def neighbours(self) -> sp.csr_matrix:

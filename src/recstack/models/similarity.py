@@ -557,35 +557,43 @@ def corating_neighbours(c, norms, keep, n_chunks):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
-def corating_patch(c, norms, touched, counts, idx, sims, keep):  # pragma: no cover - numba
-    """Bring the (n, keep) neighbour lists up to date after C changed in the `touched` rows and
-    columns (and their norms), in place. Returns how many untouched rows were re-selected.
+def _corating_wide(c, norms, e, width, counts, idx, sims, bs, bi, n):  # pragma: no cover - numba
+    """Re-select row e from C: its best `width` candidates, and the next one as its bound."""
+    got, s = corating_row(c, norms, e, width + 1)
+    m = min(len(got), width)
+    counts[e] = m
+    idx[e, :m] = got[:m]
+    sims[e, :m] = s[:m]
+    bs[e], bi[e] = (s[width], got[width]) if len(got) > width else (0.0, n)
 
-    Touched rows are re-selected from C. Another row j re-ranks its stored neighbours with the
-    touched ones' new similarities and adds the touched non-neighbours that now rank before its
-    old last neighbour (the bound: every candidate it does not store ranks after it, and only
-    touched similarities moved); when fewer than `keep` candidates still rank before the bound
-    (a stored neighbour fell below it), the row is re-selected from C. A row with fewer than
-    `keep` neighbours stores every positive one, so it needs no bound. C may be larger than the
-    n = len(counts) entities (a buffer whose extra rows and columns are 0)."""
+
+@numba.njit(cache=True, nogil=True)
+def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragma: no cover - numba
+    """Bring the ranked lists (counts (n,), idx and sims (n, width), width ≥ keep: the neighbours
+    and then the reserve) and bounds (bs, bi) up to date after C changed in the `touched` rows
+    and columns (and their norms), in place. Returns how many untouched rows were re-selected.
+
+    Invariant: every candidate a row does not store ranks after its bound (bound 0: the row
+    stores every positive one). Touched rows are re-selected from C. Another row re-ranks its
+    stored candidates with the touched ones' new similarities and adds the touched ones that
+    now rank before its bound (only touched similarities moved); it keeps those still before
+    the bound (at most `width`; the first one dropped becomes the bound) and is re-selected
+    from C only when fewer than `keep` remain. C may be larger than the n = len(counts)
+    entities (a buffer whose extra rows and columns are 0)."""
     n = len(counts)
+    width = idx.shape[1]
     is_t = np.zeros(n, np.bool_)
     is_t[touched] = True
     inlist = np.full(n, -1, np.int64)
-    cand = np.empty(keep + len(touched), np.int64)
-    csim = np.empty(keep + len(touched))
+    cand = np.empty(width + len(touched), np.int64)
+    csim = np.empty(width + len(touched))
     redone = 0
     for e in touched:
-        got, s = corating_row(c, norms, e, keep)
-        counts[e] = len(got)
-        idx[e, :len(got)] = got
-        sims[e, :len(got)] = s
+        _corating_wide(c, norms, e, width, counts, idx, sims, bs, bi, n)
     for j in range(n):
         if is_t[j]:
             continue
-        full = counts[j] >= keep
-        bs = sims[j, keep - 1] if full else 0.0
-        bi = idx[j, keep - 1] if full else n
+        b_s, b_i = bs[j], bi[j]
         m = 0
         changed = False
         for p in range(counts[j]):
@@ -595,7 +603,7 @@ def corating_patch(c, norms, touched, counts, idx, sims, keep):  # pragma: no co
             if is_t[f]:
                 s = _corating_sim(c, norms, j, f)
                 changed = True
-            if s > 0:
+            if s > 0 and _before(s, f, b_s, b_i):
                 cand[m] = f
                 csim[m] = s
                 m += 1
@@ -603,22 +611,21 @@ def corating_patch(c, norms, touched, counts, idx, sims, keep):  # pragma: no co
             if f == j or inlist[f] == j or c[j, f] <= 0.0:
                 continue
             s = _corating_sim(c, norms, j, f)
-            if s > 0 and _before(s, f, bs, bi):
+            if s > 0 and _before(s, f, b_s, b_i):
                 cand[m] = f
                 csim[m] = s
                 m += 1
                 changed = True
         if not changed:
             continue
-        got, s = _best(cand[:m], csim[:m], m)
-        certified = 0
-        for q in range(len(got)):
-            if _before(s[q], got[q], bs, bi):
-                certified += 1
-        if certified < keep and bs > 0.0:
-            got, s = corating_row(c, norms, j, keep)
+        if m < keep and b_s > 0.0:
+            _corating_wide(c, norms, j, width, counts, idx, sims, bs, bi, n)
             redone += 1
-        m = min(len(got), keep)
+            continue
+        got, s = _best(cand[:m], csim[:m], m)
+        if m > width:
+            bs[j], bi[j] = s[width], got[width]
+            m = width
         counts[j] = m
         idx[j, :m] = got[:m]
         sims[j, :m] = s[:m]
