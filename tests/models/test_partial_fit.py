@@ -111,3 +111,38 @@ def test_bm25_has_no_partial_fit():
     assert not has_ability(make_model("item-knn", {"mode": "ranking", "similarity": "bm25"}), "partial_fit")
     assert has_ability(make_model("item-knn", {"mode": "ranking", "similarity": "cosine"}), "partial_fit")
     assert not has_ability(make_model("ease"), "partial_fit")
+
+
+@pytest.mark.parametrize("name,params", [
+    ("item-knn", {"mode": "ranking", "similarity": "cosine", "k": 20, "binary": True}),
+    ("user-knn", {"mode": "ranking", "similarity": "cosine", "k": 10}),
+])
+def test_knn_corating_state_survives_save_load(stream, name, params, tmp_path):
+    """Ranking cosine keeps C = A·Aᵀ (`corating_`): after updates and a save → load it still equals
+    the refit's C, and further updates on the loaded model equal a full refit; without the state
+    (a catalogue over `corating_max_bytes`) the general path gives the same neighbours."""
+    from recstack.persist import load_model, save_model
+
+    initial, days = stream
+    model = make_model(name, params).fit(initial)
+    for _, batch in days[:3]:
+        model.partial_fit(batch)
+    seen = _concat([initial] + [b for _, b in days[:3]])
+    save_model(tmp_path / "m", model, seen)
+    loaded = load_model(tmp_path / "m").model
+    n = loaded.n_users_ if params.get("user_based", name == "user-knn") else loaded.n_items_
+    assert loaded.corating_.shape == (n, n)
+    np.testing.assert_array_equal(loaded.corating_, make_model(name, params).fit(seen).corating_)
+    for _, batch in days[3:]:
+        loaded.partial_fit(batch)
+    everything = _concat([initial] + [b for _, b in days])
+    full = make_model(name, params).fit(everything)
+    np.testing.assert_array_equal(loaded.corating_, full.corating_)
+    np.testing.assert_array_equal(loaded.neighbours().toarray(), full.neighbours().toarray())
+    general = make_model(name, params)
+    general.corating_max_bytes = 0
+    general.fit(initial)
+    assert general.corating_ is None
+    for _, batch in days:
+        general.partial_fit(batch)
+    np.testing.assert_allclose(general.neighbours().toarray(), full.neighbours().toarray(), atol=1e-6)

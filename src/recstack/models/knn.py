@@ -199,6 +199,7 @@ class ItemKNN(Model):
         self.max_rating_ = float(train.rating.max())
         # rows to compare: items (item-based, A = Xᵀ) or users (user-based, A = X)
         a = x if c.user_based else x.T.tocsr()
+        self.corating_ = None  # the co-rating sums, when kept (ranking cosine, `_keeps_corating`)
         if c.mode == "ranking":
             if c.binary:
                 a.data[:] = 1.0
