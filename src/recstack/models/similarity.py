@@ -517,9 +517,10 @@ def corating_row(c, norms, e, keep):  # pragma: no cover - numba
     m = 0
     ne = norms[e]
     row = c[e]
+    floor = 0.0  # below floor·‖e‖ a candidate cannot enter (divisions only for the rest)
     for f in range(n):
         v = row[f]
-        if v <= 0.0 or f == e:
+        if v <= 0.0 or f == e or v < floor * norms[f]:
             continue
         s = float(np.float32(v / (ne * norms[f])))
         if s <= 0.0 or (m == keep and s <= sims[keep - 1]):
@@ -534,6 +535,8 @@ def corating_row(c, norms, e, keep):  # pragma: no cover - numba
             m += 1
         cand[p] = f
         sims[p] = s
+        if m == keep:  # v/(‖e‖‖f‖) < last·(1 − 1e-6) rounds to a float32 below last: cannot enter
+            floor = sims[keep - 1] * (1.0 - 1e-6) * ne
     return cand[:m], sims[:m]
 
 
@@ -607,8 +610,10 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
                 cand[m] = f
                 csim[m] = s
                 m += 1
+        floor = b_s * (1.0 - 1e-6) * norms[j]  # as in `corating_row`: cannot rank before the bound
         for f in touched:
-            if f == j or inlist[f] == j or c[j, f] <= 0.0:
+            v = c[j, f]
+            if v <= 0.0 or v < floor * norms[f] or f == j or inlist[f] == j:
                 continue
             s = _corating_sim(c, norms, j, f)
             if s > 0 and _before(s, f, b_s, b_i):
