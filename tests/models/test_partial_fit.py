@@ -146,3 +146,39 @@ def test_knn_corating_state_survives_save_load(stream, name, params, tmp_path):
     for _, batch in days:
         general.partial_fit(batch)
     np.testing.assert_allclose(general.neighbours().toarray(), full.neighbours().toarray(), atol=1e-6)
+
+
+@pytest.mark.parametrize("params", [{"k": 3, "binary": True}, {"k": 4}, {"k": 2, "user_based": True}])
+def test_knn_corating_updates_equal_refits_with_ties_and_rerates(params):
+    """Small catalogue, tiny k and small integer ratings (many tied similarities), re-rated pairs
+    and new users and items every day: after each day the updated lists equal a refit's."""
+    from recstack.data.interactions import Interactions
+
+    rng = np.random.default_rng(3)
+    n = 1500
+    users = rng.integers(0, 80, n) ** 2 // 80  # skewed activity
+    items = rng.integers(0, 50, n) ** 2 // 50
+    day = 86400
+    _, first = np.unique(users * 50 + items, return_index=True)
+    users, items = users[first], items[first]  # distinct pairs, then 60 re-rated in the last week
+    again = rng.choice(len(users), 60, replace=False)
+    users, items = np.r_[users, users[again]], np.r_[items, items[again]]
+    ts = np.r_[rng.integers(0, 30 * day, len(first)), rng.integers(23 * day, 30 * day, 60)]
+    order = np.argsort(ts, kind="stable")
+    data = Interactions.from_arrays(users[order], items[order], rng.integers(1, 4, len(ts)).astype(float)[order],
+                                    ts[order])
+    initial, days = stream_split(data, 0.4)
+    params = {"mode": "ranking", "similarity": "cosine", **params}
+    model = make_model("item-knn", params).fit(initial)
+    assert model.corating_ is not None
+    log = [initial]
+    for _, batch in days:
+        model.partial_fit(batch)
+        log.append(batch)
+        seen = _concat(log)  # the refit sees each re-rated pair once, with its last rating
+        u, i, r = dedupe_last(seen.user, seen.item, seen.rating, seen.n_items)
+        seen = Interactions.from_arrays(seen.user_ids[u], seen.item_ids[i], r, user_ids=seen.user_ids,
+                                        item_ids=seen.item_ids)
+        full = make_model("item-knn", params).fit(seen)
+        np.testing.assert_array_equal(model.corating_, full.corating_)
+        np.testing.assert_array_equal(model.neighbours().toarray(), full.neighbours().toarray())
