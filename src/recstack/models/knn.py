@@ -138,7 +138,10 @@ class ItemKNN(Model):
     State: the neighbour matrix as CSR arrays `neighbour_indptr_`, `neighbour_indices_`,
     `neighbour_sims_` (rows ordered best first, ≤ max_neighbours or k per row); the training
     ratings `train_indptr_`, `train_indices_`, `train_values_` (user-major CSR); baselines
-    `global_mean_`, `user_bias_`, `item_bias_`; means `user_mean_`, `item_mean_`.
+    `global_mean_`, `user_bias_`, `item_bias_`; means `user_mean_`, `item_mean_`. Ranking-mode
+    cosine also keeps the co-rating sums C = A·Aᵀ as `corating_` (n×n float64, when n²·8 bytes
+    ≤ `corating_max_bytes` and the values are binary or on a half-point grid; else None) and,
+    after a fit from C or a `partial_fit`, each row's reserve and bound (`reserve_*_`, `bound_*_`).
     """
 
     name = "item-knn"
@@ -506,6 +509,11 @@ class ItemKNN(Model):
         similarities, the `baseline` estimator, the `plain` fallback μ) stay as last fitted —
         new users and items start at b = 0, new ratings' residuals use them — and are
         re-estimated only by a full `fit`. User and item means are recomputed.
+
+        Ranking cosine with the co-rating state (`corating_`) never reads the data: the changed
+        ratings' products are added to C (O(history of the rating's user) each), the touched
+        rows are re-selected from C, and every other row only re-ranks its stored candidates
+        against the touched columns (`similarity.corating_patch`) — the same lists as a refit.
         """
         c = self.config
         if not self.has_partial_fit:
