@@ -111,3 +111,74 @@ def test_bm25_has_no_partial_fit():
     assert not has_ability(make_model("item-knn", {"mode": "ranking", "similarity": "bm25"}), "partial_fit")
     assert has_ability(make_model("item-knn", {"mode": "ranking", "similarity": "cosine"}), "partial_fit")
     assert not has_ability(make_model("ease"), "partial_fit")
+
+
+@pytest.mark.parametrize("name,params", [
+    ("item-knn", {"mode": "ranking", "similarity": "cosine", "k": 20, "binary": True}),
+    ("user-knn", {"mode": "ranking", "similarity": "cosine", "k": 10}),
+])
+def test_knn_corating_state_survives_save_load(stream, name, params, tmp_path):
+    """Ranking cosine keeps C = A·Aᵀ (`corating_`): after updates and a save → load it still equals
+    the refit's C, and further updates on the loaded model equal a full refit; without the state
+    (a catalogue over `corating_max_bytes`) the general path gives the same neighbours."""
+    from recstack.persist import load_model, save_model
+
+    initial, days = stream
+    model = make_model(name, params).fit(initial)
+    for _, batch in days[:3]:
+        model.partial_fit(batch)
+    seen = _concat([initial] + [b for _, b in days[:3]])
+    save_model(tmp_path / "m", model, seen)
+    loaded = load_model(tmp_path / "m").model
+    n = loaded.n_users_ if params.get("user_based", name == "user-knn") else loaded.n_items_
+    assert loaded.corating_.shape == (n, n)
+    np.testing.assert_array_equal(loaded.corating_, make_model(name, params).fit(seen).corating_)
+    for _, batch in days[3:]:
+        loaded.partial_fit(batch)
+    everything = _concat([initial] + [b for _, b in days])
+    full = make_model(name, params).fit(everything)
+    np.testing.assert_array_equal(loaded.corating_, full.corating_)
+    np.testing.assert_array_equal(loaded.neighbours().toarray(), full.neighbours().toarray())
+    general = make_model(name, params)
+    general.corating_max_bytes = 0
+    general.fit(initial)
+    assert general.corating_ is None
+    for _, batch in days:
+        general.partial_fit(batch)
+    np.testing.assert_allclose(general.neighbours().toarray(), full.neighbours().toarray(), atol=1e-6)
+
+
+@pytest.mark.parametrize("params", [{"k": 3, "binary": True}, {"k": 4}, {"k": 2, "user_based": True}])
+def test_knn_corating_updates_equal_refits_with_ties_and_rerates(params):
+    """Small catalogue, tiny k and small integer ratings (many tied similarities), re-rated pairs
+    and new users and items every day: after each day the updated lists equal a refit's."""
+    from recstack.data.interactions import Interactions
+
+    rng = np.random.default_rng(3)
+    n = 1500
+    users = rng.integers(0, 80, n) ** 2 // 80  # skewed activity
+    items = rng.integers(0, 50, n) ** 2 // 50
+    day = 86400
+    _, first = np.unique(users * 50 + items, return_index=True)
+    users, items = users[first], items[first]  # distinct pairs, then 60 re-rated in the last week
+    again = rng.choice(len(users), 60, replace=False)
+    users, items = np.r_[users, users[again]], np.r_[items, items[again]]
+    ts = np.r_[rng.integers(0, 30 * day, len(first)), rng.integers(23 * day, 30 * day, 60)]
+    order = np.argsort(ts, kind="stable")
+    data = Interactions.from_arrays(users[order], items[order], rng.integers(1, 4, len(ts)).astype(float)[order],
+                                    ts[order])
+    initial, days = stream_split(data, 0.4)
+    params = {"mode": "ranking", "similarity": "cosine", **params}
+    model = make_model("item-knn", params).fit(initial)
+    assert model.corating_ is not None
+    log = [initial]
+    for _, batch in days:
+        model.partial_fit(batch)
+        log.append(batch)
+        seen = _concat(log)  # the refit sees each re-rated pair once, with its last rating
+        u, i, r = dedupe_last(seen.user, seen.item, seen.rating, seen.n_items)
+        seen = Interactions.from_arrays(seen.user_ids[u], seen.item_ids[i], r, user_ids=seen.user_ids,
+                                        item_ids=seen.item_ids)
+        full = make_model("item-knn", params).fit(seen)
+        np.testing.assert_array_equal(model.corating_, full.corating_)
+        np.testing.assert_array_equal(model.neighbours().toarray(), full.neighbours().toarray())

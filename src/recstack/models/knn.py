@@ -39,6 +39,11 @@ from recstack.models.similarity import (
     MEANS,
     PEARSON,
     PLAIN,
+    corating_add,
+    corating_build,
+    corating_neighbours,
+    corating_norms,
+    corating_patch,
     entity_sims,
     estimate_pairs,
     n_chunks,
@@ -133,7 +138,10 @@ class ItemKNN(Model):
     State: the neighbour matrix as CSR arrays `neighbour_indptr_`, `neighbour_indices_`,
     `neighbour_sims_` (rows ordered best first, ≤ max_neighbours or k per row); the training
     ratings `train_indptr_`, `train_indices_`, `train_values_` (user-major CSR); baselines
-    `global_mean_`, `user_bias_`, `item_bias_`; means `user_mean_`, `item_mean_`.
+    `global_mean_`, `user_bias_`, `item_bias_`; means `user_mean_`, `item_mean_`. Ranking-mode
+    cosine also keeps the co-rating sums C = A·Aᵀ as `corating_` (n×n float64, when n²·8 bytes
+    ≤ `corating_max_bytes` and the values are binary or on a half-point grid; else None) and,
+    after a fit from C or a `partial_fit`, each row's reserve and bound (`reserve_*_`, `bound_*_`).
     """
 
     name = "item-knn"
@@ -194,9 +202,13 @@ class ItemKNN(Model):
         self.max_rating_ = float(train.rating.max())
         # rows to compare: items (item-based, A = Xᵀ) or users (user-based, A = X)
         a = x if c.user_based else x.T.tocsr()
+        self.corating_ = None  # the co-rating sums, when kept (ranking cosine, `_keeps_corating`)
         if c.mode == "ranking":
             if c.binary:
                 a.data[:] = 1.0
+            if c.sim == "cosine" and self._keeps_corating(a.shape[0], a.data):
+                self._fit_corating(a)
+                return
             a = bm25_weight(a, c.bm25_k1, c.bm25_b) if c.sim == "bm25" else _l2_rows(a)
             kind, keep = DOT, c.k
         else:
@@ -214,6 +226,116 @@ class ItemKNN(Model):
         self.neighbour_indptr_ = nb.indptr.astype(np.int64)
         self.neighbour_indices_ = nb.indices.astype(np.int64)
         self.neighbour_sims_ = nb.data.astype(np.float32)
+
+    # ---- co-rating state (ranking-mode cosine, `similarity.corating_*`) ------------------
+    corating_max_bytes = 1 << 28  # keep the dense n×n co-rating sums only up to 256 MB (n ≤ 5,792)
+
+    def _keeps_corating(self, n: int, values: np.ndarray) -> bool:
+        """Whether to keep C = A·Aᵀ: it fits `corating_max_bytes`, and its sums are exact in any
+        order (values on a half-point grid: binary, integer or half-star ratings)."""
+        return n * n * 8 <= self.corating_max_bytes and _on_grid(values)
+
+    def _fit_corating(self, a: sp.csr_matrix) -> None:
+        """Neighbours from the co-rating sums of `a` (raw rows, 0/1 when binary), kept as `corating_`,
+        with each row's reserve and bound (the ranked candidates after the neighbours, as
+        `partial_fit` keeps them) selected at once."""
+        b = a.T.tocsr()
+        b.sort_indices()
+        n = a.shape[0]
+        self.corating_ = corating_build(b.indptr.astype(np.int64), b.indices.astype(np.int64),
+                                        b.data.astype(np.float64), n)
+        width = self._width(n)
+        counts, idx, sims = corating_neighbours(self.corating_, corating_norms(self.corating_), width + 1,
+                                                n_chunks())
+        over = counts > width
+        bs = np.where(over, sims[:, width], 0.0)
+        bi = np.where(over, idx[:, width], n).astype(np.int64)
+        self._set_lists(np.minimum(counts, width), idx[:, :width], sims[:, :width], bs, bi, self._keep(n))
+
+    def _keep(self, n: int) -> int:
+        c = self.config
+        keep = c.k if c.mode == "ranking" else (c.max_neighbours or n)
+        return max(1, min(keep, n - 1)) if n > 1 else 1
+
+    def _width(self, n: int) -> int:
+        """Neighbours plus reserve per row (`reserve_size`, default as many as the neighbours)."""
+        keep = self._keep(n)
+        return keep + (keep if self.reserve_size is None else self.reserve_size)
+
+    def _set_lists(self, counts: np.ndarray, idx: np.ndarray, sims: np.ndarray, bs: np.ndarray,
+                   bi: np.ndarray, keep: int) -> None:
+        """Store ranked (n, width) lists: the first `keep` as neighbours, the rest as reserve."""
+        cols = np.arange(idx.shape[1])[None, :]
+        nb = cols < np.minimum(counts, keep)[:, None]
+        rs = (cols >= keep) & (cols < counts[:, None])
+        self.neighbour_indptr_ = np.r_[0, np.cumsum(nb.sum(axis=1))].astype(np.int64)
+        self.neighbour_indices_ = idx[nb].astype(np.int64)
+        self.neighbour_sims_ = sims[nb].astype(np.float32)
+        self.reserve_indptr_ = np.r_[0, np.cumsum(rs.sum(axis=1))].astype(np.int64)
+        self.reserve_indices_ = idx[rs].astype(np.int64)
+        self.reserve_sims_ = sims[rs].astype(np.float64)
+        self.bound_sims_, self.bound_indices_ = bs.astype(np.float64), bi.astype(np.int64)
+
+    def _padded_lists(self, n: int, width: int) -> tuple[np.ndarray, ...]:
+        """Neighbours then reserve as (counts (n,), idx (n, width), sims (n, width), bs, bi); new rows
+        empty, with no bound."""
+        n_old = len(self.neighbour_indptr_) - 1
+        nc = np.zeros(n, np.int64)
+        rc = np.zeros(n, np.int64)
+        nc[:n_old] = np.diff(self.neighbour_indptr_)
+        rc[:n_old] = np.diff(self.reserve_indptr_)
+        idx = np.full((n, width), -1, np.int64)
+        sims = np.zeros((n, width))
+        cols = np.arange(width)[None, :]
+        nb = cols < nc[:, None]
+        rs = (cols >= nc[:, None]) & (cols < (nc + rc)[:, None])
+        idx[nb] = self.neighbour_indices_
+        sims[nb] = self.neighbour_sims_
+        idx[rs] = self.reserve_indices_
+        sims[rs] = self.reserve_sims_
+        bs = np.zeros(n)
+        bi = np.full(n, n, np.int64)
+        bs[:n_old] = self.bound_sims_
+        bi[:n_old] = np.where(self.bound_indices_ >= n_old, n, self.bound_indices_)
+        return nc + rc, idx, sims, bs, bi
+
+    def _partial_fit_corating(self, up: Any, x: sp.csr_matrix, t: sp.csr_matrix) -> None:
+        """`partial_fit` on the kept co-rating sums: add the changed ratings' terms to C, then
+        patch the neighbour lists (`corating_patch`); equal to a refit (see the module notes)."""
+        c = self.config
+        if c.user_based:  # entities: users; the other side: items (rows of t)
+            order = np.lexsort((up.users, up.items))
+            ev_e, ev_o, o_csr = up.users[order], up.items[order], t
+            new, old = up.ratings[order], up.old[order]
+        else:
+            ev_e, ev_o, o_csr, new, old = up.items, up.users, x, up.ratings, up.old
+        old = np.where(np.isnan(old), 0.0, old)
+        o_values = o_csr.data.astype(np.float64)
+        if c.binary:
+            new, old, o_values = np.ones_like(new), (old != 0).astype(np.float64), np.ones_like(o_values)
+        n_old, n = self.corating_.shape[0], o_csr.shape[1]
+        if self.corating_.shape != (n_old, n_old) or n_old != len(self.neighbour_indptr_) - 1:
+            raise RecstackError(f"item-knn state: corating_ has shape {self.corating_.shape}; expected "
+                                f"({len(self.neighbour_indptr_) - 1}, {len(self.neighbour_indptr_) - 1})")
+        # C lives in a square buffer with room for 25% more entities (amortised growth); the
+        # kernels take the whole buffer (its unused rows and columns are 0), `corating_` is its
+        # (n, n) corner — the array that is saved.
+        buf = self.corating_ if self.corating_.flags.c_contiguous else self.corating_.base
+        if buf.shape[0] < n:
+            grown = np.zeros((max(n, n_old + n_old // 4),) * 2)
+            grown[:n_old, :n_old] = self.corating_
+            buf = grown
+        self.corating_ = buf[:n, :n]
+        corating_add(buf, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old,
+                     o_csr.indptr.astype(np.int64), o_csr.indices.astype(np.int64), o_values)
+        keep, width = self._keep(n), self._width(n)
+        touched = np.unique(ev_e[new != old]).astype(np.int64)
+        if width != self._width(n_old):  # a catalogue smaller than k grew: every row anew
+            touched = np.arange(n, dtype=np.int64)
+        counts, idx, sims, bs, bi = self._padded_lists(n, width)
+        self.redone_rows_ = int(corating_patch(buf, corating_norms(buf), touched, counts, idx, sims, bs, bi,
+                                               keep))
+        self._set_lists(counts, idx, sims, bs, bi, keep)
 
     # ---- state views -------------------------------------------------------------------
     def neighbours(self) -> sp.csr_matrix:
@@ -387,6 +509,11 @@ class ItemKNN(Model):
         similarities, the `baseline` estimator, the `plain` fallback μ) stay as last fitted —
         new users and items start at b = 0, new ratings' residuals use them — and are
         re-estimated only by a full `fit`. User and item means are recomputed.
+
+        Ranking cosine with the co-rating state (`corating_`) never reads the data: the changed
+        ratings' products are added to C (O(history of the rating's user) each), the touched
+        rows are re-selected from C, and every other row only re-ranks its stored candidates
+        against the touched columns (`similarity.corating_patch`) — the same lists as a refit.
         """
         c = self.config
         if not self.has_partial_fit:
@@ -402,6 +529,11 @@ class ItemKNN(Model):
         self.item_mean_ = _row_means(t, self.global_mean_)
         self.min_rating_ = min(self.min_rating_, float(up.ratings.min()))
         self.max_rating_ = max(self.max_rating_, float(up.ratings.max()))
+        if getattr(self, "corating_", None) is not None:
+            if _on_grid(up.ratings if not c.binary else None):
+                self._partial_fit_corating(up, x, t)
+                return self
+            self.corating_ = None  # off the exact grid: the general path from here on
         ent, oth = (x, t) if c.user_based else (t, x)
         touched = up.touched_users if c.user_based else up.touched_items
         a_vals, t_vals, kind = self._similarity_values(ent, oth)
@@ -496,3 +628,12 @@ def _row_means(x: sp.csr_matrix, default: float) -> np.ndarray:
     counts = np.diff(x.indptr)
     sums = np.asarray(x.sum(axis=1)).ravel()
     return np.where(counts > 0, sums / np.maximum(counts, 1), default)
+
+
+def _on_grid(values: np.ndarray | None) -> bool:
+    """Whether every value is a multiple of ½ and small (None: binary, always), so that sums of
+    products are exact in float64 whatever their order."""
+    if values is None or len(values) == 0:
+        return True
+    v = 2.0 * np.asarray(values, np.float64)
+    return bool(np.all(v == np.round(v)) and np.abs(v).max() <= 1 << 20)

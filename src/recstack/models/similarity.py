@@ -445,3 +445,198 @@ def store_rows(rows, fresh, keep, reserve, counts, idx, sim, rcounts, ridx, rsim
         cand = np.flatnonzero(fresh[q] > 0)
         _store(rows[q], cand, fresh[q][cand], keep, reserve, 0.0, n, counts, idx, sim, rcounts, ridx, rsim,
                out_bs, out_bi)
+
+
+# ---- co-rating state (ranking-mode cosine) ----------------------------------------------------
+# Ranking-mode cosine is C[e, f] / (‖e‖·‖f‖) with C = A·Aᵀ the co-rating sums of the raw rows
+# (0/1 when binary) and ‖e‖² = C[e, e]. When the n×n matrix C is small enough, the model keeps
+# it (`corating_`): a new rating (o, e) adds v·v_f to C[e, f] and C[f, e] for the o's other
+# entries f — O(|row of o|), no data pass — and the neighbour lists are re-selected from C
+# only where they can change. Sums of products of binary, integer or half-point ratings are
+# exact in float64 in any order, so the kept C equals a fresh A·Aᵀ and the lists a full refit's.
+@numba.njit(cache=True, nogil=True)
+def corating_build(o_indptr, o_indices, o_values, n_ent):  # pragma: no cover - numba
+    """(n_ent, n_ent) dense C = A·Aᵀ from Aᵀ as CSR (rows: the other side, columns: entities)."""
+    c = np.zeros((n_ent, n_ent))
+    for o in range(len(o_indptr) - 1):
+        for p in range(o_indptr[o], o_indptr[o + 1]):
+            e = o_indices[p]
+            a = o_values[p]
+            for q in range(o_indptr[o], o_indptr[o + 1]):
+                c[e, o_indices[q]] += a * o_values[q]
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def corating_add(c, ev_o, ev_e, ev_new, ev_old, o_indptr, o_indices, o_values):  # pragma: no cover
+    """Apply changed entries (ev_o, ev_e): old value ev_old (0 if new) → ev_new, to C in place.
+
+    Events sorted by ev_o, one per (o, e); o_* = Aᵀ as CSR after the change (rows: the other side)."""
+    n = c.shape[0]
+    stamp = np.full(n, -1, np.int64)
+    old_of = np.zeros(n)
+    q = 0
+    while q < len(ev_o):
+        o = ev_o[q]
+        r = q
+        while r < len(ev_o) and ev_o[r] == o:
+            stamp[ev_e[r]] = o
+            old_of[ev_e[r]] = ev_old[r]
+            r += 1
+        for s in range(q, r):
+            e, nv, ov = ev_e[s], ev_new[s], ev_old[s]
+            for p in range(o_indptr[o], o_indptr[o + 1]):
+                f = o_indices[p]
+                vf = o_values[p]
+                if stamp[f] == o:  # both changed (e itself too): this pair's term once per order
+                    c[e, f] += nv * vf - ov * old_of[f]
+                else:
+                    d = (nv - ov) * vf
+                    c[e, f] += d
+                    c[f, e] += d
+        for s in range(q, r):
+            stamp[ev_e[s]] = -1
+        q = r
+
+
+@numba.njit(cache=True, nogil=True)
+def _corating_sim(c, norms, e, f):  # pragma: no cover - numba
+    """As `corating_row` computes it."""
+    return float(np.float32(c[e, f] / (norms[e] * norms[f])))
+
+
+@numba.njit(cache=True, nogil=True)
+def corating_row(c, norms, e, keep):  # pragma: no cover - numba
+    """Row e's best `keep` positive neighbours from C, ordered by (similarity desc, index asc).
+
+    One pass in index order with a sorted top list: a candidate enters only when it beats the
+    current last one (an equal similarity seen later has the larger index, so it ranks after)."""
+    n = c.shape[0]
+    cand = np.empty(keep, np.int64)
+    sims = np.empty(keep)
+    m = 0
+    ne = norms[e]
+    row = c[e]
+    floor = 0.0  # below floor·‖e‖ a candidate cannot enter (divisions only for the rest)
+    for f in range(n):
+        v = row[f]
+        if v <= 0.0 or f == e or v < floor * norms[f]:
+            continue
+        s = float(np.float32(v / (ne * norms[f])))
+        if s <= 0.0 or (m == keep and s <= sims[keep - 1]):
+            continue
+        p = m if m < keep else keep - 1
+        while p > 0 and sims[p - 1] < s:
+            if p < keep:
+                cand[p] = cand[p - 1]
+                sims[p] = sims[p - 1]
+            p -= 1
+        if m < keep:
+            m += 1
+        cand[p] = f
+        sims[p] = s
+        if m == keep:  # v/(‖e‖‖f‖) < last·(1 − 1e-6) rounds to a float32 below last: cannot enter
+            floor = sims[keep - 1] * (1.0 - 1e-6) * ne
+    return cand[:m], sims[:m]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def corating_neighbours(c, norms, keep, n_chunks):  # pragma: no cover - numba
+    """(counts (n,), idx (n, keep), sims (n, keep)) of every row's best neighbours from C."""
+    n = c.shape[0]
+    counts = np.zeros(n, np.int64)
+    idx = np.full((n, keep), -1, np.int64)
+    out = np.zeros((n, keep))
+    n_chunks = max(1, min(n, n_chunks))
+    size = (n + n_chunks - 1) // n_chunks
+    for ch in numba.prange(n_chunks):
+        for e in range(ch * size, min((ch + 1) * size, n)):
+            cand, sims = corating_row(c, norms, e, keep)
+            m = len(cand)
+            counts[e] = m
+            idx[e, :m] = cand
+            out[e, :m] = sims
+    return counts, idx, out
+
+
+@numba.njit(cache=True, nogil=True)
+def _corating_wide(c, norms, e, width, counts, idx, sims, bs, bi, n):  # pragma: no cover - numba
+    """Re-select row e from C: its best `width` candidates, and the next one as its bound."""
+    got, s = corating_row(c, norms, e, width + 1)
+    m = min(len(got), width)
+    counts[e] = m
+    idx[e, :m] = got[:m]
+    sims[e, :m] = s[:m]
+    bs[e], bi[e] = (s[width], got[width]) if len(got) > width else (0.0, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragma: no cover - numba
+    """Bring the ranked lists (counts (n,), idx and sims (n, width), width ≥ keep: the neighbours
+    and then the reserve) and bounds (bs, bi) up to date after C changed in the `touched` rows
+    and columns (and their norms), in place. Returns how many untouched rows were re-selected.
+
+    Invariant: every candidate a row does not store ranks after its bound (bound 0: the row
+    stores every positive one). Touched rows are re-selected from C. Another row re-ranks its
+    stored candidates with the touched ones' new similarities and adds the touched ones that
+    now rank before its bound (only touched similarities moved); it keeps those still before
+    the bound (at most `width`; the first one dropped becomes the bound) and is re-selected
+    from C only when fewer than `keep` remain. C may be larger than the n = len(counts)
+    entities (a buffer whose extra rows and columns are 0)."""
+    n = len(counts)
+    width = idx.shape[1]
+    is_t = np.zeros(n, np.bool_)
+    is_t[touched] = True
+    inlist = np.full(n, -1, np.int64)
+    cand = np.empty(width + len(touched), np.int64)
+    csim = np.empty(width + len(touched))
+    redone = 0
+    for e in touched:
+        _corating_wide(c, norms, e, width, counts, idx, sims, bs, bi, n)
+    for j in range(n):
+        if is_t[j]:
+            continue
+        b_s, b_i = bs[j], bi[j]
+        m = 0
+        changed = False
+        for p in range(counts[j]):
+            f = idx[j, p]
+            inlist[f] = j
+            s = sims[j, p]
+            if is_t[f]:
+                s = _corating_sim(c, norms, j, f)
+                changed = True
+            if s > 0 and _before(s, f, b_s, b_i):
+                cand[m] = f
+                csim[m] = s
+                m += 1
+        floor = b_s * (1.0 - 1e-6) * norms[j]  # as in `corating_row`: cannot rank before the bound
+        for f in touched:
+            v = c[j, f]
+            if v <= 0.0 or v < floor * norms[f] or f == j or inlist[f] == j:
+                continue
+            s = _corating_sim(c, norms, j, f)
+            if s > 0 and _before(s, f, b_s, b_i):
+                cand[m] = f
+                csim[m] = s
+                m += 1
+                changed = True
+        if not changed:
+            continue
+        if m < keep and b_s > 0.0:
+            _corating_wide(c, norms, j, width, counts, idx, sims, bs, bi, n)
+            redone += 1
+            continue
+        got, s = _best(cand[:m], csim[:m], m)
+        if m > width:
+            bs[j], bi[j] = s[width], got[width]
+            m = width
+        counts[j] = m
+        idx[j, :m] = got[:m]
+        sims[j, :m] = s[:m]
+    return redone
+
+
+def corating_norms(c: np.ndarray) -> np.ndarray:
+    """(n,) row norms ‖e‖ = sqrt(C[e, e]), floored as `_l2_rows` floors them."""
+    return np.maximum(np.sqrt(np.diag(c).copy()), 1e-12)
