@@ -63,7 +63,7 @@ def encode_ids(values: np.ndarray, also: np.ndarray | None = None) -> tuple[np.n
     """
     values = np.asarray(values)
     if values.dtype.kind in "iu":
-        v = values.astype(np.int64, copy=False)
+        v = values  # indexes as it is: no 8-byte copy of a 4-byte column
         extra = np.empty(0, np.int64) if also is None else np.asarray(also, np.int64)
         lo = min(int(v.min()) if len(v) else 0, int(extra.min()) if len(extra) else 0)
         hi = max(int(v.max()) if len(v) else 0, int(extra.max()) if len(extra) else 0)
@@ -72,9 +72,10 @@ def encode_ids(values: np.ndarray, also: np.ndarray | None = None) -> tuple[np.n
             present[v] = True
             present[extra] = True
             vocab = np.flatnonzero(present)
-            code_of = np.cumsum(present, dtype=np.int64) - 1
-            codes = code_of[v].astype(np.int32)
+            code_of = np.cumsum(present, dtype=np.int32) - 1  # < 2³¹ distinct ids
+            codes = code_of[v]
         else:
+            v = v.astype(np.int64, copy=False)
             vocab = np.union1d(np.unique(v), extra)
             codes = np.searchsorted(vocab, v).astype(np.int32)
         return codes, vocab.astype(str)

@@ -250,11 +250,9 @@ class ALS(MF):
         # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
         X = rng.normal(0.0, c.init_std, (train.n_users, c.factors)).astype(np.float32)
         Y = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(np.float32)
-        csr = train.csr  # shares its index arrays: only the values are new
-        values = csr.data.astype(np.float32, copy=False)
-        values = (values - np.float32(mu)) if self.explicit else self._confidence(values)
-        ui = sp.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape)
-        iu = ui.T.tocsr()
+        # both orientations share the data's own index arrays (`csr`, `csr_t`): only values are new
+        ui, iu = (sp.csr_matrix((self._values(m.data, mu), m.indices, m.indptr), shape=m.shape)
+                  for m in (train.csr, train.csr_t))
         parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
         bar = Bar(f"{self.name} epochs", total=c.epochs)
         for _ in range(c.epochs):
@@ -269,9 +267,15 @@ class ALS(MF):
         self.min_rating_ = float(train.rating.min())
         self.max_rating_ = float(train.rating.max())
 
+    def _values(self, ratings: np.ndarray, mu: float) -> np.ndarray:
+        """float32 solve targets: r − μ (explicit) or confidences (implicit)."""
+        values = ratings.astype(np.float32, copy=False)
+        return (values - np.float32(mu)) if self.explicit else self._confidence(values)
+
     def _confidence(self, values: np.ndarray) -> np.ndarray:
-        r = np.ones_like(values) if self.config.confidence == "binary" else values
-        return (1.0 + self.config.alpha * r).astype(values.dtype)
+        if self.config.confidence == "binary":
+            return np.full(values.shape, 1.0 + self.config.alpha, values.dtype)
+        return (1.0 + self.config.alpha * values).astype(values.dtype)
 
     def _half_step(self, indptr, indices, data, X, Y) -> None:
         c = self.config
