@@ -3,8 +3,9 @@
 Data: the synthetic MovieLens-like generator at ML-25M's shape scaled down (users ∝ ratings,
 items ∝ √ratings; 162,541 × 59,047 at 25M), written once as Parquet by `recstack data synth`.
 
-Every point is its own process, started twice; the second run counts (compiled kernels come
-from numba's cache), and its peak resident memory (`/usr/bin/time`, the whole process: load +
+Every point is its own process, started twice (`--runs 2`, the default); the second run counts
+(compiled kernels come from numba's cache; `--runs 1` after a small warm-up size does the same
+for less), and its peak resident memory (`/usr/bin/time`, the whole process: load +
 fit + save) is recorded. Ours: `recstack train MODEL --data DIR --json` → `fit_seconds` (the fit
 alone), then `recstack batch-recommend --engine local` → top-10 for every user. References, in
 the same run, on the same Parquet file: implicit's ALS (fit + `recommend` for all users, seen
@@ -101,6 +102,9 @@ def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float
     return json.loads(proc.stdout.strip().splitlines()[-1]), peak, ""
 
 
+RUNS = 2  # processes per point; the last counts (`--runs`)
+
+
 def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
     model, params, epochs = OURS[label]
     users, items = shape(n)
@@ -110,7 +114,7 @@ def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]
         cmd = [sys.executable, "-m", "recstack", "train", model, "--data", str(folder), "--out", f"{tmp}/m", "--json",
                *[f"-p{k}={v}" for k, v in params.items()]]
         rec: dict[str, Any] = {}
-        for _ in range(2):  # the second run counts: kernels from the cache
+        for _ in range(RUNS):  # the last run counts: kernels from the cache
             out, peak, err = _timed(cmd, timeout)
             if out is None:
                 return {"error": err, "peak_mb": peak}
@@ -187,7 +191,7 @@ def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, 
         return {"skipped": f"Surprise SVD measured up to {SURPRISE_MAX:,} ratings"}
     cmd = [sys.executable, "-m", "benchmarks.scale", "--job", name, str(folder)]
     out = None
-    for _ in range(2):
+    for _ in range(RUNS):
         out, peak, err = _timed(cmd, timeout)
         if out is None:
             return {"error": err, "peak_mb": peak}
@@ -326,10 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     p.add_argument("--models", default=",".join([*OURS, *REFERENCES]))
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--runs", type=int, default=RUNS, help="processes per point; the last one counts")
     p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     p.add_argument("--parity", action="store_true", help="Spark and DDP parity on ML-100K msr-75")
     p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    globals()["RUNS"] = max(1, args.runs)
     if args.job:
         print(json.dumps(JOBS[args.job[0]](Path(args.job[1]))))
         return 0
@@ -341,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     records: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.report:
         for n in [int(float(s)) for s in args.sizes.split(",")]:
+            n = 25_000_095 if n == 25_000_000 else n  # 2.5e7: ML-25M's own count
             folder = dataset(n)
             for model in args.models.split(";" if ";" in args.models else ","):
                 t0 = time.time()

@@ -42,7 +42,7 @@ from recstack.models.incremental import (
     upsert_ratings,
     user_rows,
 )
-from recstack.models.mf import MF
+from recstack.models.mf import MF, numba_threads
 from recstack.progress import Bar
 
 CHUNK = 64  # rows per parallel task: scratch arrays are allocated once per chunk
@@ -205,10 +205,12 @@ class ALSConfig(Config):
     cg_steps: int = 3
     reg_scaling: Literal["absolute", "count"] = "absolute"
     init_std: float = 0.01
+    threads: int = 0  # solver threads: 0 = numba's (NUMBA_NUM_THREADS, all cores by default)
     seed: int = 0
 
     def check(self) -> None:
         require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
+        require(self.threads >= 0, "threads", self.threads, "must be ≥ 0 (0: numba's default)")
         require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
         if self.reg is None:  # resolved once, so to_dict() and saved configs carry the number
             object.__setattr__(self, "reg", EXPLICIT_REG if self.mode == "explicit" else IMPLICIT_REG)
@@ -255,10 +257,11 @@ class ALS(MF):
                   for m in (train.csr, train.csr_t))
         parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
         bar = Bar(f"{self.name} epochs", total=c.epochs)
-        for _ in range(c.epochs):
-            for (indptr, indices, data), solve, fixed in parts:
-                self._half_step(indptr, indices, data, solve, fixed)
-            bar.update()
+        with numba_threads(c.threads or numba.get_num_threads()):
+            for _ in range(c.epochs):
+                for (indptr, indices, data), solve, fixed in parts:
+                    self._half_step(indptr, indices, data, solve, fixed)
+                bar.update()
         bar.close()
         self.epochs_ = c.epochs
         self.user_factors_ = X.astype(np.float32)
