@@ -84,8 +84,9 @@ def dataset(n_ratings: int) -> Path:
 
 
 def _env() -> dict[str, str]:
+    # both sides read Parquet with the system allocator (as `python -m recstack` does)
     return dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
-                OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+                OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore", ARROW_DEFAULT_MEMORY_POOL="system")
 
 
 def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float | None, str]:

@@ -250,11 +250,14 @@ class ALS(MF):
         if not self.explicit and train.rating.min() < 0:
             raise RecstackError("implicit ALS needs non-negative ratings (confidence 1 + alpha·r)")
         # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
-        X = rng.normal(0.0, c.init_std, (train.n_users, c.factors)).astype(np.float32)
-        Y = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(np.float32)
+        X, Y = (_normal32(rng, c.init_std, n, c.factors) for n in (train.n_users, train.n_items))
         # both orientations share the data's own index arrays (`csr`, `csr_t`): only values are new
-        ui, iu = (sp.csr_matrix((self._values(m.data, mu), m.indices, m.indptr), shape=m.shape)
-                  for m in (train.csr, train.csr_t))
+        if not self.explicit and c.confidence == "binary":  # one constant array serves both
+            conf = self._confidence(np.zeros(train.csr.nnz, np.float32))
+            ui, iu = (sp.csr_matrix((conf, m.indices, m.indptr), shape=m.shape) for m in (train.csr, train.csr_t))
+        else:
+            ui, iu = (sp.csr_matrix((self._values(m.data, mu), m.indices, m.indptr), shape=m.shape)
+                      for m in (train.csr, train.csr_t))
         parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
         bar = Bar(f"{self.name} epochs", total=c.epochs)
         with numba_threads(c.threads or numba.get_num_threads()):
@@ -440,6 +443,16 @@ class ALS(MF):
             gram = Y.T.astype(np.float64) @ Y
             solve_rows(indptr, cols, w, t, Y, gram, float(self.config.reg), 0.0, out)
         X[rows] = out
+
+
+def _normal32(rng: np.random.Generator, std: float, n: int, k: int) -> np.ndarray:
+    """`rng.normal(0, std, (n, k)).astype(float32)` drawn in row blocks: the same numbers (the
+    generator's stream is sequential) without the whole float64 table."""
+    out = np.empty((n, k), np.float32)
+    for lo in range(0, n, 1 << 14):
+        hi = min(n, lo + (1 << 14))
+        out[lo:hi] = rng.normal(0.0, std, (hi - lo, k))
+    return out
 
 
 def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -327,7 +327,12 @@ def latest_rows(timestamp: np.ndarray, m: int) -> np.ndarray:
         return np.empty(0, np.int64)
     if n <= m:  # as before this helper: the sort's tail from position n - m, negative counting from the end
         return np.lexsort((np.arange(n), timestamp))[n - m:]
-    cut = np.partition(timestamp, n - m)[n - m]
+    # the m latest times of each chunk hold the m latest overall: no copy of the whole column
+    step = max(m, 1 << 20)
+    tops = [np.partition(timestamp[lo:lo + step], max(len(timestamp[lo:lo + step]) - m, 0))[-m:]
+            for lo in range(0, n, step)]
+    tops = np.concatenate(tops)
+    cut = np.partition(tops, len(tops) - m)[len(tops) - m]
     cand = np.flatnonzero(timestamp >= cut)
     return cand[np.lexsort((cand, timestamp[cand]))][len(cand) - m:]
 
