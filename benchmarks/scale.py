@@ -213,7 +213,7 @@ def exponents(records: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def table(records: dict[str, dict[str, Any]]) -> str:
     sizes = sorted({int(n) for pts in records.values() for n in pts})
-    head = "| model | " + " | ".join(f"{n:.0e} ratings" for n in sizes) + " | exponent |"
+    head = "| model | " + " | ".join(f"{n:.2g} ratings" for n in sizes) + " | exponent |"
     lines = [head, "|---" * (len(sizes) + 2) + "|"]
     exps = exponents(records)
     for model, pts in records.items():
