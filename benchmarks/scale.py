@@ -3,8 +3,9 @@
 Data: the synthetic MovieLens-like generator at ML-25M's shape scaled down (users ∝ ratings,
 items ∝ √ratings; 162,541 × 59,047 at 25M), written once as Parquet by `recstack data synth`.
 
-Every point is its own process, started twice; the second run counts (compiled kernels come
-from numba's cache), and its peak resident memory (`/usr/bin/time`, the whole process: load +
+Every point is its own process, started twice (`--runs 2`, the default); the second run counts
+(compiled kernels come from numba's cache; `--runs 1` after a small warm-up size does the same
+for less), and its peak resident memory (`/usr/bin/time`, the whole process: load +
 fit + save) is recorded. Ours: `recstack train MODEL --data DIR --json` → `fit_seconds` (the fit
 alone), then `recstack batch-recommend --engine local` → top-10 for every user. References, in
 the same run, on the same Parquet file: implicit's ALS (fit + `recommend` for all users, seen
@@ -12,6 +13,16 @@ items filtered) and Surprise's SVD (up to 5M ratings). 64 factors and 2 threads 
 
     python -m benchmarks.scale [--sizes 1e5,1e6,1e7,2.5e7] [--models als,biased-mf,...]
     python -m benchmarks.scale --report      # table + log-log plot from the saved records
+    python -m benchmarks.scale --parity      # Spark / DDP against in-process, ML-100K msr-75
+
+Parity (`--parity`, results/scale_parity.json), each side its own `recstack` process:
+- `evaluate als --protocol msr-75` with and without `--engine spark` from one config: the
+  shipped `configs/als.msr-75.json` with λ counted per row (`reg_scaling=count`, MLlib's own
+  weighting, λ passes through), and as shipped (absolute λ, mapped to MLlib by `mllib_reg`);
+- `batch-recommend --engine spark` against `--engine local` on one saved ML-100K `als` model:
+  the share of users whose top-10 lists are identical;
+- `evaluate lightgcn --protocol msr-75` with `engine=ddp processes=2` against one process,
+  same seed, a fixed epoch count.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "scale.json"
+PARITY = ROOT / "results" / "scale_parity.json"
 PLOT = ROOT / "results" / "scale.png"
 DATA = Path(os.environ.get("RECSTACK_DATA", Path.home() / ".cache" / "recstack")) / "synth"
 SIZES = (100_000, 1_000_000, 10_000_000, 25_000_095)  # the last: ML-25M's count
@@ -38,11 +50,13 @@ FACTORS, THREADS = 64, 2
 EASE_MAX_ITEMS = 20_000  # items² float64 Gram + inverse: 2 × 3.2 GB at 20k items
 
 # label -> (recstack model, params, epochs counted)
-MF = {"factors": FACTORS, "epochs": 3, "threads": THREADS, "early_stopping": False}
+EPOCHS = 5  # als iterations and biased-mf epochs (issue 14's figures: 5)
+MF = {"factors": FACTORS, "epochs": EPOCHS, "threads": THREADS, "early_stopping": False}
 OURS: dict[str, tuple[str, dict[str, Any], int]] = {
-    "als": ("als", {"factors": FACTORS, "epochs": 5, "confidence": "binary", "alpha": 1.0, "reg": 1.0}, 5),
-    "biased-mf": ("biased-mf", MF, 3),
-    "biased-mf tile=2048": ("biased-mf", {**MF, "tile": 2048}, 3),
+    "als": ("als", {"factors": FACTORS, "epochs": EPOCHS, "confidence": "binary", "alpha": 1.0, "reg": 1.0},
+            EPOCHS),
+    "biased-mf": ("biased-mf", MF, EPOCHS),  # cache-aware order (tile=2048, the default)
+    "biased-mf tile=0": ("biased-mf", {**MF, "tile": 0}, EPOCHS),  # random order, for comparison
     "item-knn": ("item-knn", {}, 1),
     "ease": ("ease", {}, 1),
     "lightgcn": ("lightgcn", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
@@ -70,8 +84,9 @@ def dataset(n_ratings: int) -> Path:
 
 
 def _env() -> dict[str, str]:
+    # both sides read Parquet with the system allocator (as `python -m recstack` does)
     return dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
-                OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+                OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore", ARROW_DEFAULT_MEMORY_POOL="system")
 
 
 def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float | None, str]:
@@ -88,6 +103,9 @@ def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float
     return json.loads(proc.stdout.strip().splitlines()[-1]), peak, ""
 
 
+RUNS = 2  # processes per point; the last counts (`--runs`)
+
+
 def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
     model, params, epochs = OURS[label]
     users, items = shape(n)
@@ -97,7 +115,7 @@ def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]
         cmd = [sys.executable, "-m", "recstack", "train", model, "--data", str(folder), "--out", f"{tmp}/m", "--json",
                *[f"-p{k}={v}" for k, v in params.items()]]
         rec: dict[str, Any] = {}
-        for _ in range(2):  # the second run counts: kernels from the cache
+        for _ in range(RUNS):  # the last run counts: kernels from the cache
             out, peak, err = _timed(cmd, timeout)
             if out is None:
                 return {"error": err, "peak_mb": peak}
@@ -128,20 +146,26 @@ def _csr(folder: Path):
 
 
 def job_implicit(folder: Path) -> dict[str, Any]:
+    import resource
+
     from implicit.cpu.als import AlternatingLeastSquares
 
     m = _csr(folder)
-    m.data[:] = 1.0  # binary, as our als with confidence="binary"
+    # binary, as our als with confidence="binary", alpha=1: implicit's confidence is alpha·r
+    # (ours 1 + alpha·r), so the matrix holds 2 and alpha stays 1 (alpha ≠ 1 copies the matrix)
+    m.data[:] = 2.0
     iterations = OURS["als"][2]
     model = AlternatingLeastSquares(factors=FACTORS, iterations=iterations, regularization=1.0, alpha=1.0,
                                     num_threads=THREADS, random_state=0, calculate_training_loss=False)
     t0 = time.perf_counter()
     model.fit(m, show_progress=False)
     fit = time.perf_counter() - t0
+    fit_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # load + fit
     t0 = time.perf_counter()
     model.recommend(np.arange(m.shape[0]), m, N=10, filter_already_liked_items=True)
     top = time.perf_counter() - t0
-    return {"fit_seconds": fit, "per_epoch": fit / iterations, "top10_all_seconds": top}
+    return {"fit_seconds": fit, "per_epoch": fit / iterations, "top10_all_seconds": top,
+            "fit_peak_mb": fit_peak}
 
 
 def job_surprise(folder: Path) -> dict[str, Any]:
@@ -168,7 +192,7 @@ def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, 
         return {"skipped": f"Surprise SVD measured up to {SURPRISE_MAX:,} ratings"}
     cmd = [sys.executable, "-m", "benchmarks.scale", "--job", name, str(folder)]
     out = None
-    for _ in range(2):
+    for _ in range(RUNS):
         out, peak, err = _timed(cmd, timeout)
         if out is None:
             return {"error": err, "peak_mb": peak}
@@ -189,7 +213,7 @@ def exponents(records: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def table(records: dict[str, dict[str, Any]]) -> str:
     sizes = sorted({int(n) for pts in records.values() for n in pts})
-    head = "| model | " + " | ".join(f"{n:.0e} ratings" for n in sizes) + " | exponent |"
+    head = "| model | " + " | ".join(f"{n:.2g} ratings" for n in sizes) + " | exponent |"
     lines = [head, "|---" * (len(sizes) + 2) + "|"]
     exps = exponents(records)
     for model, pts in records.items():
@@ -233,20 +257,98 @@ def plot(records: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+# ---- parity: Spark and DDP against in-process, ML-100K msr-75 ------------------------------------------
+ALS_CONFIG = ROOT.parent / "configs" / "als.msr-75.json"
+LIGHTGCN_CONFIG = ROOT.parent / "configs" / "lightgcn.msr-75.json"
+# MLlib's λ is per rating: the shipped absolute λ = 30 is about 0.5 per rating at msr-75's mean
+# user and item counts (`mllib_reg` gives 0.49), rounded
+COUNT_REG = 0.5
+DDP_EPOCHS = 30
+SPARK = ["--engine", "spark", "--master", f"local[{THREADS}]"]
+
+
+def _recstack(args: list[str], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "recstack", *args, "--json"]
+    proc = subprocess.run(["nice", "-n", "5", *cmd], capture_output=True, text=True, timeout=timeout, env=_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ndcg_pair(model: str, base: list[str], other: list[str], timeout: float) -> dict[str, Any]:
+    a = _recstack(["evaluate", model, "--protocol", "msr-75", *base], timeout)
+    b = _recstack(["evaluate", model, "--protocol", "msr-75", *base, *other], timeout)
+    x, y = a["metrics"]["ndcg@10"], b["metrics"]["ndcg@10"]
+    return {"in_process": round(x, 5), "other": round(y, 5), "diff": round(abs(x - y), 5),
+            "fit_seconds": [a["fit_seconds"], b["fit_seconds"]]}
+
+
+def parity(timeout: float = 1800) -> list[dict[str, Any]]:
+    """The parity rows of issue 14 (see the module docstring), each with its target and verdict."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    cfg = ["--config", str(ALS_CONFIG)]
+    count = [*cfg, "-preg_scaling=count", f"-preg={COUNT_REG}"]
+    rows.append({"check": f"als msr-75 NDCG@10, spark vs in-process (reg_scaling=count, reg={COUNT_REG})",
+                 **_ndcg_pair("als", count, SPARK, timeout), "target": 0.01})
+    rows.append({"check": "als msr-75 NDCG@10, spark vs in-process (absolute reg=30 mapped by mllib_reg)",
+                 **_ndcg_pair("als", cfg, SPARK, timeout), "target": 0.01})
+    with tempfile.TemporaryDirectory(prefix="recstack-parity-") as tmp:
+        _recstack(["train", "als", *count, "--out", f"{tmp}/m"], timeout)
+        secs = {}
+        for engine in ("local", "spark"):
+            extra = SPARK[2:] if engine == "spark" else []
+            secs[engine] = _recstack(["batch-recommend", f"{tmp}/m", "-k", "10", "--engine", engine, *extra,
+                                      "--out", f"{tmp}/{engine}.parquet"], timeout)["seconds"]
+        tops = [pq.read_table(f"{tmp}/{e}.parquet").to_pandas().sort_values(["user", "rank"])
+                .groupby("user")["item"].apply(tuple) for e in ("local", "spark")]
+        same = float((tops[0] == tops[1].reindex(tops[0].index)).mean())
+    rows.append({"check": "batch top-10 of all ML-100K users, spark vs local, same als factors",
+                 "same_users": round(same, 5), "users": len(tops[0]), "seconds": secs, "target": 0.99})
+    fixed = ["--config", str(LIGHTGCN_CONFIG), f"-pepochs={DDP_EPOCHS}", "--seed", "0"]
+    rows.append({"check": f"lightgcn msr-75 NDCG@10, DDP 2 processes vs 1 ({DDP_EPOCHS} epochs, seed 0)",
+                 **_ndcg_pair("lightgcn", fixed, ["-pengine=ddp", "-pprocesses=2"], timeout), "target": 0.005})
+    for r in rows:
+        r["met"] = (r["same_users"] >= r["target"]) if "same_users" in r else (r["diff"] <= r["target"])
+    return rows
+
+
+def parity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| check | in-process | spark / DDP | difference | target | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "same_users" in r:
+            lines.append(f"| {r['check']} | - | - | {r['same_users']:.2%} of {r['users']} users identical | "
+                         f"≥ {r['target']:.0%} | {'yes' if r['met'] else 'no'} |")
+        else:
+            lines.append(f"| {r['check']} | {r['in_process']:.4f} | {r['other']:.4f} | {r['diff']:.4f} | "
+                         f"≤ {r['target']} | {'yes' if r['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     p.add_argument("--models", default=",".join([*OURS, *REFERENCES]))
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--runs", type=int, default=RUNS, help="processes per point; the last one counts")
     p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
+    p.add_argument("--parity", action="store_true", help="Spark and DDP parity on ML-100K msr-75")
     p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    globals()["RUNS"] = max(1, args.runs)
     if args.job:
         print(json.dumps(JOBS[args.job[0]](Path(args.job[1]))))
+        return 0
+    if args.parity:
+        rows = parity(args.timeout)
+        PARITY.write_text(json.dumps(rows, indent=1))
+        print(parity_table(rows))
         return 0
     records: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.report:
         for n in [int(float(s)) for s in args.sizes.split(",")]:
+            n = 25_000_095 if n == 25_000_000 else n  # 2.5e7: ML-25M's own count
             folder = dataset(n)
             for model in args.models.split(";" if ";" in args.models else ","):
                 t0 = time.time()

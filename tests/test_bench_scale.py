@@ -14,3 +14,13 @@ def test_scale_exponents_and_table_from_records():
     text = table(records)
     assert "| lin | 1.00 s, 1.00 GB" in text and "items² memory" in text and "| 1.00 |" in text
     assert shape(25_000_095) == (162_541, 59_047)
+
+
+def test_parity_table_marks_each_row_against_its_target():
+    from benchmarks.scale import parity_table
+
+    rows = [{"check": "als", "in_process": 0.47, "other": 0.465, "diff": 0.005, "target": 0.01, "met": True},
+            {"check": "top-k", "same_users": 0.985, "users": 943, "target": 0.99, "met": False}]
+    text = parity_table(rows)
+    assert "| als | 0.4700 | 0.4650 | 0.0050 | ≤ 0.01 | yes |" in text
+    assert "98.50% of 943 users identical | ≥ 99% | no |" in text

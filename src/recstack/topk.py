@@ -11,41 +11,56 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, nogil=True)
+def _top_k_row(row, k, where, best, idx, val):  # pragma: no cover - numba
+    """One row's k best into idx/val (scratch: where, best): an insertion-sorted buffer of the k
+    best so far; an item enters only when strictly better than the current k-th, so the lower
+    index wins a tie (the row is scanned in order)."""
+    filled = 0
+    for j in range(len(row)):
+        s = row[j]
+        if not (s > -np.inf):  # NaN and -inf
+            continue
+        if filled == k and s <= best[k - 1]:
+            continue
+        if filled < k:  # a free slot at the end; else the worst one is dropped
+            pos = filled
+            filled += 1
+        else:
+            pos = k - 1
+        while pos > 0 and best[pos - 1] < s:
+            best[pos] = best[pos - 1]
+            where[pos] = where[pos - 1]
+            pos -= 1
+        best[pos] = s
+        where[pos] = j
+    for t in range(filled):
+        idx[t] = where[t]
+        val[t] = best[t]
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def top_k_rows(scores, k):  # pragma: no cover - numba
-    """(n, m) float32/float64 scores → ((n, k) int64 indices, (n, k) float32 values), best first.
-
-    Per row an insertion-sorted buffer of the k best so far; an item enters only when strictly
-    better than the current k-th, so the lower index wins a tie (the row is scanned in order).
-    """
+    """(n, m) float32/float64 scores → ((n, k) int64 indices, (n, k) float32 values), best first;
+    rows in parallel."""
     n, m = scores.shape
     idx = np.full((n, k), -1, np.int64)
     val = np.full((n, k), np.nan, np.float32)
     for r in numba.prange(n):
-        best = np.empty(k, scores.dtype)
-        where = np.empty(k, np.int64)
-        filled = 0
-        row = scores[r]
-        for j in range(m):
-            s = row[j]
-            if not (s > -np.inf):  # NaN and -inf
-                continue
-            if filled == k and s <= best[k - 1]:
-                continue
-            if filled < k:  # a free slot at the end; else the worst one is dropped
-                pos = filled
-                filled += 1
-            else:
-                pos = k - 1
-            while pos > 0 and best[pos - 1] < s:
-                best[pos] = best[pos - 1]
-                where[pos] = where[pos - 1]
-                pos -= 1
-            best[pos] = s
-            where[pos] = j
-        for t in range(filled):
-            idx[r, t] = where[t]
-            val[r, t] = best[t]
+        _top_k_row(scores[r], k, np.empty(k, np.int64), np.empty(k, scores.dtype), idx[r], val[r])
+    return idx, val
+
+
+@numba.njit(cache=True, nogil=True)
+def top_k_rows_serial(scores, k):  # pragma: no cover - numba
+    """`top_k_rows` on the calling thread only (for callers that run their own threads)."""
+    n, m = scores.shape
+    idx = np.full((n, k), -1, np.int64)
+    val = np.full((n, k), np.nan, np.float32)
+    where = np.empty(k, np.int64)
+    best = np.empty(k, scores.dtype)
+    for r in range(n):
+        _top_k_row(scores[r], k, where, best, idx[r], val[r])
     return idx, val
 
 

@@ -127,3 +127,11 @@ def test_implicit_quality_floor_msr(ml100k_msr):
     train, test = ml100k_msr
     metrics, _ = topn_metrics(ALS().fit(train), train, test, 10, "train")
     assert metrics["ndcg@10"] > 0.42
+
+
+def test_threads_do_not_change_the_factors(blocks):
+    """Every row's solve is independent: 1 thread and 2 threads give the same factors."""
+    one = ALS(factors=8, epochs=3, threads=1).fit(blocks)
+    two = ALS(factors=8, epochs=3, threads=2).fit(blocks)
+    np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
+    np.testing.assert_array_equal(one.item_factors_, two.item_factors_)

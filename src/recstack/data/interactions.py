@@ -106,6 +106,14 @@ class Interactions:
         return m
 
     @cached_property
+    def csr_t(self) -> sp.csr_matrix:
+        """`csr` item-major: (n_items, n_users) float32, made once (ALS's item half-step and the
+        incremental state of partial_fit share it)."""
+        t = self.csr.T.tocsr()  # a counting sort: each row's indices come out sorted
+        t.sort_indices()
+        return t
+
+    @cached_property
     def user_index(self) -> dict[str, int]:
         return {u: k for k, u in enumerate(self.user_ids.tolist())}
 

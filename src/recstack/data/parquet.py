@@ -10,8 +10,9 @@ through a presence table).
 - `write_parquet(data, path)`: integer id columns when every id is a plain integer (Spark's ALS
   wants integers), string columns otherwise.
 
-Memory: reading 25M rows holds the Arrow table (≈ 0.5 GB with int32 ids, float32 ratings, int64
-timestamps) and the NumPy arrays of `Interactions` (another 0.5 GB) at once, briefly.
+Memory: columns are read one at a time, so reading 25M rows holds the NumPy arrays of
+`Interactions` (0.5 GB with int32 ids, float32 ratings, int64 timestamps) plus one column's
+Arrow copy (at most 0.2 GB) and the (user, item) CSR the duplicate check builds (0.2 GB).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def encode_ids(values: np.ndarray, also: np.ndarray | None = None) -> tuple[np.n
     """
     values = np.asarray(values)
     if values.dtype.kind in "iu":
-        v = values.astype(np.int64, copy=False)
+        v = values  # indexes as it is: no 8-byte copy of a 4-byte column
         extra = np.empty(0, np.int64) if also is None else np.asarray(also, np.int64)
         lo = min(int(v.min()) if len(v) else 0, int(extra.min()) if len(extra) else 0)
         hi = max(int(v.max()) if len(v) else 0, int(extra.max()) if len(extra) else 0)
@@ -72,9 +73,10 @@ def encode_ids(values: np.ndarray, also: np.ndarray | None = None) -> tuple[np.n
             present[v] = True
             present[extra] = True
             vocab = np.flatnonzero(present)
-            code_of = np.cumsum(present, dtype=np.int64) - 1
-            codes = code_of[v].astype(np.int32)
+            code_of = np.cumsum(present, dtype=np.int32) - 1  # < 2³¹ distinct ids
+            codes = code_of[v]
         else:
+            v = v.astype(np.int64, copy=False)
             vocab = np.union1d(np.unique(v), extra)
             codes = np.searchsorted(vocab, v).astype(np.int32)
         return codes, vocab.astype(str)
@@ -115,22 +117,12 @@ def read_parquet(path: str | Path, *, duplicates: Duplicates = "error", name: st
     if missing:
         raise DataError(f"missing column(s) {', '.join(missing)}; found {', '.join(schema.names)} "
                         f"(need user, item and optionally rating, timestamp)", path=where)
-    try:
-        table = pq.read_table(where, columns=[c for c in COLUMNS if c in names])
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"cannot read ({exc})", path=where) from None
-    n = table.num_rows
+    # one column at a time, read when it is converted: at most one column exists twice (Arrow
+    # and NumPy), never the whole table (25M rows: 0.2 GB at a time instead of 0.5 GB)
+    cols = _Columns(pq, pa, where, [c for c in COLUMNS if c in names])
+    n = cols.rows
     if n == 0:
         raise DataError("no rows", path=where)
-    for column in table.column_names:
-        col = table[column]
-        if col.null_count:
-            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"column '{column}' is null at row {row}", path=where)
-    # one column at a time, each dropped from the table once converted: the Arrow copy and the
-    # NumPy copy of the whole table never coexist
-    cols = {name: table[name] for name in table.column_names}
-    del table
     ucodes, uvocab = _ids(cols.pop("user"), "user", where)
     icodes, ivocab = _ids(cols.pop("item"), "item", where)
     rating = np.ones(n, np.float32)
@@ -158,6 +150,37 @@ def read_parquet(path: str | Path, *, duplicates: Duplicates = "error", name: st
         meta["duplicates_dropped"] = int(len(keep) - keep.sum())
         data = data.subset(keep)
     return data
+
+
+class _Columns:
+    """The Parquet columns to convert, each read (and checked for nulls) when popped."""
+
+    def __init__(self, pq, pa, where: Path, names: list[str]) -> None:
+        self.pq, self.pa, self.where, self.names = pq, pa, where, list(names)
+        first = self._read(self.names[0])
+        self.rows = len(first)
+        self.cache = {self.names[0]: first}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def _read(self, name: str):
+        try:
+            col = self.pq.read_table(self.where, columns=[name])[name]
+        except (OSError, self.pa.ArrowException) as exc:
+            raise DataError(f"cannot read ({exc})", path=self.where) from None
+        if col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"column '{name}' is null at row {row}", path=self.where)
+        return col
+
+    def pop(self, name: str):
+        self.names.remove(name)
+        col = self.cache.pop(name, None)
+        col = self._read(name) if col is None else col
+        if len(col) != self.rows:  # pragma: no cover - Parquet columns share their row count
+            raise DataError(f"column '{name}' has {len(col)} rows, not {self.rows}", path=self.where)
+        return col
 
 
 def _timestamps(col, where: Path) -> np.ndarray:

@@ -5,7 +5,9 @@ Output columns: `user`, `item` (external ids; integers when every id is a plain 
 
 - engine "local": the in-process reference. Blocks of users are scored (float32 matrix
   products) and reduced to their top k by the numba kernel, two blocks at a time on two
-  threads (both release the GIL), so the score matrix never exists in full.
+  threads (both release the GIL), so the score matrix never exists in full. Factor models
+  (mf, biased-mf, als) score into one reused buffer per thread, x_u · y_i with b_i as an extra
+  factor column, μ + b_u added to the k kept scores.
 - engine "spark": the same on Spark (`spark.spark_top_k`), for factor models (`user_factors_`,
   `item_factors_`: MF, biased MF, ALS).
 """
@@ -13,6 +15,7 @@ Output columns: `user`, `item` (external ids; integers when every id is a plain 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import RecstackError
 from recstack.models.base import Model
 from recstack.recommend import recommend
+from recstack.topk import top_k_rows_serial
 
 
 def local_top_k(model: Model, seen: sp.csr_matrix | None, k: int, users: np.ndarray | None = None,
@@ -36,9 +40,24 @@ def local_top_k(model: Model, seen: sp.csr_matrix | None, k: int, users: np.ndar
     blocks = [users[s:s + block] for s in range(0, len(users), block)]
     items = np.empty((len(users), k), np.int64)
     scores = np.empty((len(users), k), np.float32)
+    factors = _dot_factors(model) if len(users) and 0 <= users.min() and users.max() < model.n_users_ else None
+    local = threading.local()
 
     def run(b: int) -> None:
-        idx, val = recommend(model, blocks[b], k, exclude=seen, batch_size=block)
+        if factors is None:
+            idx, val = recommend(model, blocks[b], k, exclude=seen, batch_size=block)
+        else:  # one score buffer per thread, filled in place: no fresh block of pages per block
+            X, YT = factors
+            if getattr(local, "buf", None) is None:
+                local.buf = np.empty((block, YT.shape[1]), np.float32)
+            ub = blocks[b]
+            s = local.buf[:len(ub)]
+            np.matmul(X[ub], YT, out=s)
+            if seen is not None:
+                sub = seen[ub].tocoo()
+                s[sub.row, sub.col] = -np.inf
+            idx, val = top_k_rows_serial(s, k)
+            val += score_offset(model, ub)
         items[b * block:b * block + len(blocks[b])] = idx
         scores[b * block:b * block + len(blocks[b])] = val
 
@@ -49,6 +68,17 @@ def local_top_k(model: Model, seen: sp.csr_matrix | None, k: int, users: np.ndar
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(run, range(len(blocks))))
     return users, items, scores
+
+
+def _dot_factors(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
+    """(X, Yᵀ) when `model` scores x_u · y_i (+ what `score_offset` adds): the MF family with
+    its own `_score` (mf, biased-mf, als); None for every other model."""
+    from recstack.models.mf import MF
+
+    if not (isinstance(model, MF) and type(model)._score is MF._score):
+        return None
+    X, Y = factor_arrays(model)
+    return X, np.ascontiguousarray(Y.T)
 
 
 def seen_matrix(model_train: Interactions, data: Interactions | None) -> sp.csr_matrix:

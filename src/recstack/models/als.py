@@ -42,7 +42,7 @@ from recstack.models.incremental import (
     upsert_ratings,
     user_rows,
 )
-from recstack.models.mf import MF
+from recstack.models.mf import MF, numba_threads
 from recstack.progress import Bar
 
 CHUNK = 64  # rows per parallel task: scratch arrays are allocated once per chunk
@@ -205,10 +205,12 @@ class ALSConfig(Config):
     cg_steps: int = 3
     reg_scaling: Literal["absolute", "count"] = "absolute"
     init_std: float = 0.01
+    threads: int = 0  # solver threads: 0 = numba's (NUMBA_NUM_THREADS, all cores by default)
     seed: int = 0
 
     def check(self) -> None:
         require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
+        require(self.threads >= 0, "threads", self.threads, "must be ≥ 0 (0: numba's default)")
         require(self.epochs >= 1, "epochs", self.epochs, "must be ≥ 1")
         if self.reg is None:  # resolved once, so to_dict() and saved configs carry the number
             object.__setattr__(self, "reg", EXPLICIT_REG if self.mode == "explicit" else IMPLICIT_REG)
@@ -248,19 +250,21 @@ class ALS(MF):
         if not self.explicit and train.rating.min() < 0:
             raise RecstackError("implicit ALS needs non-negative ratings (confidence 1 + alpha·r)")
         # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
-        X = rng.normal(0.0, c.init_std, (train.n_users, c.factors)).astype(np.float32)
-        Y = rng.normal(0.0, c.init_std, (train.n_items, c.factors)).astype(np.float32)
-        csr = train.csr  # shares its index arrays: only the values are new
-        values = csr.data.astype(np.float32, copy=False)
-        values = (values - np.float32(mu)) if self.explicit else self._confidence(values)
-        ui = sp.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape)
-        iu = ui.T.tocsr()
+        X, Y = (_normal32(rng, c.init_std, n, c.factors) for n in (train.n_users, train.n_items))
+        # both orientations share the data's own index arrays (`csr`, `csr_t`): only values are new
+        if not self.explicit and c.confidence == "binary":  # one constant array serves both
+            conf = self._confidence(np.zeros(train.csr.nnz, np.float32))
+            ui, iu = (sp.csr_matrix((conf, m.indices, m.indptr), shape=m.shape) for m in (train.csr, train.csr_t))
+        else:
+            ui, iu = (sp.csr_matrix((self._values(m.data, mu), m.indices, m.indptr), shape=m.shape)
+                      for m in (train.csr, train.csr_t))
         parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
         bar = Bar(f"{self.name} epochs", total=c.epochs)
-        for _ in range(c.epochs):
-            for (indptr, indices, data), solve, fixed in parts:
-                self._half_step(indptr, indices, data, solve, fixed)
-            bar.update()
+        with numba_threads(c.threads or numba.get_num_threads()):
+            for _ in range(c.epochs):
+                for (indptr, indices, data), solve, fixed in parts:
+                    self._half_step(indptr, indices, data, solve, fixed)
+                bar.update()
         bar.close()
         self.epochs_ = c.epochs
         self.user_factors_ = X.astype(np.float32)
@@ -269,9 +273,15 @@ class ALS(MF):
         self.min_rating_ = float(train.rating.min())
         self.max_rating_ = float(train.rating.max())
 
+    def _values(self, ratings: np.ndarray, mu: float) -> np.ndarray:
+        """float32 solve targets: r − μ (explicit) or confidences (implicit)."""
+        values = ratings.astype(np.float32, copy=False)
+        return (values - np.float32(mu)) if self.explicit else self._confidence(values)
+
     def _confidence(self, values: np.ndarray) -> np.ndarray:
-        r = np.ones_like(values) if self.config.confidence == "binary" else values
-        return (1.0 + self.config.alpha * r).astype(values.dtype)
+        if self.config.confidence == "binary":
+            return np.full(values.shape, 1.0 + self.config.alpha, values.dtype)
+        return (1.0 + self.config.alpha * values).astype(values.dtype)
 
     def _half_step(self, indptr, indices, data, X, Y) -> None:
         c = self.config
@@ -434,6 +444,16 @@ class ALS(MF):
             gram = Y.T.astype(np.float64) @ Y
             solve_rows(indptr, cols, w, t, Y, gram, float(self.config.reg), 0.0, out)
         X[rows] = out
+
+
+def _normal32(rng: np.random.Generator, std: float, n: int, k: int) -> np.ndarray:
+    """`rng.normal(0, std, (n, k)).astype(float32)` drawn in row blocks: the same numbers (the
+    generator's stream is sequential) without the whole float64 table."""
+    out = np.empty((n, k), np.float32)
+    for lo in range(0, n, 1 << 14):
+        hi = min(n, lo + (1 << 14))
+        out[lo:hi] = rng.normal(0.0, std, (hi - lo, k))
+    return out
 
 
 def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -161,18 +161,18 @@ def csr_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, rows: 
 def keep_ratings(model: Any, train: Interactions) -> None:
     """Store `train`'s ratings on `model` as user-major and item-major CSR state arrays (the
     item-major copy only when the model's `keeps_item_major` is true — the default — since
-    `partial_fit` keeps every copy it has up to date)."""
-    x = train.csr.astype(np.float64)
-    model.train_indptr_ = x.indptr.astype(np.int64)
-    model.train_indices_ = x.indices.astype(np.int64)
-    model.train_values_ = x.data.astype(np.float64)
-    if not getattr(model, "keeps_item_major", True):
-        return
-    t = x.T.tocsr()
-    t.sort_indices()
-    model.train_t_indptr_ = t.indptr.astype(np.int64)
-    model.train_t_indices_ = t.indices.astype(np.int64)
-    model.train_t_values_ = t.data.astype(np.float64)
+    `partial_fit` keeps every copy it has up to date).
+
+    int64 row pointers, int32 column indices and float32 values (the ratings' own dtype): at
+    25M ratings both orientations take 0.4 GB, and the user-major one shares `train.csr`'s arrays
+    (never written in place: an upsert makes new arrays)."""
+    keep = (("train_", train.csr),)
+    if getattr(model, "keeps_item_major", True):
+        keep += (("train_t_", train.csr_t),)
+    for prefix, m in keep:
+        setattr(model, f"{prefix}indptr_", m.indptr.astype(np.int64, copy=False))
+        setattr(model, f"{prefix}indices_", m.indices.astype(np.int32, copy=False))
+        setattr(model, f"{prefix}values_", m.data.astype(np.float32, copy=False))
 
 
 def upsert_ratings(model: Any, events: Interactions) -> Upsert:

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from recstack.data.interactions import Interactions
+from recstack.errors import ConfigError
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
 from recstack.models.incremental import grow, keep_ratings, solve_rows, upsert_ratings, user_rows
@@ -79,12 +80,14 @@ def sgd_epoch(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, biased
 def dsgd_epoch(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, bounds: np.ndarray,
                seeds: np.ndarray, P: np.ndarray, Q: np.ndarray, bu: np.ndarray, bi: np.ndarray,
                mu: np.floating, lr: np.floating, reg: np.floating, reg_bias: np.floating,
-               biased: bool) -> float:
+               biased: bool, sub_bounds: np.ndarray | None = None) -> float:
     """One DSGD pass: rows arranged in g × g blocks (`Strata`; block j is rows bounds[j]..bounds[j+1]-1).
 
     Stratum s runs blocks (a, (a + s) mod g), a = 0..g-1, at once on g threads, each the
     nogil kernel `_sgd_rows`; they share no user and no item, so the result does not depend on
-    the threads. A block with seeds[j] ≥ 0 is reshuffled (`shuffle_rows`) just before its pass.
+    the threads. A block with seeds[j] ≥ 0 is reshuffled just before its pass: as a whole
+    (`shuffle_rows`), or sub-block by sub-block when `sub_bounds` (the cache-aware sub-blocks'
+    row bounds, `Strata.sub_bounds`) is given, so the rows stay grouped (`shuffle_groups`).
     Returns the pass's train RMSE. Plain Python threads rather than a `parallel=True` kernel:
     the same updates, without compiling a parallel kernel (about 2 s of CPU on a cold cache)
     or starting numba's threading layer in each new process.
@@ -94,8 +97,11 @@ def dsgd_epoch(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, bounds
 
     def run(j: int) -> None:
         lo, hi = int(bounds[j]), int(bounds[j + 1])
-        if seeds[j] >= 0:
+        if seeds[j] >= 0 and sub_bounds is None:
             shuffle_rows(seeds[j], users[lo:hi], items[lo:hi], ratings[lo:hi])
+        elif seeds[j] >= 0:
+            inner = sub_bounds[(sub_bounds >= lo) & (sub_bounds <= hi)]
+            shuffle_groups(seeds[j], inner, users, items, ratings)
         sq[j] = _sgd_rows(users, items, ratings, lo, hi, P, Q, bu, bi, mu, lr, reg, reg_bias, biased)
 
     pool = _thread_pool(g - 1)
@@ -166,6 +172,40 @@ def shuffle_rows(seed, users, items, ratings):  # pragma: no cover - numba
         ratings[j], ratings[r] = ratings[r], ratings[j]
 
 
+@numba.njit(cache=True, nogil=True)
+def shuffle_groups(seed, bounds, users, items, ratings):  # pragma: no cover - numba
+    """`shuffle_rows` on each group of rows bounds[k]..bounds[k+1]-1 (group k with seed
+    `seed` + k·0xBF58476D1CE4E5B9 mod 2⁶⁴): rows stay in their group. One group is exactly
+    `shuffle_rows(seed, ...)` on it."""
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        shuffle_rows(np.uint64(seed) + np.uint64(k) * np.uint64(_MIX1), users[lo:hi], items[lo:hi], ratings[lo:hi])
+
+
+@numba.njit(cache=True, nogil=True)
+def group_rows(keys, n_keys, users, items, ratings):  # pragma: no cover - numba
+    """Rows reordered by key in O(n) (a counting sort, stable: rows keep their order inside a
+    key) as new arrays (ratings float32), and the (n_keys + 1,) row bounds of each key."""
+    n = len(keys)
+    bounds = np.zeros(n_keys + 1, np.int64)
+    for j in range(n):
+        bounds[keys[j] + 1] += 1
+    for k in range(n_keys):
+        bounds[k + 1] += bounds[k]
+    pos = bounds[:-1].copy()
+    u = np.empty(n, users.dtype)
+    it = np.empty(n, items.dtype)
+    r = np.empty(n, np.float32)
+    for j in range(n):
+        k = keys[j]
+        p = pos[k]
+        pos[k] = p + 1
+        u[p] = users[j]
+        it[p] = items[j]
+        r[p] = ratings[j]
+    return u, it, r, bounds
+
+
 def shuffle_rows_slow(seed: int, *arrays: np.ndarray) -> None:
     """Plain-Python twin of `shuffle_rows`: the same permutation of each array, in place."""
     s = seed & _MASK64
@@ -183,33 +223,78 @@ class Strata:
     """The g × g blocks of DSGD (Gemulla, Nijkamp, Haas & Sismanis, KDD 2011) for g threads.
 
     Users are cut into g contiguous index ranges holding about equal numbers of rows, items
-    likewise; block (a, b) holds the rows of user range a and item range b, and `order` sorts
-    the rows by block (stably, so each block keeps the rows' shuffled order) with block j at
-    rows bounds[j]..bounds[j+1]-1. The g blocks (a, (a + s) mod g) of stratum s share no user
-    and no item, so threads update them at once without locks and the result does not depend on
-    thread timing. Contiguous ranges keep the threads off each other's cache lines: randomly
-    drawn groups put rows of both threads in one line and were measured slower than one thread.
+    likewise; block (a, b) holds the rows of user range a and item range b, and `arrange` puts
+    the rows in block order with block j at rows bounds[j]..bounds[j+1]-1. The g blocks
+    (a, (a + s) mod g) of stratum s share no user and no item, so threads update them at once
+    without locks and the result does not depend on thread timing. Contiguous ranges keep the
+    threads off each other's cache lines: randomly drawn groups put rows of both threads in one
+    line and were measured slower than one thread. g = 1 is one block (serial SGD).
+
+    `tile` > 0 (cache-aware order): inside each block, the rows of each (tile users × tile items)
+    sub-block come one after another, so the factor rows they touch stay in cache; rows are
+    random inside a sub-block. `sub_bounds` are the sub-blocks' row bounds (the blocks' own
+    without tiles). Arranging is a counting sort (O(n)), then one shuffle per sub-block.
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, g: int,
                  tile: int = 0) -> None:
         self.g = g
-        block = self._group(users, n_users) * g + self._group(items, n_items)
-        if tile > 0:  # inside a block, (tile users × tile items) sub-blocks one after another
-            block = block * tile_count(n_users, n_items, tile) + tile_key(users, items, n_items, tile)
-            g2 = g * g * tile_count(n_users, n_items, tile)
-            self.order = np.argsort(block, kind="stable")
-            starts = np.searchsorted(block[self.order], np.arange(g * g + 1) * (g2 // (g * g)))
-            self.bounds = starts
-            return
-        self.order = np.argsort(block, kind="stable")  # stable: rows keep their random order
-        self.bounds = np.searchsorted(block[self.order], np.arange(g * g + 1))
+        self.per_block = tile_count(n_users, n_items, tile) if tile > 0 else 1
+        self.n_keys = g * g * self.per_block
+        if self.n_keys >= 2**31:
+            raise ConfigError(f"tile {tile} cuts {n_users:,} users × {n_items:,} items into too many sub-blocks")
+        self.keys, counts = block_keys(users, items, self._ranges(users, n_users), self._ranges(items, n_items),
+                                       g, max(tile, 1), -(-n_items // tile) if tile > 0 else 1, self.per_block)
+        self.sub_bounds = np.concatenate([[0], np.cumsum(counts)])
+        self.bounds = self.sub_bounds[::self.per_block]
 
-    def _group(self, ids: np.ndarray, n: int) -> np.ndarray:
-        """(len(ids),) range of each id among g contiguous ranges of 0..n-1 with equal row counts."""
-        cum = np.cumsum(np.bincount(ids, minlength=n))
+    @property
+    def order(self) -> np.ndarray:
+        """The stable permutation that `arrange` applies before shuffling (block order)."""
+        return np.argsort(self.keys, kind="stable")
+
+    def arrange(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """New (users, items, float32 ratings) in block (and sub-block) order; with a `seed`,
+        each sub-block shuffled (`shuffle_groups`). One sub-block and a seed: exactly
+        `shuffle_rows(seed, ...)` on copies of the rows."""
+        u, i, r, bounds = group_rows(self.keys, self.n_keys, users, items, ratings)
+        if seed is not None:
+            shuffle_groups(seed, bounds, u, i, r)
+        return u, i, r
+
+    def _ranges(self, ids: np.ndarray, n: int) -> np.ndarray:
+        """(n,) range of each id 0..n-1 among g contiguous ranges holding about equal row counts."""
+        cum = np.cumsum(count_ids(ids, n))
         inner = np.searchsorted(cum, cum[-1] * np.arange(1, self.g) / self.g) + 1
-        return np.searchsorted(inner, ids, side="right")
+        return np.searchsorted(inner, np.arange(n), side="right").astype(np.int32)
+
+
+@numba.njit(cache=True, nogil=True)
+def count_ids(ids, n):  # pragma: no cover - numba
+    """`np.bincount(ids, minlength=n)` without its int64 copy of `ids`."""
+    out = np.zeros(n, np.int64)
+    for j in range(len(ids)):
+        out[ids[j]] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def block_keys(users, items, user_range, item_range, g, tile, item_tiles, per_block):  # pragma: no cover
+    """(n,) int32 key of each row — its DSGD block (user range × g + item range) × per_block
+    + its (tile users × tile items) sub-block (`tile_key`; 0 without tiles) — and the row count
+    of each of the g²·per_block keys."""
+    n = len(users)
+    keys = np.empty(n, np.int32)
+    counts = np.zeros(g * g * per_block, np.int64)
+    for j in range(n):
+        u, i = users[j], items[j]
+        block = user_range[u] * g + item_range[i]
+        sub = (u // tile) * item_tiles + i // tile if per_block > 1 else 0
+        key = block * per_block + sub
+        keys[j] = key
+        counts[key] += 1
+    return keys, counts
 
 
 def tile_count(n_users: int, n_items: int, tile: int) -> int:
@@ -232,6 +317,24 @@ def numba_threads(n: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+def latest_rows(timestamp: np.ndarray, m: int) -> np.ndarray:
+    """The m latest rows, oldest first (ties by row order): the last m of the stable sort by
+    timestamp, found among the rows at or after the m-th latest time (no full sort)."""
+    n = len(timestamp)
+    if m <= 0:
+        return np.empty(0, np.int64)
+    if n <= m:  # every row
+        return np.lexsort((np.arange(n), timestamp))
+    # the m latest times of each chunk hold the m latest overall: no copy of the whole column
+    step = max(m, 1 << 20)
+    tops = [np.partition(timestamp[lo:lo + step], max(len(timestamp[lo:lo + step]) - m, 0))[-m:]
+            for lo in range(0, n, step)]
+    tops = np.concatenate(tops)
+    cut = np.partition(tops, len(tops) - m)[len(tops) - m]
+    cand = np.flatnonzero(timestamp >= cut)
+    return cand[np.lexsort((cand, timestamp[cand]))][len(cand) - m:]
 
 
 class EarlyStopping:
@@ -293,6 +396,12 @@ class MFConfig(Config):
     blocks of one stratum in parallel. The visiting order then depends on `threads`, so the
     numbers do too (same seed and threads → same numbers); 1 is plain serial SGD.
 
+    `tile` (cache-aware order, `Strata`): rows are visited sub-block by sub-block of (tile users
+    × tile items), random inside each, so the factor rows in use stay in the core's cache
+    (2 × 512 KB at 2048 and 64 factors). Below 2048 users and items (ML-100K) there is one
+    sub-block and the order is the plain shuffle. At ML-25M's shape (25M ratings, 64 factors)
+    one thread did 32M updates per CPU-second in this order against 7.6M in a random one.
+
     `refit` (on by default): after early stopping on a carved `valid_fraction` part has picked
     the epoch count, train again from scratch on all the training data for that many epochs
     (`fit_with_refit`); off, the model keeps the state of its best epoch on the carve and never
@@ -310,7 +419,7 @@ class MFConfig(Config):
     refit: bool = True
     shuffle: Literal["epoch", "once"] = "epoch"
     threads: int = 1
-    tile: int = 0  # > 0: cache-aware order, rows grouped by (tile users × tile items) sub-block
+    tile: int = 2048  # > 0: cache-aware order, rows grouped by (tile users × tile items) sub-block; 0: off
     seed: int = 0
     # partial_fit: SGD passes over each batch of new ratings plus the replay buffer of the most
     # recent `replay_size` ratings, at `partial_learning_rate` (0: `learning_rate`)
@@ -327,8 +436,6 @@ class MFConfig(Config):
         require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
         require(self.threads >= 1, "threads", self.threads, "must be ≥ 1")
         require(self.tile >= 0, "tile", self.tile, "must be ≥ 0 (0: off)")
-        require(self.tile == 0 or self.shuffle == "once", "tile", self.tile,
-                "needs shuffle='once' (a reshuffle would undo the cache-aware order)")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
         require(self.partial_epochs >= 0, "partial_epochs", self.partial_epochs, "must be ≥ 0")
         require(self.replay_size >= 0, "replay_size", self.replay_size, "must be ≥ 0")
@@ -392,32 +499,26 @@ class MF(Model):
         mu = train.global_mean if self.biased else 0.0
         reg_bias = getattr(c, "reg_bias", -1.0)
         reg_bias = c.reg if reg_bias < 0 else reg_bias
-        # private copies: shuffle_rows permutes them in place
-        users, items = train.user.copy(), train.item.copy()
-        ratings = train.rating.astype(f32)
-        shuffle_rows(int(rng.integers(1 << 63)), users, items, ratings)
-        strata = None
-        if c.threads > 1:
-            strata = Strata(users, items, train.n_users, train.n_items, c.threads, c.tile)
-            users, items, ratings = users[strata.order], items[strata.order], ratings[strata.order]
-        elif c.tile > 0:
-            order = np.argsort(tile_key(users, items, train.n_items, c.tile), kind="stable")
-            users, items, ratings = users[order], items[order], ratings[order]
+        # private copies in block (and, with `tile`, sub-block) order, shuffled inside each
+        strata = Strata(train.user, train.item, train.n_users, train.n_items, c.threads, c.tile)
+        users, items, ratings = strata.arrange(train.user, train.item, train.rating, int(rng.integers(1 << 63)))
+        sub_bounds = strata.sub_bounds if strata.per_block > 1 else None
         scalars = (f32(mu), f32(c.learning_rate), f32(c.reg), f32(reg_bias), self.biased)
         stopper = EarlyStopping(c.patience, c.early_stopping)
         train_hist, valid_hist = [], []
         bar = Bar(f"{self.name} epochs", total=epochs)
         for epoch in range(1, epochs + 1):
             reshuffle = epoch > 1 and c.shuffle == "epoch"
-            if strata is None:
+            if c.threads == 1:
                 if reshuffle:
-                    shuffle_rows(int(rng.integers(1 << 63)), users, items, ratings)
+                    shuffle_groups(int(rng.integers(1 << 63)), strata.sub_bounds, users, items, ratings)
                 rmse = sgd_epoch(users, items, ratings, P, Q, bu, bi, *scalars)
             else:
                 blocks = c.threads * c.threads
                 seeds = rng.integers(1 << 63, size=blocks) if reshuffle else np.full(blocks, -1)
                 with numba_threads(c.threads):
-                    rmse = dsgd_epoch(users, items, ratings, strata.bounds, seeds, P, Q, bu, bi, *scalars)
+                    rmse = dsgd_epoch(users, items, ratings, strata.bounds, seeds, P, Q, bu, bi, *scalars,
+                                      sub_bounds=sub_bounds)
             train_hist.append(float(rmse))
             if valid is not None and len(valid):
                 err = self._raw(valid.user, valid.item, P, Q, bu, bi, mu) - valid.rating
@@ -578,10 +679,7 @@ class MF(Model):
         """`Model.fit`, then keep the training ratings and the most recent ones for `partial_fit`."""
         super().fit(train, valid)
         keep_ratings(self, train)
-        size = int(self._partial("replay_size"))
-        recent = np.lexsort((np.arange(len(train)), train.timestamp))[max(0, len(train) - size):]
-        if size == 0:
-            recent = recent[:0]
+        recent = latest_rows(train.timestamp, int(self._partial("replay_size")))
         self.replay_users_ = train.user[recent].astype(np.int32)
         self.replay_items_ = train.item[recent].astype(np.int32)
         self.replay_ratings_ = train.rating[recent].astype(np.float32)
