@@ -130,11 +130,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--configs", type=Path, default=ROOT / "configs", help="folder of <model>.<protocol>.json")
     p.add_argument("--force", action="store_true", help="refit even where a record exists")
     p.add_argument("--summary-only", action="store_true", help="only summarise the stored records")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars on stderr")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.quiet:
+        from recstack import progress
+
+        progress.enable()
     if args.summary_only:
         records = [json.loads(record_path(args.out, m, s).read_text()) for m in args.models for s in args.seeds
                    if record_path(args.out, m, s).exists()]
