@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 from benchmarks import sequential  # noqa: E402
+
 from tests.models.test_markov import chain_data  # noqa: E402
 
 TINY = {"factors": 16, "max_len": 10, "epochs": 3, "batch_size": 32, "learning_rate": 1e-2,
@@ -40,7 +41,7 @@ def test_records_per_seed_are_resumed_and_summarised(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="refitted"):  # a changed config is not read back
         sequential.run(data, out, ["gru4rec"], [0], configs)
 
-    summ = sequential.summary(records)
+    summ = sequential.summary(records, required_seeds=[0, 1])
     row = summ["rows"][0]
     ndcgs = [r["metrics"]["ndcg@10"] for r in records]
     assert [s["ndcg@10"] for s in row["seeds"]] == ndcgs
@@ -53,9 +54,11 @@ def test_best_model_and_verdict():
         return {"model": model, "seed": seed, "metrics": {"ndcg@10": ndcg, "hr@10": 2 * ndcg},
                 "fit_seconds": 1.0, "folds": [{"best_epoch": 3, "epochs": 5}], "config_source": "c"}
 
-    summ = sequential.summary([rec("a", 0, 0.10), rec("a", 1, 0.12), rec("b", 0, 0.104), rec("b", 1, 0.104)])
+    summ = sequential.summary([rec("a", 0, 0.10), rec("a", 1, 0.12), rec("b", 0, 0.104), rec("b", 1, 0.104)],
+                              required_seeds=[0, 1])
     assert summ["best"] == "a" and summ["best_mean_ndcg@10"] == pytest.approx(0.11) and summ["met"]
-    summ = sequential.summary([rec("b", 0, 0.104), rec("b", 1, 0.1048)])
+    assert not sequential.summary([rec("a", 0, 0.12)])["met"]  # one seed of the three is not a mean over 0-2
+    summ = sequential.summary([rec("b", 0, 0.104), rec("b", 1, 0.1048)], required_seeds=[0, 1])
     assert not summ["met"]
     table = sequential.markdown(summ)
-    assert table[2].startswith("| `b` | 0.1040 / 0.1048 | 0.1044 |") and "not met" in table[-1]
+    assert table[2].startswith("| `b` | 0.1040 / 0.1048 | 0, 1 | 0.1044 |") and "not met" in table[-1]
