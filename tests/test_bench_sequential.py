@@ -1,0 +1,64 @@
+"""`python -m benchmarks.sequential`: one record per (model, seed), read back on a rerun, and a
+summary whose means, best model and target verdict follow from the records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from benchmarks import sequential  # noqa: E402
+
+from tests.models.test_markov import chain_data  # noqa: E402
+
+TINY = {"factors": 16, "max_len": 10, "epochs": 3, "batch_size": 32, "learning_rate": 1e-2,
+        "dropout": 0.0, "threads": 1}
+
+
+def test_records_per_seed_are_resumed_and_summarised(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "gru4rec.leave-last-out.json").write_text(json.dumps(TINY))
+    out = tmp_path / "results"
+    data = chain_data()
+    records = sequential.run(data, out, ["gru4rec"], [0, 1], configs)
+    assert [r["seed"] for r in records] == [0, 1]
+    for seed in (0, 1):
+        stored = json.loads(sequential.record_path(out, "gru4rec", seed).read_text())
+        assert stored["config"]["seed"] == seed and stored["config"]["epochs"] == 3
+        assert stored["protocol"] == "leave-last-out" and stored["config_source"].endswith(".json")
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a stored record was refitted")
+
+    monkeypatch.setattr("recstack.evaluate.run_protocol", refit)
+    again = sequential.run(data, out, ["gru4rec"], [0, 1], configs)
+    assert again == records
+
+    (configs / "gru4rec.leave-last-out.json").write_text(json.dumps({**TINY, "epochs": 4}))
+    with pytest.raises(AssertionError, match="refitted"):  # a changed config is not read back
+        sequential.run(data, out, ["gru4rec"], [0], configs)
+
+    summ = sequential.summary(records, required_seeds=[0, 1])
+    row = summ["rows"][0]
+    ndcgs = [r["metrics"]["ndcg@10"] for r in records]
+    assert [s["ndcg@10"] for s in row["seeds"]] == ndcgs
+    assert row["mean"]["ndcg@10"] == pytest.approx(sum(ndcgs) / 2)
+    assert summ["best"] == "gru4rec" and summ["met"] == (row["mean"]["ndcg@10"] >= sequential.TARGET_NDCG)
+
+
+def test_best_model_and_verdict():
+    def rec(model, seed, ndcg):
+        return {"model": model, "seed": seed, "metrics": {"ndcg@10": ndcg, "hr@10": 2 * ndcg},
+                "fit_seconds": 1.0, "folds": [{"best_epoch": 3, "epochs": 5}], "config_source": "c"}
+
+    summ = sequential.summary([rec("a", 0, 0.10), rec("a", 1, 0.12), rec("b", 0, 0.104), rec("b", 1, 0.104)],
+                              required_seeds=[0, 1])
+    assert summ["best"] == "a" and summ["best_mean_ndcg@10"] == pytest.approx(0.11) and summ["met"]
+    assert not sequential.summary([rec("a", 0, 0.12)])["met"]  # one seed of the three is not a mean over 0-2
+    summ = sequential.summary([rec("b", 0, 0.104), rec("b", 1, 0.1048)], required_seeds=[0, 1])
+    assert not summ["met"]
+    table = sequential.markdown(summ)
+    assert table[2].startswith("| `b` | 0.1040 / 0.1048 | 0, 1 | 0.1044 |") and "not met" in table[-1]
