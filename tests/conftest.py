@@ -10,6 +10,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _progress_state_restored():
+    """A test that runs a command's `main` in process (which turns progress bars on unless
+    `--json`) leaves the global switch as it found it."""
+    from recstack import progress
+
+    before = progress._enabled
+    yield
+    progress.enable(before)
+
+
 @pytest.fixture(scope="session")
 def ml100k():
     from recstack.data import load_ml100k
