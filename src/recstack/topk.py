@@ -53,7 +53,8 @@ def top_k_rows(scores, k):  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True)
 def top_k_rows_serial(scores, k):  # pragma: no cover - numba
-    """`top_k_rows` on the calling thread only (for callers that run their own threads)."""
+    """`top_k_rows` on the calling thread only: for callers that run their own threads, and for a
+    handful of rows (one user's answer), where waking the worker threads costs more than the scan."""
     n, m = scores.shape
     idx = np.full((n, k), -1, np.int64)
     val = np.full((n, k), np.nan, np.float32)
@@ -62,11 +63,6 @@ def top_k_rows_serial(scores, k):  # pragma: no cover - numba
     for r in range(n):
         _top_k_row(scores[r], k, where, best, idx[r], val[r])
     return idx, val
-
-
-# The same kernel without threads, for a handful of rows (one user's answer): a parallel region
-# costs a wake-up of the worker threads that is larger than scanning one row of scores.
-top_k_rows_serial = numba.njit(cache=True, nogil=True)(top_k_rows.py_func)
 
 
 def top_k_slow(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.test_web_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port, _need, _wait_http
+from tests.web.test_web_browser import CHROMIUM, TIMEOUT_MS, _free_port, _need, _wait_http, chromium_context
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,18 +54,8 @@ def service_page(mf_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, service_page):
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,11 +80,11 @@ def served(mf_folder):
         app.close()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory, served):
+@contextmanager
+def chromium_context(profile: Path):
+    """A headless Chromium context (Debian's binary, a throw-away profile) with our timeouts."""
     from playwright.sync_api import sync_playwright
 
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
@@ -93,6 +94,12 @@ def browser(tmp_path_factory, served):
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, served):
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture

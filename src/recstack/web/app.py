@@ -344,15 +344,19 @@ def launch(model_dir: str | Path, host: str = "127.0.0.1", port: int = 7860,
     """
     from recstack.persist import load_model
 
+    return serve_page(build_app(load_model(model_dir)), f"serving {model_dir}", host, port, prevent_thread_lock)
+
+
+def serve_page(app: gradio.Blocks, what: str, host: str, port: int, prevent_thread_lock: bool) -> gradio.Blocks:
+    """Serve a built page on http://host:port with our theme, say so on stderr (`what` names the
+    source), and block until Ctrl+C unless `prevent_thread_lock`."""
     gr = _gradio()
-    app = build_app(load_model(model_dir))
     try:
         app.launch(server_name=host, server_port=port, share=False, quiet=True, ssr_mode=False,
                    prevent_thread_lock=True, theme=_theme(gr), css=CSS, footer_links=[])
     except OSError as exc:  # the port is taken or the host cannot be bound
         raise RecstackError(f"cannot serve on {host}:{port} ({exc}); choose another --port") from None
-    print(f"recstack web: serving {model_dir} at http://{host}:{port}/ (Ctrl+C to stop)",
-          file=sys.stderr, flush=True)
+    print(f"recstack web: {what} at http://{host}:{port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
     if not prevent_thread_lock:
         try:
             app.block_thread()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -32,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from recstack.errors import ConfigError, RecstackError
-from recstack.web.app import CSS, K_MAX, K_MIN, _gradio, _theme, because_text, clamp_k, item_table
+from recstack.web.app import K_MAX, K_MIN, _gradio, because_text, clamp_k, item_table, serve_page
 
 TIMEOUT = 30.0
 VARIANT_COLUMNS = ["variant", "users", "exposures", "mean", "95% CI"]
@@ -401,17 +400,5 @@ def build_remote_app(client: ServiceClient, first_user: str = "1") -> Any:
 def launch_remote(api: str, api_key: str | None = None, host: str = "127.0.0.1", port: int = 7860,
                   user: str = "1", prevent_thread_lock: bool = False) -> Any:
     """Serve the page over the service at `api` on http://host:port (see `recstack.web.app.launch`)."""
-    gr = _gradio()
-    app = build_remote_app(ServiceClient(api, api_key), first_user=user)
-    try:
-        app.launch(server_name=host, server_port=port, share=False, quiet=True, ssr_mode=False,
-                   prevent_thread_lock=True, theme=_theme(gr), css=CSS, footer_links=[])
-    except OSError as exc:
-        raise RecstackError(f"cannot serve on {host}:{port} ({exc}); choose another --port") from None
-    print(f"recstack web: the page over {api} at http://{host}:{port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
-    if not prevent_thread_lock:
-        try:
-            app.block_thread()
-        finally:
-            app.close()
-    return app
+    return serve_page(build_remote_app(ServiceClient(api, api_key), first_user=user), f"the page over {api}",
+                      host, port, prevent_thread_lock)
