@@ -246,6 +246,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _with_earlier(out: Path, records: list[dict[str, Any]],
+                  speed_rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """This run's records and speed rows, plus those already in `out` that it did not redo."""
+    fresh = {(r["protocol"], r["model"]) for r in records}
+    kept = [json.loads(f.read_text()) for f in sorted((out / "records").glob("*.json"))
+            if not f.name.startswith("stream__")]  # the stream rows have their own table
+    records = [r for r in kept if (r.get("protocol"), r.get("model")) not in fresh] + records
+    path = out / "speed.json"
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    redone = {r["name"] for r in speed_rows}
+    return records, [r for r in earlier if r.get("name") not in redone] + speed_rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     references.register()
@@ -275,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream_records = stream_bench.run(data, out, models, args.configs)
         stream_rows = stream_bench.summary(stream_records)
         (out / "stream.json").write_text(json.dumps(stream_rows, indent=2))
+    partial = bool(args.only) or args.speed_only or args.no_speed
+    if partial:  # the table and speed.json keep every row this run did not measure again
+        records, speed_rows = _with_earlier(out, records, speed_rows)
     (out / "speed.json").write_text(json.dumps(speed_rows, indent=2))
     seconds = time.perf_counter() - t0
     header = [f"`python -m benchmarks.run {' '.join(argv if argv is not None else sys.argv[1:])}` — "
