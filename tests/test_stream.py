@@ -177,6 +177,29 @@ def test_updates_are_merged_lazily_and_answers_follow_each_one(rec):
         "new-user", k=30).ids.tolist()
 
 
+def test_views_between_updates_agree_with_the_merged_log(rec):
+    """`item_popularity`, `user_rows`, the id maps and `history` read between updates (no merge:
+    what a service answering after each event uses) equal what the merged log says."""
+    rows = [("0", "1", 2.0, 5), ("0", "3", 5.0, 6), ("new-user", "5", 5.0, 7), ("0", "1", 4.0, 8),
+            ("1", "new-item", 3.0, 9), ("new-user", "new-item", 1.0, 10), ("2", "4", 5.0, 11)]
+    for row in rows:
+        rec.update([row])
+    assert rec._pending  # nothing above merged the log
+    pop = rec.item_popularity.copy()
+    rows_of = {u: rec.user_rows(rec.user_index[u]) for u in ("0", "1", "2", "new-user")}
+    ids, history = rec.item_ids.tolist(), rec.history("0")
+    merged = rec.train
+    assert not rec._pending
+    assert pop.tolist() == merged.item_popularity.tolist()
+    assert ids == merged.item_ids.tolist() and rec.item_index == merged.item_index
+    for user, (items, ratings) in rows_of.items():
+        lo, hi = merged.csr.indptr[merged.user_of(user)], merged.csr.indptr[merged.user_of(user) + 1]
+        want = dict(zip(merged.csr.indices[lo:hi].tolist(), merged.csr.data[lo:hi].tolist()))
+        assert dict(zip(items.tolist(), ratings.tolist())) == want and len(items) == len(want)
+    assert dict(zip(*(a.tolist() for a in history))) == dict(zip(*(a.tolist() for a in rec.history("0"))))
+    assert dict(zip(*(a.tolist() for a in history)))[merged.item_of("1")] == 4.0
+
+
 def test_save_model_after_update_roundtrip(tmp_path):
     data = block_data(30, 20, 2, 0.5, 0)
     model = make_model("biased-mf", {"factors": 4, "epochs": 5}).fit(data)

@@ -93,7 +93,10 @@ class Recommender:
     # into the training log (O(log)); `train` merges them when something reads it. Learning one
     # rating and answering that user's top-k therefore never touch the whole log: the answer
     # needs the vocabularies (`_head`'s ids, `_user_index`, `_item_index`, kept current by
-    # `update`), the user's seen items (the log's CSR row plus `_pending_seen`) and the model.
+    # `update`), the user's seen items (the log's CSR row plus `_pending_rated`), item
+    # popularity (counted as rows arrive) and the model. The public views below (`user_index`,
+    # `item_index`, `item_ids`, `item_popularity`, `user_rows`) read that state: a service
+    # answering between updates uses them, never `train`.
     MAX_PENDING: int = 4096  # batches held before `update` merges them into the log itself
 
     def __init__(self, saved: SavedModel) -> None:
@@ -108,7 +111,8 @@ class Recommender:
     def _set_train(self, train: Interactions) -> None:
         self._train = train
         self._pending: list[Interactions] = []  # update batches not yet merged into _train
-        self._pending_seen: dict[int, list[int]] = {}  # user index → items rated in _pending
+        self._pending_rated: dict[int, dict[int, float]] = {}  # user index → {item: rating} in _pending
+        self._popularity = train.item_popularity.copy()  # interactions per item, kept current by `update`
         self._head = train  # the newest vocabularies and feature frames (the last batch's)
         self._user_index = dict(train.user_index)  # a copy: `update` extends it
         self._item_index = dict(train.item_index)
@@ -132,13 +136,57 @@ class Recommender:
         """Items known now (after every update), without merging the pending log."""
         return self._head.n_items
 
-    def _seen_items(self, u: int) -> np.ndarray:
-        """Item indices user `u` has interacted with (log and pending updates)."""
+    @property
+    def user_index(self) -> dict[str, int]:
+        """External user id → index, every update included (read it, do not change it)."""
+        return self._user_index
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        """External item id → index, every update included (read it, do not change it)."""
+        return self._item_index
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """External item ids by index, every update included."""
+        return self._head.item_ids
+
+    @property
+    def item_features(self) -> Any:
+        """The item feature frame (one row per item index), every update included; None without one."""
+        return self._head.item_features
+
+    @property
+    def item_popularity(self) -> np.ndarray:
+        """(n_items,) interactions per item, every update included (a repeated (user, item) counts once)."""
+        return self._popularity
+
+    def _log_row(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """(items, ratings) of user `u` in the log as last merged (empty for users added since)."""
         x = self._train.csr
-        items = x.indices[x.indptr[u]:x.indptr[u + 1]] if u < x.shape[0] else np.empty(0, np.int32)
-        extra = self._pending_seen.get(u)
+        if u >= x.shape[0]:
+            return np.empty(0, np.int32), np.empty(0, np.float32)
+        lo, hi = x.indptr[u], x.indptr[u + 1]
+        return x.indices[lo:hi], x.data[lo:hi]
+
+    def user_rows(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, ratings) of user index `u`, every update included (a repeated item keeps
+        the last rating), without merging the pending log."""
+        items, ratings = self._log_row(u)
+        items, ratings = items.astype(np.int64), ratings.astype(np.float64)
+        extra = self._pending_rated.get(u)
+        if not extra:
+            return items, ratings
+        keep = ~np.isin(items, np.fromiter(extra, np.int64, len(extra)))
+        return (np.concatenate([items[keep], np.fromiter(extra, np.int64, len(extra))]),
+                np.concatenate([ratings[keep], np.fromiter(extra.values(), np.float64, len(extra))]))
+
+    def _seen_items(self, u: int) -> np.ndarray:
+        """Item indices user `u` has interacted with (log and pending updates; may repeat)."""
+        items = self._log_row(u)[0]
+        extra = self._pending_rated.get(u)
         if extra:
-            return np.concatenate([items.astype(np.int64), np.asarray(extra, np.int64)])
+            return np.concatenate([items.astype(np.int64), np.fromiter(extra, np.int64, len(extra))])
         return items
 
     # ---- rows -----------------------------------------------------------------------------
@@ -181,7 +229,7 @@ class Recommender:
     def popular(self, k: int = 10, exclude: np.ndarray | None = None, **kw: Any) -> ItemList:
         """The k most-rated items (no score: popularity is an order, not a prediction)."""
         _check_k(k)
-        return self.item_list(popular_items(self.train.item_popularity, k, exclude), None, "ranking", **kw)
+        return self.item_list(popular_items(self._popularity, k, exclude), None, "ranking", **kw)
 
     def for_user(self, user_id: object, k: int = 10, fallback: str = "none",
                  rerank: Rerank | None = None) -> ItemList:
@@ -210,13 +258,13 @@ class Recommender:
         if rerank is None or not rerank.active:
             return idx[:k], val[:k]
         chosen = rerank_candidates(idx, val, k, rerank, self._rerank_vectors(rerank),
-                                   self.train.item_popularity, self._item_genres())
+                                   self._popularity, self._item_genres())
         score_of = dict(zip(idx.tolist(), val.tolist()))
         return chosen, np.array([score_of[i] for i in chosen.tolist()], np.float32)
 
     def _item_genres(self) -> list[set[str]] | None:
         if "genres" not in self._cache:
-            self._cache["genres"] = item_genres(self.train)
+            self._cache["genres"] = item_genres(self._head)
         return self._cache["genres"]
 
     def _rerank_vectors(self, rerank: Rerank) -> np.ndarray | None:
@@ -229,7 +277,7 @@ class Recommender:
                 require_ability(self.model, "item_embeddings")
                 cache["embedding"] = unit_rows(self.model.item_vectors())
             else:
-                g = genre_matrix(self.train)
+                g = genre_matrix(self._head)
                 if g is None:
                     raise RecstackError("diversity by genre needs item genres; use similarity='embedding'")
                 cache["genre"] = unit_rows(g)
@@ -253,7 +301,7 @@ class Recommender:
         _check_k(k)
         if not ratings:
             raise RecstackError("rate at least one item to get recommendations")
-        items = np.array([self.train.item_of(i) for i in ratings], np.int64)
+        items = np.array([self._item_of(i) for i in ratings], np.int64)
         values = np.array([float(r) for r in ratings.values()], np.float64)
         if not has_ability(self.model, "folds_in_users"):
             if fallback != "popular":
@@ -269,17 +317,27 @@ class Recommender:
     def similar(self, item_id: object, k: int = 10) -> ItemList:
         """Items nearest to `item_id` (the model's own notion, e.g. embedding cosine)."""
         _check_k(k)
-        i = self.train.item_of(item_id)
+        i = self._item_of(item_id)
         require_ability(self.model, "similar_items")
         idx, sims = self.model.similar_items(i, k)
         return self.item_list(idx, sims, "similarity", item=self.item_row(i))
 
     def history(self, user_id: object) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices, ratings) of the user's training rows."""
-        u = self.train.user_of(user_id)
-        x = self.train.csr
-        lo, hi = x.indptr[u], x.indptr[u + 1]
-        return x.indices[lo:hi].astype(np.int64), x.data[lo:hi].astype(np.float64)
+        """(item indices, ratings) of the user's training rows, every update included."""
+        return self.user_rows(self._user_of(user_id))
+
+    def _user_of(self, user_id: object) -> int:
+        """Index of an external user id, every update included; `UnknownIdError` names it when absent."""
+        u = self._user_index.get(str(user_id))
+        if u is None:
+            raise UnknownIdError(f"unknown user id {user_id!r}")
+        return u
+
+    def _item_of(self, item_id: object) -> int:
+        i = self._item_index.get(str(item_id))
+        if i is None:
+            raise UnknownIdError(f"unknown item id {item_id!r}")
+        return i
 
     def explain(self, user_id: object, item_id: object, top: int | None = None) -> dict[str, Any]:
         """Why `item_id` scores what it does for `user_id`: {"score": the unclipped score the
@@ -291,12 +349,12 @@ class Recommender:
         score); "method" names how it was made and "hint" says so in words. Needs the model's
         `explains` ability."""
         require_ability(self.model, "explains")
-        u, i = self.train.user_of(user_id), self.train.item_of(item_id)
-        e = self.model.explain(u, i, history=self.history(user_id))
+        u, i = self._user_of(user_id), self._item_of(item_id)
+        e = self.model.explain(u, i, history=self.user_rows(u))
         parts = []
         for p in e.parts:
             if p["kind"] == "item":
-                parts.append({"item": str(self.train.item_ids[p["key"]]), "label": self.labels[p["key"]],
+                parts.append({"item": str(self._head.item_ids[p["key"]]), "label": self.labels[p["key"]],
                               "contribution": p["contribution"]})
             else:
                 parts.append({p["kind"]: str(p["key"]), "contribution": p["contribution"]})
@@ -319,7 +377,7 @@ class Recommender:
         if not words:
             return []
         hits = [i for i, label in enumerate(self.labels) if all(w in label.lower() for w in words)]
-        hits.sort(key=lambda i: (-self.train.item_popularity[i], i))
+        hits.sort(key=lambda i: (-self._popularity[i], i))
         return [self.item_row(i) for i in hits[:limit]]
 
     # ---- learning from new events --------------------------------------------------------
@@ -364,8 +422,18 @@ class Recommender:
             self._user_index[name] = head.n_users + k
         for k, name in enumerate(events.item_ids[head.n_items:].tolist()):
             self._item_index[name] = head.n_items + k
-        for u, i in zip(events.user.tolist(), events.item.tolist()):
-            self._pending_seen.setdefault(u, []).append(i)
+        if new_items:
+            self._popularity = np.concatenate([self._popularity, np.zeros(new_items, self._popularity.dtype)])
+        rows_of: dict[int, set[int]] = {}
+        for u, i, r in zip(events.user.tolist(), events.item.tolist(), events.rating.tolist()):
+            pending = self._pending_rated.setdefault(u, {})
+            if i not in pending:
+                logged = rows_of.get(u)
+                if logged is None:
+                    logged = rows_of[u] = set(self._log_row(u)[0].tolist())
+                if i not in logged:
+                    self._popularity[i] += 1
+            pending[i] = r
         self._cache.pop("unit_vectors", None)  # item vectors moved; per-item metadata did not
         if new_items:
             self._cache.pop("genres", None)

@@ -55,3 +55,26 @@ def test_train_on_stored_events_and_export(tmp_path, capsys):
     assert main(["events", "export", "--db", db, "--out", str(tmp_path / "e.parquet")]) == 0
     frame = pd.read_parquet(tmp_path / "e.parquet")
     assert len(frame) == 5 and set(frame["event_id"]) == {"r50", "r172", "r181", "c1", "r9"}
+
+
+def test_answers_between_events_do_not_merge_the_update_log(model_dirs):
+    """The service learns each event batch through `Recommender.update` and answers from its
+    non-merging views: the update log stays pending (no O(log) merge per event), and the answers
+    equal those of a model whose log was merged."""
+    from recstack.serve.store import Event
+
+    state = ModelState.load(model_dirs[0], None, use_index=False)
+    before = state.for_user("196", 10).ids.tolist()
+    events = [Event(n + 1, f"e{n}", "196", item, "rating", 1.0, 1_700_000_000 + n)
+              for n, item in enumerate(before[:3])]
+    events.append(Event(4, "e-new", "someone-new", "50", "rating", 5.0, 1_700_000_100))
+    state.apply(events)
+    after = state.for_user("196", 10).ids.tolist()
+    new_user = state.for_user("someone-new", 10).ids.tolist()
+    popular = state.popular(5).ids.tolist()
+    assert state.rec._pending  # answered without merging
+    assert not set(before[:3]) & set(after) and "50" not in new_user
+    state.rec.train  # merge now: the same answers
+    state.views.clear()
+    assert state.for_user("196", 10).ids.tolist() == after and state.popular(5).ids.tolist() == popular
+    assert state.for_user("someone-new", 10).ids.tolist() == new_user

@@ -181,13 +181,13 @@ def rerank_served(state: Any, wide: ItemList, k: int, rerank: Rerank) -> ItemLis
     preferences, which the candidate list already follows). A list without scores (the popular
     fallback) is re-ranked by its order (rank-based relevance)."""
     rec = state.rec
-    idx = np.array([rec.train.item_index[i] for i in wide.ids.tolist()], np.int64)
+    idx = np.array([rec.item_index[i] for i in wide.ids.tolist()], np.int64)
     raw = np.asarray(wide.scores, np.float64)
     rel = raw if np.isfinite(raw).all() else (len(raw) - np.arange(len(raw))).astype(np.float64)
     unit = None
     if rerank.diversity > 0:  # the service's unit vectors (genres or item embeddings) where it has them
         unit = state.unit_vectors(rerank.similarity) if hasattr(state, "unit_vectors") else rec._rerank_vectors(rerank)
-    chosen = rerank_candidates(idx, rel, k, rerank, unit, rec.train.item_popularity,
+    chosen = rerank_candidates(idx, rel, k, rerank, unit, rec.item_popularity,
                                rec._item_genres() if rerank.exclude_genres else None)
     score_of = dict(zip(idx.tolist(), raw.tolist()))
     vals = np.array([score_of[i] for i in chosen.tolist()], np.float64)

@@ -525,7 +525,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def get_item(item: ID) -> Any:
         """An item's metadata (from the model's data, updated by PUT /items)."""
         state = await service.current()
-        i = state.rec.train.item_index.get(item)
+        i = state.rec.item_index.get(item)
         if i is None and item not in state.item_meta:
             raise HTTPException(404, f"unknown item id {item!r}")
         row = state.rec.item_row(i) if i is not None else {"item": item, "label": item}
@@ -594,7 +594,7 @@ def create_app(settings: Settings) -> FastAPI:
         data = body.model_dump(exclude_none=True)
         new = await run_in_threadpool(service.store.put_item, item, data)  # type: ignore[union-attr]
         state = await service.current()
-        return _json({"item": item, "created": new, "in_model": item in state.rec.train.item_index},
+        return _json({"item": item, "created": new, "in_model": item in state.rec.item_index},
                      201 if new else 200)
 
     # ---- admin ---------------------------------------------------------------------------

@@ -129,8 +129,8 @@ class ModelState:
 
     def _build_rows(self) -> None:
         """Display metadata for every item, computed once (the same fields as `Recommender.item_meta`)."""
-        f = self.rec.train.item_features
-        n = self.rec.train.n_items
+        f = self.rec.item_features
+        n = self.rec.n_items
         labels = self.rec.labels
         cols: dict[str, list] = {}
         if f is not None:
@@ -146,7 +146,7 @@ class ModelState:
             row: dict[str, Any] = {"label": labels[i]}
             for key, values in cols.items():
                 row[key] = values[i]
-            item_id = str(self.rec.train.item_ids[i])
+            item_id = str(self.rec.item_ids[i])
             if item_id in self.item_meta:
                 row.update(_display(self.item_meta[item_id]))
             rows.append(row)
@@ -154,8 +154,8 @@ class ModelState:
 
     def _build_masks(self) -> None:
         self._build_rows()
-        f = self.rec.train.item_features
-        n = self.rec.train.n_items
+        f = self.rec.item_features
+        n = self.rec.n_items
         genres: dict[str, np.ndarray] = {}
         years = np.full(n, np.nan)
         self.genre_names = {}
@@ -167,7 +167,7 @@ class ModelState:
         if f is not None and "year" in f:
             years = np.array(pd.to_numeric(f["year"], errors="coerce").astype(float), dtype=np.float64)
         for item_id, data in self.item_meta.items():
-            i = self.rec.train.item_index.get(item_id)
+            i = self.rec.item_index.get(item_id)
             if i is None:
                 continue
             if "genres" in data:
@@ -243,13 +243,13 @@ class ModelState:
             self.views.pop(e.user, None)
             self.applied_seq = max(self.applied_seq, e.seq)
         if ratings and self.updates_model:
-            n_items = self.rec.train.n_items
+            n_items = self.rec.n_items
             try:  # partial_fit: every worker applies the same rows in the same order
                 self.rec.update(ratings)
             except RecstackError:  # e.g. a rating off the model's scale (refused before anything changed)
                 self._update_per_user(ratings)
             self.unit.pop("embedding", None)  # the item vectors moved
-            if self.rec.train.n_items != n_items:  # new items: rows, masks and the index grow
+            if self.rec.n_items != n_items:  # new items: rows, masks and the index grow
                 self._build_masks()
                 if self.index is not None:
                     from recstack.serve.index import ItemIndex
@@ -276,22 +276,23 @@ class ModelState:
         view = self.views.get(user)
         if view is not None:
             return view
-        train = self.rec.train
-        u = train.user_index.get(user, -1)
+        rec = self.rec  # its non-merging views: reading `rec.train` would merge the update log
+        u = rec.user_index.get(user, -1)
         if user in self.forgotten and u >= self.base_users:
             u = -1  # learned online, then deleted: the model's state for them is not used
-        model = self.rec.model
-        known = 0 <= u < getattr(model, "n_users_", train.n_users)
+        model = rec.model
+        known = 0 <= u < getattr(model, "n_users_", rec.n_users)
         if u >= 0:
-            lo, hi = train.csr.indptr[u], train.csr.indptr[u + 1]
-            rated = dict(zip(train.csr.indices[lo:hi].tolist(), train.csr.data[lo:hi].tolist()))
+            items, values = rec.user_rows(u)
+            rated = dict(zip(items.tolist(), values.tolist()))
             seen = set(rated)
         else:
             rated, seen = {}, set()
         new_ratings = 0
         events = self.events.get(user, [])
+        item_index = rec.item_index
         for e in events:
-            i = train.item_index.get(e.item)
+            i = item_index.get(e.item)
             if i is None:
                 continue
             if e.type in SEEN_TYPES:
@@ -315,7 +316,7 @@ class ModelState:
     def allowed_mask(self, view: UserView | None, exclude_seen: bool, exclude: list[str],
                      genres: list[str], year_from: int | None, year_to: int | None) -> np.ndarray | None:
         """(n_items,) bool mask of items a request may get, or None when nothing is filtered."""
-        n = self.rec.train.n_items
+        n = self.rec.n_items
         mask = None
 
         def start() -> np.ndarray:
@@ -387,14 +388,14 @@ class ModelState:
         seen = view.seen if exclude_seen and view is not None else _NONE
         if not exclude:
             return seen
-        index = self.rec.train.item_index
+        index = self.rec.item_index
         extra = np.fromiter((index[i] for i in exclude if i in index), np.int64)
         return np.concatenate([seen, extra]) if len(seen) else extra
 
     def popular(self, k: int, allowed: np.ndarray | None = None, pref: Rerank | None = None, **kw: Any) -> ItemList:
         """The k most popular allowed items, by training interactions (re-ranked by `pref`)."""
         excluded = None if allowed is None else np.flatnonzero(~allowed)
-        idx = popular_items(self.rec.train.item_popularity, P.wide_k(k, pref), excluded)
+        idx = popular_items(self.rec.item_popularity, P.wide_k(k, pref), excluded)
         idx, _ = self._personal(idx, None, k, pref)
         return self._list(idx, None, "ranking", **kw)
 
@@ -404,7 +405,7 @@ class ModelState:
         masks = [self.genre_masks[g] for g in genres if g in self.genre_masks]
         if not masks:
             return allowed
-        out = np.ones(self.rec.train.n_items, bool) if allowed is None else allowed.copy()
+        out = np.ones(self.rec.n_items, bool) if allowed is None else allowed.copy()
         for m in masks:
             out &= ~m
         return out
@@ -414,7 +415,7 @@ class ModelState:
         if pref is None or not (pref.diversity > 0 or pref.novelty > 0):
             return idx[:k], None if vals is None else vals[:k]
         unit = self.unit_vectors(pref.similarity) if pref.diversity > 0 else None
-        return P.reorder(idx, vals, k, pref, unit, self.rec.train.item_popularity)
+        return P.reorder(idx, vals, k, pref, unit, self.rec.item_popularity)
 
     def unit_vectors(self, similarity: str) -> np.ndarray | None:
         """Unit item vectors for diversity: of genres, or of the model's item vectors (falling back
@@ -437,8 +438,8 @@ class ModelState:
         `because` field names the (at most two) rated items that raise the score most."""
         if not has_ability(self.rec.model, "explains"):
             raise RecstackError(f"model {self.rec.model.name!r} cannot explain its scores")
-        if user not in self.rec.train.user_index or user in self.forgotten and \
-                self.rec.train.user_index[user] >= self.base_users:
+        if user not in self.rec.user_index or user in self.forgotten and \
+                self.rec.user_index[user] >= self.base_users:
             raise UnknownIdError(f"user {user!r} is not in the model: only users it has learned can be explained")
         out = self.rec.explain(user, item)
         out["because"] = [p["label"] for p in out["parts"] if "item" in p and p["contribution"] > 0][:2]
@@ -448,14 +449,13 @@ class ModelState:
 
     def similar(self, item: str, k: int) -> ItemList:
         """Items similar to `item`; a popular fallback for an item the model does not know."""
-        train = self.rec.train
-        i = train.item_index.get(item)
+        i = self.rec.item_index.get(item)
         if i is None:
-            reason = f"item {item!r} is not in the model (added later or unknown): the most popular items"
+            reason = f" {item!r} is not in the model (added later or unknown): the most popular items"
             return self.popular(k, item={"item": item, **self.item_meta.get(item, {})}, fallback="popular",
                                 fallback_reason=reason)
         if not has_ability(self.rec.model, "similar_items"):
-            allowed = np.ones(train.n_items, bool)
+            allowed = np.ones(self.rec.n_items, bool)
             allowed[i] = False
             return self.popular(k, allowed, item=self.rec.item_row(i), fallback="popular",
                                 fallback_reason=f"model {self.rec.model.name!r} has no similar items")
@@ -469,12 +469,12 @@ class ModelState:
         keep = idx >= 0
         idx, values = idx[keep], values[keep]
         scale = self.rec.scale if kind == "rating" else None
-        return ItemList(self.rec.train.item_ids[idx], values, kind,  # type: ignore[arg-type]
+        return ItemList(self.rec.item_ids[idx], values, kind,  # type: ignore[arg-type]
                         meta=tuple(self.meta_rows[i] for i in idx.tolist()), scale=scale,
                         extra={"model_version": self.version}, **kw)
 
     def known_item(self, item: str) -> bool:
-        return item in self.rec.train.item_index or item in self.item_meta
+        return item in self.rec.item_index or item in self.item_meta
 
 
 def _display(data: dict[str, Any]) -> dict[str, Any]:
