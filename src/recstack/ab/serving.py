@@ -134,8 +134,12 @@ class Experiments:
             self._loaded_at = time.monotonic()
         return exp
 
+    def due(self) -> bool:
+        """Whether the next `current` would re-read the store (an async caller re-reads in a thread first)."""
+        return time.monotonic() - self._loaded_at > self.refresh_s
+
     def current(self) -> E.Experiment | None:
-        if time.monotonic() - self._loaded_at > self.refresh_s:
+        if self.due():
             try:
                 self.refresh()
             except Exception:  # the store being briefly away must not fail recommendations

@@ -171,7 +171,11 @@ class Service:
         re-ranking; the exposure is logged), else the active model's list (`state`: the current
         state when the caller has it already)."""
         state = state or await self.current()
-        arm = self.experiments.arm(user) if self.experiments is not None else None
+        arm = None
+        if self.experiments is not None:
+            if self.experiments.due():  # the store is read in the thread pool, never on the event loop
+                await run_in_threadpool(self.experiments.current)
+            arm = self.experiments.arm(user)
         version = arm.variant.model_version if arm is not None else None
         if version is not None and version != state.version:
             variant_state = await self.version_state(version)
