@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import numpy as np
 import pytest
 
 from recstack.errors import ConfigError
 from recstack.itemlist import ItemList
+from recstack.models import config as config_module
 from recstack.models.base import ABILITIES, abilities, describe_model, has_ability, make_model, model_names
+from recstack.models.config import Config, describe_params
 
 
 def test_display_depends_on_the_kind_of_score():
@@ -81,3 +86,67 @@ def test_models_listing_describes_every_model():
     factors = next(p for p in mf["params"] if p["name"] == "factors")
     assert factors["type"] == "int" and factors["default"] == 200 and "latent" in factors["help"]
     assert "rating prediction" in mf["ability_text"]
+
+
+def test_every_parameter_of_every_model_has_a_meaning():
+    missing = []
+    for name in model_names():
+        d = describe_model(name)
+        if "error" in d:  # an optional extra is missing here
+            continue
+        missing += [f"{name}.{p['name']}" for p in d["params"] if not p["help"].strip()]
+    assert not missing, ("give each a trailing `# comment` in its Config class or an entry in "
+                         f"PARAM_HELP (recstack/models/config.py): {', '.join(missing)}")
+
+
+# describe_params' reading of trailing comments: the awkward shapes a Config field can take
+@dataclass(frozen=True)
+class _Awkward(Config):
+    plain: int = 1  # a plain comment
+    sep: str = "a#b=c"  # after a string holding # and =
+    choice: Literal["x=1", "y#2"] = "x=1"  # after a Literal holding = and #
+    spread: Literal[
+        "long", "longer",
+    ] = "long"  # on the last line of a field spread over three
+    opened: list = field(  # on the first line of a field spread over two
+        default_factory=lambda: [{"k": "#"}])
+    before: int = 0  # noqa: E501  # the meaning after a linter pragma
+    after: int = 0  # the meaning before a pragma  # type: ignore[assignment]
+    # a comment on a line of its own describes nothing
+    above: int = 0
+    factors: int = 3
+    mode: str = "m"
+
+    def check(self) -> None:
+        plain: int = 2  # inside a method: not the field's meaning
+        assert plain
+
+
+@dataclass(frozen=True)
+class _AwkwardChild(_Awkward):
+    plain: int = 5
+
+
+def test_trailing_comments_in_awkward_shapes(monkeypatch):
+    monkeypatch.setitem(config_module.PARAM_HELP, "_Awkward.mode", "qualified by the class")
+    monkeypatch.setitem(config_module.PARAM_HELP, "mode", "plain name")
+    for cls in (_Awkward, _AwkwardChild):
+        got = {p["name"]: p["help"] for p in describe_params(cls)}
+        assert got["plain"] == "a plain comment"  # the child's redefinition keeps its parent's meaning
+        assert got["sep"] == "after a string holding # and ="
+        assert got["choice"] == "after a Literal holding = and #"
+        assert got["spread"] == "on the last line of a field spread over three"
+        assert got["opened"] == "on the first line of a field spread over two"
+        assert got["before"] == "the meaning after a linter pragma"
+        assert got["after"] == "the meaning before a pragma"
+        assert got["above"] == ""
+        assert got["factors"] == config_module.PARAM_HELP["factors"]
+        assert got["mode"] == "qualified by the class"  # the class key beats the plain one
+    # a subclass's class key beats its parent's comment (a field the subclass inherits but ignores)
+    monkeypatch.setitem(config_module.PARAM_HELP, "_AwkwardChild.sep", "unused by the child")
+    assert {p["name"]: p["help"] for p in describe_params(_AwkwardChild)}["sep"] == "unused by the child"
+    assert {p["name"]: p["help"] for p in describe_params(_Awkward)}["sep"] == "after a string holding # and ="
+    types = {p["name"]: p["type"] for p in describe_params(_Awkward)}
+    assert types["choice"] == "'x=1' | 'y#2'"
+    knn = {p["name"]: p["type"] for p in describe_model("item-knn")["params"]}
+    assert knn["similarity"] == "'cosine' | 'pearson' | 'pearson_baseline' | 'bm25' | None"

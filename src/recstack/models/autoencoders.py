@@ -47,8 +47,8 @@ class CDAEConfig(TorchConfig):
     """Hyperparameters of `cdae`: `factors` hidden units, `corruption` input dropout rate."""
 
     factors: int = 100
-    corruption: float = 0.5
-    activation: Literal["sigmoid", "tanh", "relu", "identity"] = "sigmoid"
+    corruption: float = 0.5  # dropout rate on the input rows (the denoising corruption)
+    activation: Literal["sigmoid", "tanh", "relu", "identity"] = "sigmoid"  # activation of the hidden layer
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -113,7 +113,7 @@ class CDAE(_RowModel):
 class MultDAEConfig(TorchConfig):
     """Hyperparameters of `multdae`: layers [n_items → hidden → factors → hidden → n_items]."""
 
-    hidden: int = 600
+    hidden: int = 600  # units of the layer between the items and the factors (0: none)
     factors: int = 200
     dropout: float = 0.5
     epochs: int = 200
@@ -133,8 +133,8 @@ class MultDAEConfig(TorchConfig):
 class MultVAEConfig(MultDAEConfig):
     """Hyperparameters of `multvae`; β = min(anneal_cap, step / total_anneal_steps)."""
 
-    anneal_cap: float = 0.2
-    total_anneal_steps: int = 2000
+    anneal_cap: float = 0.2  # largest weight β of the KL term
+    total_anneal_steps: int = 2000  # optimiser steps over which β rises to anneal_cap (0: at once)
 
     def check(self) -> None:
         super().check()

@@ -62,12 +62,12 @@ class BaselineConfig(Config):
     uses reg_u 15, reg_i 10, 10 epochs); SGD defaults are Surprise's.
     """
 
-    method: Literal["als", "sgd"] = "als"
+    method: Literal["als", "sgd"] = "als"  # als: alternating closed-form bias updates; sgd: SGD
     epochs: int = 25
-    reg_u: float = 5.0  # ALS
-    reg_i: float = 3.0  # ALS
-    learning_rate: float = 0.005  # SGD
-    reg: float = 0.02  # SGD
+    reg_u: float = 5.0  # ALS: λ added to each user's rating count in b_u
+    reg_i: float = 3.0  # ALS: λ added to each item's rating count in b_i
+    learning_rate: float = 0.005  # SGD: step size
+    reg: float = 0.02  # SGD: L2 regularisation of the biases
     seed: int = 0
 
     def check(self) -> None:

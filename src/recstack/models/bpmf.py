@@ -171,11 +171,11 @@ class BPMFConfig(Config):
     factors: int = 10
     burn_in: int = 30
     samples: int = 200
-    keep: int = 100
-    alpha: float = 2.0
-    sample_alpha: bool = True
-    beta0: float = 2.0
-    w0: float = 1.0
+    keep: int = 100  # post-burn-in samples stored for scoring, evenly spaced (0: all)
+    alpha: float = 2.0  # precision of the rating noise (the start value when sample_alpha)
+    sample_alpha: bool = True  # draw the noise precision each sweep (else keep alpha)
+    beta0: float = 2.0  # Gaussian-Wishart prior: strength of the prior on the factor mean
+    w0: float = 1.0  # Gaussian-Wishart prior scale W0 = w0·I (ν0 = factors + 1)
     init_std: float = 0.1
     seed: int = 0
 

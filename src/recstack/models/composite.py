@@ -71,8 +71,8 @@ class BlendConfig(Config):
     """`parts`: list of {"model", "weight", "config"}; `standardize`: z-score each part per user
     over unseen items before weighting (false: raw scores)."""
 
-    parts: list = field(default_factory=lambda: [{"model": "popular"}])
-    standardize: bool = True
+    parts: list = field(default_factory=lambda: [{"model": "popular"}])  # blended models: {model, weight, config}
+    standardize: bool = True  # z-score each part per user over unseen items (false: raw scores)
 
     def check(self) -> None:
         object.__setattr__(self, "parts", _parts(self.parts, "blend"))
@@ -82,7 +82,8 @@ class BlendConfig(Config):
 class ChainConfig(Config):
     """`parts`: list of {"model", "min_history", "config"} tried in order; `popular` ends every chain."""
 
-    parts: list = field(default_factory=lambda: [{"model": "popular"}])
+    parts: list = field(  # models tried in order: {model, min_history, config}
+        default_factory=lambda: [{"model": "popular"}])
 
     def check(self) -> None:
         object.__setattr__(self, "parts", _parts(self.parts, "chain"))

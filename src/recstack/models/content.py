@@ -32,12 +32,12 @@ class ContentConfig(Config):
     """Block weights of the item vector; `year_bucket` years per bucket; title words need
     `min_df` titles; `centered`: weight rated items by rating − user mean (else by rating)."""
 
-    genre_weight: float = 1.0
-    year_weight: float = 0.5
-    title_weight: float = 0.5
+    genre_weight: float = 1.0  # weight of the one-hot genre block of the item vectors
+    year_weight: float = 0.5  # weight of the release-year bucket block
+    title_weight: float = 0.5  # weight of the TF-IDF title-word block
     year_bucket: int = 10
-    min_df: int = 2
-    centered: bool = True
+    min_df: int = 2  # title words kept when they appear in at least this many titles
+    centered: bool = True  # weight rated items by rating − user mean (false: by rating)
 
     def check(self) -> None:
         for name in ("genre_weight", "year_weight", "title_weight"):

@@ -47,8 +47,8 @@ class EASEConfig(Config):
 
     lambda_: float = 500.0
     binary: bool = True
-    variant: Literal["ease", "dlae"] = "ease"
-    dropout: float = 0.25
+    variant: Literal["ease", "dlae"] = "ease"  # ease: zero-diagonal closed form; dlae: dropout emphasis, diagonal free
+    dropout: float = 0.25  # dlae only: p in Λ = λI + p/(1−p)·diag(XᵀX)
     side_weight: float = 0.0
     side_year_bucket: int = 2
 

@@ -51,13 +51,13 @@ class EASEALSConfig(Config):
     side_year_bucket: int = 2
     factors: int = 24
     epochs: int = 30
-    reg: float = 50.0
-    alpha: float = 2.0
+    reg: float = 50.0  # ALS: λ on the factors (absolute)
+    alpha: float = 2.0  # ALS confidence of an interaction: c = 1 + alpha·r
     confidence: Literal["rating", "binary"] = "rating"
     solver: Literal["cg", "exact"] = "cg"
     cg_steps: int = 3
     seed: int = 0
-    weight: float = 2.0
+    weight: float = 2.0  # weight of the standardised ALS scores against EASE's (0: EASE alone)
 
     def check(self) -> None:
         require(self.weight >= 0, "weight", self.weight, "must be ≥ 0")

@@ -51,17 +51,17 @@ class FMConfig(Config):
     demographic and genre/year groups; init_std 0.1 or learning_rate 0.01 gave 0.92-0.95).
     """
 
-    features: str = "auto"
-    learner: Literal["mcmc", "sgd"] = "mcmc"
-    loss: Literal["squared", "bpr"] = "squared"
+    features: str = "auto"  # side groups: auto (all the data has), "" (ids only) or a comma list
+    learner: Literal["mcmc", "sgd"] = "mcmc"  # mcmc: Bayesian FM by Gibbs sampling; sgd: point estimate
+    loss: Literal["squared", "bpr"] = "squared"  # squared: rating error; bpr: pairwise ranking (sgd only)
     factors: int = 10
     burn_in: int = 10
     samples: int = 200
     init_std: float = 0.01
     epochs: int = 100
     learning_rate: float = 0.003
-    reg: float = 0.05
-    reg_bias: float = 0.02
+    reg: float = 0.05  # SGD: L2 regularisation of the factors
+    reg_bias: float = 0.02  # SGD: L2 regularisation of the linear weights
     early_stopping: bool = True
     patience: int = 3
     valid_fraction: float = 0.1

@@ -38,10 +38,10 @@ class RP3BetaConfig(Config):
     each kept row of W to sum 1; `binary`: unit edge weights instead of ratings; `side_weight`:
     edge weight of genre / release-year pseudo-users joining the walk (0: none; as in `ease`)."""
 
-    alpha: float = 1.0
-    beta: float = 0.6
-    k: int = 100
-    normalize: bool = False
+    alpha: float = 1.0  # power on the transition probabilities
+    beta: float = 0.6  # popularity penalty: divide by the destination item's degree^beta
+    k: int = 100  # neighbours kept per item (0: all)
+    normalize: bool = False  # rescale each kept row of W to sum 1
     binary: bool = True
     side_weight: float = 0.0
     side_year_bucket: int = 2

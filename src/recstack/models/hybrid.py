@@ -53,21 +53,21 @@ class HybridConfig(Config):
     factors: int = 64
     epochs: int = 20
     learning_rate: float = 0.05
-    loss: Literal["warp", "bpr"] = "warp"
-    max_sampled: int = 30
+    loss: Literal["warp", "bpr"] = "warp"  # warp: draw until a negative is within the margin; bpr: one negative
+    max_sampled: int = 30  # negatives drawn per positive at most (drawn positives are skipped)
     min_rating: float = 0.0
-    item_reg: float = 1e-6
-    user_reg: float = 1e-6
-    item_features: str = "auto"
-    user_features: str = "auto"
-    identity: bool = True
-    side_weight: float = 1.0
+    item_reg: float = 1e-6  # L2 regularisation of the item feature embeddings and biases
+    user_reg: float = 1e-6  # L2 regularisation of the user feature embeddings
+    item_features: str = "auto"  # comma list of item feature groups, auto or none
+    user_features: str = "auto"  # comma list of user feature groups, auto or none
+    identity: bool = True  # give each user and item its own feature (false: side features only)
+    side_weight: float = 1.0  # weight of each side feature group in a row (the identity weighs 1)
     year_bucket: int = 5
-    kg_min_items: int = 2
-    text_dims: int = 32
-    fold_in_steps: int = 50
-    fold_in_lr: float = 0.5
-    fold_in_reg: float = 0.1
+    kg_min_items: int = 2  # a knowledge-graph fact is a feature when this many items share it
+    text_dims: int = 32  # principal components kept of the title embeddings (text group)
+    fold_in_steps: int = 50  # BPR steps placing a new user from a few ratings (0: features only)
+    fold_in_lr: float = 0.5  # step size of those fold-in steps
+    fold_in_reg: float = 0.1  # L2 pull of a folded-in user towards its features' embedding
     seed: int = 0
 
     def check(self) -> None:
@@ -441,7 +441,7 @@ class Hybrid(Model):
 class KGHybridConfig(HybridConfig):
     """`hybrid` whose item features include the knowledge graph (`kg` must be among them)."""
 
-    item_features: str = "genres,year,kg"
+    item_features: str = "genres,year,kg"  # comma list of item feature groups; must hold kg
 
     def check(self) -> None:
         super().check()

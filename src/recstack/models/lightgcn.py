@@ -39,12 +39,12 @@ class LightGCNConfig(TorchConfig):
     """Hyperparameters of `lightgcn`; `reg` is the paper's λ on ego embeddings, not weight decay."""
 
     factors: int = 64
-    layers: int = 3
+    layers: int = 3  # graph propagation steps, averaged with the ego layer (0: plain BPR-MF)
     init_std: float = 0.1
     epochs: int = 200
     batch_size: int = 2048
     learning_rate: float = 5e-3
-    reg: float = 1e-3
+    reg: float = 1e-3  # L2 on the batch's ego embeddings (λ of the paper, not weight decay)
     patience: int = 10
     negatives: int = 1  # negatives sampled per positive
     hard_negatives: bool = False  # BPR on the highest-scored of the `negatives`, else their mean

@@ -90,7 +90,7 @@ class MarkovConfig(Config):
     enter the counts.
     """
 
-    smoothing: float = 1.0
+    smoothing: float = 1.0  # weight of the Dirichlet prior towards popularity (0: counts alone)
     valid_history: bool = True
 
     def check(self) -> None:

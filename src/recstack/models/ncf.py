@@ -34,13 +34,13 @@ from recstack.models.torch_base import TorchConfig, TorchModel
 class NCFConfig(TorchConfig):
     """Hyperparameters of `ncf`; `factors` is the predictive factors (GMF size, last tower layer)."""
 
-    variant: Literal["gmf", "mlp", "neumf"] = "neumf"
+    variant: Literal["gmf", "mlp", "neumf"] = "neumf"  # neumf: the gmf and mlp branches side by side
     factors: int = 16
-    mlp_layers: int = 3
-    negatives: int = 4
-    pretrain: bool = False
-    alpha: float = 0.5
-    finetune_learning_rate: float = 1e-4
+    mlp_layers: int = 3  # layers of the MLP tower, halving down to factors units
+    negatives: int = 4  # random non-interacted items drawn per positive, each epoch
+    pretrain: bool = False  # neumf: start from a GMF and an MLP trained first
+    alpha: float = 0.5  # pretrain: GMF share of the output layer (MLP: 1 − alpha)
+    finetune_learning_rate: float = 1e-4  # pretrain: Adam step size of the NeuMF fine-tuning
     dropout: float = 0.0
     epochs: int = 30
     batch_size: int = 1024

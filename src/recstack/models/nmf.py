@@ -118,12 +118,12 @@ class NMFConfig(Config):
 
     factors: int = 60
     epochs: int = 200
-    reg: float = 0.15
-    reg_item: float = -1.0
-    biased: bool = False
-    learning_rate: float = 0.005
-    reg_bias: float = 0.02
-    init_high: float = -1.0
+    reg: float = 0.15  # λ of the user factors (times the user's rating count)
+    reg_item: float = -1.0  # λ of the item factors (-1: same as reg)
+    biased: bool = False  # add μ + b_u + b_i, the biases learned by SGD
+    learning_rate: float = 0.005  # SGD step of the biases (only when biased)
+    reg_bias: float = 0.02  # L2 regularisation of the biases (only when biased)
+    init_high: float = -1.0  # initial factors uniform in [0, init_high) (-1: 2·sqrt(μ / factors))
     seed: int = 0
 
     def check(self) -> None:

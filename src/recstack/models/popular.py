@@ -27,7 +27,7 @@ class PopularConfig(Config):
     `min_rating`: interactions with a lower rating are ignored (0 keeps all).
     """
 
-    weight: Literal["count", "rating"] = "count"
+    weight: Literal["count", "rating"] = "count"  # count: interactions; rating: sum of their ratings
     min_rating: float = 0.0
 
     def check(self) -> None:

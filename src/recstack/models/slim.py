@@ -39,11 +39,11 @@ class SLIMConfig(Config):
     weight change relative to the largest weight); `binary`: 1 for every interaction;
     `side_weight`/`side_year_bucket`: genre / release-year pseudo-users as in `ease`."""
 
-    alpha: float = 1e-3
-    l1_ratio: float = 0.1
-    k: int = 100
-    max_iter: int = 100
-    tol: float = 1e-4
+    alpha: float = 1e-3  # total ElasticNet penalty α
+    l1_ratio: float = 0.1  # L1 share of the penalty (1: lasso, 0: ridge)
+    k: int = 100  # weights kept per item column (0: all)
+    max_iter: int = 100  # coordinate-descent sweeps per item column at most
+    tol: float = 1e-4  # stop when no weight moves more than tol × the largest weight
     binary: bool = True
     side_weight: float = 0.0
     side_year_bucket: int = 2

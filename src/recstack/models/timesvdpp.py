@@ -129,12 +129,12 @@ class TimeSVDppConfig(SVDppConfig):
     training part (50 factors, 30 epochs: validation RMSE 0.9210 / 0.9168 / 0.9236 for lr_time
     0 / 0.001 / 0.003): ML-100K spans seven months, so the time terms add little."""
 
-    bins: int = 30
-    beta: float = 0.4
-    lr_time: float = 0.001
-    reg_alpha: float = 10.0
-    reg_bin: float = 0.1
-    reg_day: float = 0.05
+    bins: int = 30  # item-bias time bins: equal spans of the training dates
+    beta: float = 0.4  # exponent of the user-bias drift sign(t − t_u)·|t − t_u|^beta (days)
+    lr_time: float = 0.001  # SGD step of the time terms α_u, b_{i,bin}, b_{u,t} (0: they stay 0)
+    reg_alpha: float = 10.0  # L2 regularisation of the drift weights α_u
+    reg_bin: float = 0.1  # L2 regularisation of the item time-bin biases b_{i,bin}
+    reg_day: float = 0.05  # L2 regularisation of the user-day biases b_{u,t}
 
     def check(self) -> None:
         super().check()
