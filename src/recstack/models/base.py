@@ -108,8 +108,12 @@ def describe_model(name: str) -> dict[str, Any]:
     doc = " ".join((cls.__doc__ or "").split())
     summary = doc.split(". ")[0].rstrip(".")
     found = abilities(model)
+    params = describe_params(cls.config_class)
+    config = getattr(model, "config", None)
+    for p in params:  # the model's own defaults (e.g. user-knn sets user_based) over its config class's
+        p["default"] = getattr(config, p["name"], p["default"])
     return {"name": name, "class": cls.__name__, "summary": summary,
-            "params": describe_params(cls.config_class), "abilities": found,
+            "params": params, "abilities": found,
             "ability_text": [ABILITY_TEXT[a] for a in found]}
 
 

@@ -261,7 +261,7 @@ PARAM_HELP: dict[str, str] = {
     "min_support": "fewest common raters (common items, when user-based) for a similarity to count",
     "min_k": "fewest usable neighbours for an estimate; below it, the mean or baseline alone",
     "estimator": "rating mode: weighted mean of ratings (plain) or of deviations from means / baselines",
-    "user_based": "compare users instead of items (user-knn's default: true)",
+    "user_based": "compare users instead of items",
     "max_neighbours": "rating mode: neighbours stored per row, best first (0: every positive one)",
     "KNNConfig.reg_user": "ALS baselines: λ added to each user's rating count in b_u",
     "KNNConfig.reg_item": "ALS baselines: λ added to each item's rating count in b_i",
