@@ -633,25 +633,23 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
         nf = norms[f]
         guess = 0.9 * bs[f]
         gfloor = guess * (1.0 - 1e-6) * nf
+        if nq + n > len(nxt):  # room for a whole row: no test in the loop
+            grown = max(2 * len(nxt), nq + n)
+            nxt = np.concatenate((nxt, np.empty(grown - len(nxt), np.int64)))
+            qf = np.concatenate((qf, np.empty(grown - len(qf), np.int64)))
+            qv = np.concatenate((qv, np.empty(grown - len(qv))))
+        m = 0
         for j in range(n):
             v = row[j]
-            if v <= 0.0 or v < floor[j] * nf or is_t[j]:
+            if v <= 0.0:
                 continue
-            if nq == len(nxt):
-                nxt = np.concatenate((nxt, np.empty(nq, np.int64)))
-                qf = np.concatenate((qf, np.empty(nq, np.int64)))
-                qv = np.concatenate((qv, np.empty(nq)))
-            nxt[nq] = head[j]
-            qf[nq] = f
-            qv[nq] = v
-            head[j] = nq
-            nq += 1
-        m = 0
-        if guess > 0.0:  # the row is still in cache
-            for j in range(n):
-                v = row[j]
-                if v <= 0.0 or v < gfloor * norms[j] or j == f:
-                    continue
+            if v >= floor[j] * nf and not is_t[j]:
+                nxt[nq] = head[j]
+                qf[nq] = f
+                qv[nq] = v
+                head[j] = nq
+                nq += 1
+            if v >= gfloor * norms[j] and guess > 0.0 and j != f:
                 s = float(np.float32(v / (nf * norms[j])))
                 if s > 0.0 and s >= guess:
                     cand[m] = j
