@@ -160,6 +160,7 @@ def run_stream(model_name: str, data: Interactions, params: Mapping[str, Any] | 
         "user_days": int(sum(len(v) for v in per_metric.get(f"hr@{k}", []))),
         "metrics": metrics, "metrics_sd": {},
         "update_seconds": round(float(sum(batch_seconds)), 4), "update_batch_seconds": batch_seconds,
-        "series": series, "fit_seconds": round(fit_seconds, 4), "warmup_seconds": round(warmup_seconds, 4), "predict_seconds": round(predict_seconds, 4),
+        "series": series, "fit_seconds": round(fit_seconds, 4),
+        "warmup_seconds": round(warmup_seconds, 4), "predict_seconds": round(predict_seconds, 4),
         "peak_memory_mb": peak_memory_mb(),
     }
