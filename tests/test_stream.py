@@ -65,6 +65,8 @@ def test_stream_known_answer(name, params):
     day_hr = {u: [d["hr@10"] for d in r["series"][1:-1]] for u, r in recs.items()}
     assert recs["none"]["update_seconds"] == 0.0
     assert len(recs["incremental"]["update_batch_seconds"]) == 11
+    # the untimed warm-up runs on a copy: only incremental has one, and the replay is unchanged by it
+    assert recs["incremental"]["warmup_seconds"] > 0.0 == recs["retrain"]["warmup_seconds"]
     # days 11..19 each have 2 returning users (miss under none, hit when updated) and 2 new ones
     # (popular fallback: a miss under none; once updated, popularity follows the new even items)
     assert day_hr["none"] == [0.0] * 9

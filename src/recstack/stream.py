@@ -13,10 +13,17 @@ items the user interacts with that day — then UPDATE the model with that day's
 Metrics (HR@k, NDCG@k with binary gains and ideal over min(k, #relevant), recall@k) are
 averaged over user-days. The record also holds the total and per-batch update seconds and a
 per-day series.
+
+Update seconds count the steady-state cost of an update, not the one-time loading of compiled
+kernels: `retrain` runs the same fit as the initial fit (untimed), so its kernels are loaded
+before the first timed day; for `incremental` the first day's `partial_fit` is run once,
+untimed, on a throwaway copy of the fitted model (`warmup_seconds` in the record), so its
+kernels are loaded too. The replay itself is unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -97,8 +104,13 @@ def run_stream(model_name: str, data: Interactions, params: Mapping[str, Any] | 
     t0 = time.perf_counter()
     model.fit(initial)
     fit_seconds = time.perf_counter() - t0
+    warmup_seconds = 0.0
     if update == "incremental":
         require_ability(model, "partial_fit")
+        if days:  # load partial_fit's compiled kernels on a throwaway copy (see the module notes)
+            t0 = time.perf_counter()
+            copy.deepcopy(model).partial_fit(days[0][1])
+            warmup_seconds = time.perf_counter() - t0
     log = [initial]
     learned_pop = initial.item_popularity.astype(np.float64)
     per_metric: dict[str, list[np.ndarray]] = {}
@@ -148,6 +160,7 @@ def run_stream(model_name: str, data: Interactions, params: Mapping[str, Any] | 
         "user_days": int(sum(len(v) for v in per_metric.get(f"hr@{k}", []))),
         "metrics": metrics, "metrics_sd": {},
         "update_seconds": round(float(sum(batch_seconds)), 4), "update_batch_seconds": batch_seconds,
-        "series": series, "fit_seconds": round(fit_seconds, 4), "predict_seconds": round(predict_seconds, 4),
+        "series": series, "fit_seconds": round(fit_seconds, 4),
+        "warmup_seconds": round(warmup_seconds, 4), "predict_seconds": round(predict_seconds, 4),
         "peak_memory_mb": peak_memory_mb(),
     }

@@ -7,7 +7,7 @@ import pytest
 
 from recstack.data.movielens import load_dataset
 from recstack.models.base import has_ability, make_model
-from recstack.models.incremental import csr_upsert, dedupe_last
+from recstack.models.incremental import csr_upsert, dedupe_last, grow_rows
 from recstack.split import stream_split
 from recstack.stream import _concat
 
@@ -49,6 +49,27 @@ def test_csr_upsert_matches_a_dense_reference():
         want[u, i] = r
         np.testing.assert_array_equal(sp.csr_matrix((val, ind, p), shape=(grown, n_cols)).toarray(), want)
         assert all((np.diff(ind[p[q]:p[q + 1]]) > 0).all() for q in range(grown))
+
+
+def test_grow_rows_keeps_rows_and_reuses_its_buffer():
+    """A state array grows to exactly n rows (old rows kept, new ones `fill`), into a buffer that
+    doubles: small growths after the first reuse it; an array replaced from outside starts anew."""
+    import types
+
+    owner = types.SimpleNamespace(f_=np.arange(6, dtype=np.float32).reshape(3, 2))
+    grow_rows(owner, "f_", 5, fill=-1.0)
+    assert owner.f_.shape == (5, 2) and owner.f_[:3].ravel().tolist() == list(range(6))
+    assert (owner.f_[3:] == -1.0).all()
+    buf = owner._capacity["f_"]
+    owner.f_[4] = 7.0  # in-place writes land in the buffer
+    grow_rows(owner, "f_", 6)
+    assert owner.f_.base is buf and owner.f_.shape == (6, 2)
+    assert owner.f_[4].tolist() == [7.0, 7.0] and owner.f_[5].tolist() == [0.0, 0.0]
+    grow_rows(owner, "f_", 4)  # never shrinks
+    assert owner.f_.shape == (6, 2)
+    owner.f_ = np.ones((2, 2), np.float32)  # replaced: a new buffer, the old one untouched
+    grow_rows(owner, "f_", 3)
+    assert owner._capacity["f_"] is not buf and owner.f_[:2].tolist() == [[1.0, 1.0]] * 2
 
 
 @pytest.mark.parametrize("name,params", [

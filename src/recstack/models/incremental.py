@@ -11,8 +11,8 @@ keep learning. (The Recommender's `train.npz` holds the same rows for seen-item 
 popularity; the model never depends on the caller passing it back.)
 
 `upsert_ratings` merges a batch of events into both CSRs: a repeated (user, item) replaces the
-stored value, a new one is inserted at its sorted place (O(nnz) memory moves, no Python loop
-per event), and the vocabularies grow to the events' sizes.
+stored value, a new one is inserted at its sorted place (one compiled O(nnz) copy, no Python
+loop per event), and the vocabularies grow to the events' sizes.
 """
 
 from __future__ import annotations
@@ -41,7 +41,14 @@ class Upsert:
 
     @property
     def touched_users(self) -> np.ndarray:
-        return np.unique(self.users)
+        """The distinct users, ascending (`users` is sorted: no sort needed)."""
+        u = self.users
+        if len(u) < 2:
+            return u
+        first = np.empty(len(u), np.bool_)
+        first[0] = True
+        np.not_equal(u[1:], u[:-1], out=first[1:])
+        return u[first]
 
     @property
     def touched_items(self) -> np.ndarray:
@@ -68,6 +75,24 @@ def grow(a: np.ndarray, n: int, fill: float = 0.0, spare: float = 0.0) -> np.nda
     return np.concatenate([a, pad])
 
 
+def grow_rows(owner: Any, name: str, n: int, fill: float = 0.0) -> None:
+    """Set `owner.<name>` to n rows (new ones `fill`) as the first rows of a buffer with room to
+    spare: the buffer doubles when full, so that a few new rows a day copy nothing (amortised
+    O(1) per row). The buffers live in `owner._capacity` (private: never saved); the attribute
+    is a plain view of exactly n rows, as saved and scored."""
+    a = getattr(owner, name)
+    if len(a) >= n:
+        return
+    buffers = owner.__dict__.setdefault("_capacity", {})
+    buf = buffers.get(name)
+    if buf is None or a.base is not buf or len(buf) < n:
+        buf = np.empty((max(n, 2 * len(a), 16),) + a.shape[1:], a.dtype)
+        buf[:len(a)] = a
+        buffers[name] = buf
+    buf[len(a):n] = fill
+    setattr(owner, name, buf[:n])
+
+
 def dedupe_last(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_items: int):
     """(users, items, ratings) with one row per pair — the last given — sorted by (user, item)."""
     key = users.astype(np.int64) * n_items + items.astype(np.int64)
@@ -78,13 +103,21 @@ def dedupe_last(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_ite
 
 
 @numba.njit(cache=True, nogil=True)
-def locate(indptr, indices, rows, cols):  # pragma: no cover - numba
-    """For each (row, col): its insertion position in the CSR (sorted columns) and whether it exists."""
-    n = len(rows)
-    pos = np.empty(n, np.int64)
-    found = np.zeros(n, np.bool_)
-    for q in range(n):
-        lo, hi = indptr[rows[q]], indptr[rows[q] + 1]
+def _upsert(indptr, indices, values, n_rows, rows, cols, vals):  # pragma: no cover - numba
+    """`csr_upsert` in one pass: find each (row, col) by bisection in its sorted row, then copy
+    the CSR once with the replacements and insertions (events sorted by (row, col), so their
+    positions never decrease)."""
+    n_old = len(indptr) - 1
+    m = len(rows)
+    pos = np.empty(m, np.int64)
+    found = np.zeros(m, np.bool_)
+    old = np.full(m, np.nan)
+    n_new = 0
+    for q in range(m):
+        r = rows[q]
+        lo = indptr[r] if r < n_old else indptr[n_old]
+        hi = indptr[r + 1] if r < n_old else indptr[n_old]
+        end = hi
         c = cols[q]
         while lo < hi:
             mid = (lo + hi) // 2
@@ -93,32 +126,40 @@ def locate(indptr, indices, rows, cols):  # pragma: no cover - numba
             else:
                 hi = mid
         pos[q] = lo
-        found[q] = lo < indptr[rows[q] + 1] and indices[lo] == c
-    return pos, found
-
-
-@numba.njit(cache=True, nogil=True)
-def merge_insert(indices, values, at, new_indices, new_values):  # pragma: no cover - numba
-    """`np.insert(indices, at, new_indices)` and the same for values, in one pass (at: sorted)."""
-    n = len(indices) + len(at)
-    out_i = np.empty(n, indices.dtype)
-    out_v = np.empty(n, values.dtype)
+        if lo < end and indices[lo] == c:
+            found[q] = True
+            old[q] = values[lo]
+        else:
+            n_new += 1
+    out_i = np.empty(len(indices) + n_new, indices.dtype)
+    out_v = np.empty(len(indices) + n_new, values.dtype)
+    added = np.zeros(n_rows, np.int64)
     src = 0
     dst = 0
-    for q in range(len(at)):
-        p = at[q]
-        m = p - src
-        out_i[dst:dst + m] = indices[src:p]
-        out_v[dst:dst + m] = values[src:p]
-        dst += m
+    for q in range(m):
+        p = pos[q]
+        k = p - src
+        out_i[dst:dst + k] = indices[src:p]
+        out_v[dst:dst + k] = values[src:p]
+        dst += k
         src = p
-        out_i[dst] = new_indices[q]
-        out_v[dst] = new_values[q]
+        out_i[dst] = cols[q]
+        out_v[dst] = vals[q]
         dst += 1
-    m = len(indices) - src
-    out_i[dst:dst + m] = indices[src:]
-    out_v[dst:dst + m] = values[src:]
-    return out_i, out_v
+        if found[q]:
+            src += 1
+        else:
+            added[rows[q]] += 1
+    k = len(indices) - src
+    out_i[dst:dst + k] = indices[src:]
+    out_v[dst:dst + k] = values[src:]
+    out_ptr = np.empty(n_rows + 1, np.int64)
+    out_ptr[0] = 0
+    run = 0
+    for r in range(n_rows):
+        run += added[r]
+        out_ptr[r + 1] = (indptr[r + 1] if r < n_old else indptr[n_old]) + run
+    return out_ptr, out_i, out_v, old
 
 
 def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_rows: int,
@@ -126,26 +167,10 @@ def csr_upsert(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_ro
     """Merge (rows, cols, vals) — deduplicated, sorted by (row, col) — into a CSR with sorted rows.
 
     Returns (indptr (n_rows+1,), indices, values, old) where `old` holds each pair's previous
-    value (NaN for a new pair); the CSR grows to `n_rows` rows."""
-    if len(indptr) - 1 < n_rows:
-        indptr = np.concatenate([indptr, np.full(n_rows + 1 - len(indptr), indptr[-1], indptr.dtype)])
-    pos, found = locate(indptr, indices, rows, cols)
-    old = np.full(len(rows), np.nan)
-    old[found] = values[pos[found]]
-    new = ~found
-    if not new.any():
-        values = values.copy()
-        values[pos[found]] = vals[found]
-        return indptr, indices, values, old
-    at = pos[new]
-    indices, values = merge_insert(indices, values, at, cols[new].astype(indices.dtype),
-                                   vals[new].astype(values.dtype))
-    kept = pos[found]
-    values[kept + np.searchsorted(at, kept, side="right")] = vals[found]  # shifted by the inserts before
-    added = np.bincount(rows[new], minlength=n_rows)
-    indptr = indptr.copy()
-    indptr[1:] += np.cumsum(added)
-    return indptr, indices, values, old
+    value (NaN for a new pair); the CSR grows to `n_rows` rows. New arrays: the inputs are never
+    written (one compiled pass, `_upsert`)."""
+    return _upsert(np.asarray(indptr, np.int64), indices, values, int(n_rows), np.asarray(rows, np.int64),
+                   np.asarray(cols, np.int64), np.asarray(vals, np.float64))
 
 
 def csr_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, rows: np.ndarray):

@@ -46,8 +46,11 @@ from recstack.models.similarity import (
     corating_patch,
     entity_sims,
     estimate_pairs,
+    lists_padded,
+    lists_split,
     n_chunks,
     patch_neighbours,
+    row_means_at,
     store_rows,
     top_neighbours,
 )
@@ -265,55 +268,38 @@ class ItemKNN(Model):
     def _set_lists(self, counts: np.ndarray, idx: np.ndarray, sims: np.ndarray, bs: np.ndarray,
                    bi: np.ndarray, keep: int) -> None:
         """Store ranked (n, width) lists: the first `keep` as neighbours, the rest as reserve."""
-        cols = np.arange(idx.shape[1])[None, :]
-        nb = cols < np.minimum(counts, keep)[:, None]
-        rs = (cols >= keep) & (cols < counts[:, None])
-        self.neighbour_indptr_ = np.r_[0, np.cumsum(nb.sum(axis=1))].astype(np.int64)
-        self.neighbour_indices_ = idx[nb].astype(np.int64)
-        self.neighbour_sims_ = sims[nb].astype(np.float32)
-        self.reserve_indptr_ = np.r_[0, np.cumsum(rs.sum(axis=1))].astype(np.int64)
-        self.reserve_indices_ = idx[rs].astype(np.int64)
-        self.reserve_sims_ = sims[rs].astype(np.float64)
+        split = lists_split(np.asarray(counts, np.int64), np.ascontiguousarray(idx, np.int64),
+                            np.ascontiguousarray(sims, np.float64), keep)
+        (self.neighbour_indptr_, self.neighbour_indices_, self.neighbour_sims_,
+         self.reserve_indptr_, self.reserve_indices_, self.reserve_sims_) = split
         self.bound_sims_, self.bound_indices_ = bs.astype(np.float64), bi.astype(np.int64)
 
     def _padded_lists(self, n: int, width: int) -> tuple[np.ndarray, ...]:
         """Neighbours then reserve as (counts (n,), idx (n, width), sims (n, width), bs, bi); new rows
         empty, with no bound."""
-        n_old = len(self.neighbour_indptr_) - 1
-        nc = np.zeros(n, np.int64)
-        rc = np.zeros(n, np.int64)
-        nc[:n_old] = np.diff(self.neighbour_indptr_)
-        rc[:n_old] = np.diff(self.reserve_indptr_)
-        idx = np.full((n, width), -1, np.int64)
-        sims = np.zeros((n, width))
-        cols = np.arange(width)[None, :]
-        nb = cols < nc[:, None]
-        rs = (cols >= nc[:, None]) & (cols < (nc + rc)[:, None])
-        idx[nb] = self.neighbour_indices_
-        sims[nb] = self.neighbour_sims_
-        idx[rs] = self.reserve_indices_
-        sims[rs] = self.reserve_sims_
-        bs = np.zeros(n)
-        bi = np.full(n, n, np.int64)
-        bs[:n_old] = self.bound_sims_
-        bi[:n_old] = np.where(self.bound_indices_ >= n_old, n, self.bound_indices_)
-        return nc + rc, idx, sims, bs, bi
+        return lists_padded(self.neighbour_indptr_, self.neighbour_indices_, self.neighbour_sims_,
+                            self.reserve_indptr_, self.reserve_indices_, self.reserve_sims_,
+                            self.bound_sims_, self.bound_indices_, n, width)
 
-    def _partial_fit_corating(self, up: Any, x: sp.csr_matrix, t: sp.csr_matrix) -> None:
+    def _partial_fit_corating(self, up: Any) -> None:
         """`partial_fit` on the kept co-rating sums: add the changed ratings' terms to C, then
-        patch the neighbour lists (`corating_patch`); equal to a refit (see the module notes)."""
+        patch the neighbour lists (`corating_patch`); equal to a refit (see the module notes).
+        Reads the kept CSR arrays as they are (no copy of the history)."""
         c = self.config
-        if c.user_based:  # entities: users; the other side: items (rows of t)
+        if c.user_based:  # entities: users; the other side: items (rows of the item-major CSR)
             order = np.lexsort((up.users, up.items))
-            ev_e, ev_o, o_csr = up.users[order], up.items[order], t
-            new, old = up.ratings[order], up.old[order]
+            ev_e, ev_o, new, old = up.users[order], up.items[order], up.ratings[order], up.old[order]
+            o_indptr, o_indices, o_values, n = (self.train_t_indptr_, self.train_t_indices_,
+                                                self.train_t_values_, self.n_users_)
         else:
-            ev_e, ev_o, o_csr, new, old = up.items, up.users, x, up.ratings, up.old
+            ev_e, ev_o, new, old = up.items, up.users, up.ratings, up.old
+            o_indptr, o_indices, o_values, n = (self.train_indptr_, self.train_indices_,
+                                                self.train_values_, self.n_items_)
         old = np.where(np.isnan(old), 0.0, old)
-        o_values = o_csr.data.astype(np.float64)
-        if c.binary:
-            new, old, o_values = np.ones_like(new), (old != 0).astype(np.float64), np.ones_like(o_values)
-        n_old, n = self.corating_.shape[0], o_csr.shape[1]
+        binary = bool(c.binary)
+        if binary:
+            new, old = np.ones_like(new), (old != 0).astype(np.float64)
+        n_old = self.corating_.shape[0]
         if self.corating_.shape != (n_old, n_old) or n_old != len(self.neighbour_indptr_) - 1:
             raise RecstackError(f"item-knn state: corating_ has shape {self.corating_.shape}; expected "
                                 f"({len(self.neighbour_indptr_) - 1}, {len(self.neighbour_indptr_) - 1})")
@@ -326,8 +312,8 @@ class ItemKNN(Model):
             grown[:n_old, :n_old] = self.corating_
             buf = grown
         self.corating_ = buf[:n, :n]
-        corating_add(buf, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old,
-                     o_csr.indptr.astype(np.int64), o_csr.indices.astype(np.int64), o_values)
+        corating_add(buf, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old, o_indptr, o_indices,
+                     o_values, binary)
         keep, width = self._keep(n), self._width(n)
         touched = np.unique(ev_e[new != old]).astype(np.int64)
         if width != self._width(n_old):  # a catalogue smaller than k grew: every row anew
@@ -523,17 +509,21 @@ class ItemKNN(Model):
         n_u, n_i = self.n_users_, self.n_items_
         self.user_bias_ = grow(self.user_bias_, n_u)
         self.item_bias_ = grow(self.item_bias_, n_i)
-        x = self._ratings()
-        t = sp.csr_matrix((self.train_t_values_, self.train_t_indices_, self.train_t_indptr_), shape=(n_i, n_u))
-        self.user_mean_ = _row_means(x, self.global_mean_)
-        self.item_mean_ = _row_means(t, self.global_mean_)
+        # user and item means: only the touched rows' change
+        mu = self.global_mean_
+        self.user_mean_ = grow(self.user_mean_, n_u, fill=mu)
+        self.item_mean_ = grow(self.item_mean_, n_i, fill=mu)
+        row_means_at(self.train_indptr_, self.train_values_, up.touched_users, self.user_mean_, mu)
+        row_means_at(self.train_t_indptr_, self.train_t_values_, up.touched_items, self.item_mean_, mu)
         self.min_rating_ = min(self.min_rating_, float(up.ratings.min()))
         self.max_rating_ = max(self.max_rating_, float(up.ratings.max()))
         if getattr(self, "corating_", None) is not None:
             if _on_grid(up.ratings if not c.binary else None):
-                self._partial_fit_corating(up, x, t)
+                self._partial_fit_corating(up)
                 return self
             self.corating_ = None  # off the exact grid: the general path from here on
+        x = self._ratings()
+        t = sp.csr_matrix((self.train_t_values_, self.train_t_indices_, self.train_t_indptr_), shape=(n_i, n_u))
         ent, oth = (x, t) if c.user_based else (t, x)
         touched = up.touched_users if c.user_based else up.touched_items
         a_vals, t_vals, kind = self._similarity_values(ent, oth)

@@ -25,7 +25,7 @@ from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
-from recstack.models.incremental import grow, keep_ratings, solve_rows, upsert_ratings, user_rows
+from recstack.models.incremental import cholesky_solve, grow_rows, keep_ratings, upsert_ratings, user_rows
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -144,6 +144,41 @@ def sgd_epoch_slow(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, b
         P[u] = keep * pu + lr * err * Q[i]
         Q[i] = keep * Q[i] + lr * err * pu
     return np.sqrt(sq / max(len(users), 1))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def fold_in_rows(users, indptr, indices, ratings, Q, bi, mu, reg, biased, P, bu):  # pragma: no cover - numba
+    """`MF.fold_in` for each of `users` over all of their kept ratings (user-major CSR), written
+    into P (and bu): the ridge regression of r − μ (− b_i) on h_i = q_i (biased: [q_i, 1]) with
+    penalty reg·n + 1, in float64 (the user's rows gathered, HᵀH by BLAS)."""
+    k = Q.shape[1]
+    d = k + 1 if biased else k
+    most = 1
+    for u in users:
+        most = max(most, indptr[u + 1] - indptr[u])
+    H = np.ones((most, d))
+    t = np.empty(most)
+    rhs = np.empty(d)
+    out = np.empty(d)
+    for u in users:
+        lo, hi = indptr[u], indptr[u + 1]
+        n = hi - lo
+        for p in range(n):
+            j = indices[lo + p]
+            t[p] = np.float64(ratings[lo + p]) - mu - (bi[j] if biased else 0.0)
+            for a in range(k):
+                H[p, a] = Q[j, a]
+        Hu = H[:n]
+        A = np.dot(Hu.T, Hu)
+        rhs[:] = np.dot(t[:n], Hu)
+        lam = reg * n + 1.0
+        for a in range(d):
+            A[a, a] += lam
+        cholesky_solve(A, rhs, out)
+        for a in range(k):
+            P[u, a] = out[a]
+        if biased:
+            bu[u] = out[k]
 
 
 _MASK64 = (1 << 64) - 1
@@ -693,7 +728,7 @@ class MF(Model):
         the new ratings together with the replay buffer of recent ones (the training update,
         same learning rate and regularisation); then every touched user's vector (and bias) is
         solved exactly with item factors fixed — the `fold_in` ridge regression over all of the
-        user's ratings, batched in the serial `solve_rows` kernel. μ stays as fitted.
+        user's ratings, batched in the serial `fold_in_rows` kernel. μ stays as fitted.
         """
         up = upsert_ratings(self, events)
         self._grow_state(self.n_users_, self.n_items_)
@@ -722,35 +757,39 @@ class MF(Model):
         return self
 
     def _grow_state(self, n_users: int, n_items: int) -> None:
-        """Append zero rows for new users and items to every per-user / per-item state array."""
-        self.user_factors_ = grow(self.user_factors_, n_users)
-        self.item_factors_ = grow(self.item_factors_, n_items)
+        """Append zero rows for new users and items to every per-user / per-item state array
+        (amortised: `grow_rows` keeps spare rows)."""
+        grow_rows(self, "user_factors_", n_users)
+        grow_rows(self, "item_factors_", n_items)
         if self.biased:
-            self.user_bias_ = grow(self.user_bias_, n_users)
-            self.item_bias_ = grow(self.item_bias_, n_items)
+            grow_rows(self, "user_bias_", n_users)
+            grow_rows(self, "item_bias_", n_items)
 
     def resolve_users(self, users: np.ndarray) -> None:
         """Solve `users`' vectors (and biases) exactly as `fold_in` does, over their kept ratings."""
         users = np.asarray(users, np.int64)
         if not len(users):
             return
-        indptr, items, ratings = user_rows(self, users)
+        Q = self.item_factors_
+        if Q.shape[1] < 32:  # one serial kernel over the users' rows of the kept CSR
+            bi = self.item_bias_ if self.biased else Q[:, 0]
+            bu = self.user_bias_ if self.biased else Q[:, 0]
+            fold_in_rows(users, self.train_indptr_, self.train_indices_, self.train_values_, Q, bi,
+                         float(self.global_mean_), float(self.config.reg), self.biased, self.user_factors_, bu)
+            return
+        indptr, items, ratings = user_rows(self, users)  # wide factors: BLAS Gram + LAPACK per user
         target = ratings - self.global_mean_
-        Y = self.item_factors_
+        Y = Q
         if self.biased:
             target = target - self.item_bias_[items]
             Y = np.hstack([Y, np.ones((len(Y), 1), np.float32)])
         k = Y.shape[1]
         X = np.zeros((len(users), k))
-        if len(users) <= 4 or k >= 32:  # few users or wide factors: BLAS Gram + LAPACK per user
-            for q in range(len(users)):
-                rows = slice(indptr[q], indptr[q + 1])
-                Yu = Y[items[rows]].astype(np.float64)
-                lam = self.config.reg * len(Yu) + 1.0
-                X[q] = np.linalg.solve(Yu.T @ Yu + lam * np.eye(k), Yu.T @ target[rows])
-        else:
-            solve_rows(indptr, items, np.ones(len(items)), target, Y, np.zeros((k, k)), 1.0,
-                       float(self.config.reg), X)
+        for q in range(len(users)):
+            rows = slice(indptr[q], indptr[q + 1])
+            Yu = Y[items[rows]].astype(np.float64)
+            lam = self.config.reg * len(Yu) + 1.0
+            X[q] = np.linalg.solve(Yu.T @ Yu + lam * np.eye(k), Yu.T @ target[rows])
         if self.biased:
             self.user_factors_[users] = X[:, :-1]
             self.user_bias_[users] = X[:, -1]

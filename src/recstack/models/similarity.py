@@ -468,10 +468,11 @@ def corating_build(o_indptr, o_indices, o_values, n_ent):  # pragma: no cover - 
 
 
 @numba.njit(cache=True, nogil=True)
-def corating_add(c, ev_o, ev_e, ev_new, ev_old, o_indptr, o_indices, o_values):  # pragma: no cover
+def corating_add(c, ev_o, ev_e, ev_new, ev_old, o_indptr, o_indices, o_values, binary):  # pragma: no cover
     """Apply changed entries (ev_o, ev_e): old value ev_old (0 if new) → ev_new, to C in place.
 
-    Events sorted by ev_o, one per (o, e); o_* = Aᵀ as CSR after the change (rows: the other side)."""
+    Events sorted by ev_o, one per (o, e); o_* = Aᵀ as CSR after the change (rows: the other side;
+    with `binary` every stored value counts as 1)."""
     n = c.shape[0]
     stamp = np.full(n, -1, np.int64)
     old_of = np.zeros(n)
@@ -487,7 +488,7 @@ def corating_add(c, ev_o, ev_e, ev_new, ev_old, o_indptr, o_indices, o_values): 
             e, nv, ov = ev_e[s], ev_new[s], ev_old[s]
             for p in range(o_indptr[o], o_indptr[o + 1]):
                 f = o_indices[p]
-                vf = o_values[p]
+                vf = 1.0 if binary else float(o_values[p])
                 if stamp[f] == o:  # both changed (e itself too): this pair's term once per order
                     c[e, f] += nv * vf - ov * old_of[f]
                 else:
@@ -560,14 +561,34 @@ def corating_neighbours(c, norms, keep, n_chunks):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
+def _rank(cand, csim, m):  # pragma: no cover - numba
+    """Sort the first m (cand, csim) pairs in place by (similarity desc, index asc)."""
+    for a in range(1, m):
+        f, s = cand[a], csim[a]
+        p = a
+        while p > 0 and not _before(csim[p - 1], cand[p - 1], s, f):
+            cand[p] = cand[p - 1]
+            csim[p] = csim[p - 1]
+            p -= 1
+        cand[p] = f
+        csim[p] = s
+
+
+@numba.njit(cache=True, nogil=True)
 def _corating_wide(c, norms, e, width, counts, idx, sims, bs, bi, n):  # pragma: no cover - numba
     """Re-select row e from C: its best `width` candidates, and the next one as its bound."""
     got, s = corating_row(c, norms, e, width + 1)
-    m = min(len(got), width)
-    counts[e] = m
-    idx[e, :m] = got[:m]
-    sims[e, :m] = s[:m]
-    bs[e], bi[e] = (s[width], got[width]) if len(got) > width else (0.0, n)
+    _store_wide(e, got, s, len(got), width, counts, idx, sims, bs, bi, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def _store_wide(e, cand, csim, m, width, counts, idx, sims, bs, bi, n):  # pragma: no cover - numba
+    """Row e := the first min(m, width) ranked (cand, csim); the next one, if any, is its bound."""
+    k = min(m, width)
+    counts[e] = k
+    idx[e, :k] = cand[:k]
+    sims[e, :k] = csim[:k]
+    bs[e], bi[e] = (csim[width], cand[width]) if m > width else (0.0, n)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -582,59 +603,208 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
     now rank before its bound (only touched similarities moved); it keeps those still before
     the bound (at most `width`; the first one dropped becomes the bound) and is re-selected
     from C only when fewer than `keep` remain. C may be larger than the n = len(counts)
-    entities (a buffer whose extra rows and columns are 0)."""
+    entities (a buffer whose extra rows and columns are 0).
+
+    One contiguous pass over each touched row f of C (C is symmetric: row f is column f) does
+    both jobs. (1) For every untouched row j, C[j, f] is tested against j's floor
+    bound_j·(1 − 1e-6)·‖j‖·‖f‖ (as in `corating_row`: below it the similarity rounds to a
+    float32 below the bound) without a division; survivors are queued per row with their value.
+    A touched neighbour of j that is not queued now ranks after j's bound: it is dropped. (2) Row
+    f's own candidates at or above 0.9 × its previous bound are collected and ranked; when fewer
+    than width + 1 reach that guess the row is ranked in full (`corating_row`). A row with no
+    touched neighbour and nothing queued is left as it is; a changed one merges its untouched
+    entries (still in order) with the few moved or new ones."""
     n = len(counts)
     width = idx.shape[1]
     is_t = np.zeros(n, np.bool_)
     is_t[touched] = True
+    floor = np.empty(n)
+    for j in range(n):
+        floor[j] = bs[j] * (1.0 - 1e-6) * norms[j]
+    head = np.full(n, -1, np.int64)  # queued (row j, touched f, C[j, f]) as per-row linked lists
+    nxt = np.empty(4096, np.int64)
+    qf = np.empty(4096, np.int64)
+    qv = np.empty(4096)
+    nq = 0
+    cand = np.empty(n, np.int64)
+    csim = np.empty(n)
+    for f in touched:
+        row = c[f]
+        nf = norms[f]
+        guess = 0.9 * bs[f]
+        gfloor = guess * (1.0 - 1e-6) * nf
+        if nq + n > len(nxt):  # room for a whole row: no test in the loop
+            grown = max(2 * len(nxt), nq + n)
+            nxt = np.concatenate((nxt, np.empty(grown - len(nxt), np.int64)))
+            qf = np.concatenate((qf, np.empty(grown - len(qf), np.int64)))
+            qv = np.concatenate((qv, np.empty(grown - len(qv))))
+        m = 0
+        for j in range(n):
+            v = row[j]
+            if v <= 0.0:
+                continue
+            if v >= floor[j] * nf and not is_t[j]:
+                nxt[nq] = head[j]
+                qf[nq] = f
+                qv[nq] = v
+                head[j] = nq
+                nq += 1
+            if v >= gfloor * norms[j] and guess > 0.0 and j != f:
+                s = float(np.float32(v / (nf * norms[j])))
+                if s > 0.0 and s >= guess:
+                    cand[m] = j
+                    csim[m] = s
+                    m += 1
+        if m > width:  # every candidate not collected ranks after the guess
+            if m <= 4 * width:
+                _rank(cand, csim, m)
+            else:  # many near the guess: a stable sort (index order on ties)
+                order = np.argsort(-csim[:m], kind="mergesort")[:width + 1]
+                cand[:width + 1], csim[:width + 1] = cand[:m][order], csim[:m][order]
+                m = width + 1
+            _store_wide(f, cand, csim, m, width, counts, idx, sims, bs, bi, n)
+        else:
+            _corating_wide(c, norms, f, width, counts, idx, sims, bs, bi, n)
+    stamp = np.full(n, -1, np.int64)  # stamp[f] = j: f is queued for row j, at slot[f]
+    slot = np.empty(n, np.int64)
     inlist = np.full(n, -1, np.int64)
-    cand = np.empty(width + len(touched), np.int64)
-    csim = np.empty(width + len(touched))
+    a_idx = np.empty(width, np.int64)
+    a_sim = np.empty(width)
+    b_idx = np.empty(width + len(touched), np.int64)
+    b_sim = np.empty(width + len(touched))
     redone = 0
-    for e in touched:
-        _corating_wide(c, norms, e, width, counts, idx, sims, bs, bi, n)
     for j in range(n):
         if is_t[j]:
             continue
-        b_s, b_i = bs[j], bi[j]
-        m = 0
-        changed = False
-        for p in range(counts[j]):
-            f = idx[j, p]
-            inlist[f] = j
-            s = sims[j, p]
-            if is_t[f]:
-                s = _corating_sim(c, norms, j, f)
-                changed = True
-            if s > 0 and _before(s, f, b_s, b_i):
-                cand[m] = f
-                csim[m] = s
-                m += 1
-        floor = b_s * (1.0 - 1e-6) * norms[j]  # as in `corating_row`: cannot rank before the bound
-        for f in touched:
-            v = c[j, f]
-            if v <= 0.0 or v < floor * norms[f] or f == j or inlist[f] == j:
-                continue
-            s = _corating_sim(c, norms, j, f)
-            if s > 0 and _before(s, f, b_s, b_i):
-                cand[m] = f
-                csim[m] = s
-                m += 1
-                changed = True
+        changed = head[j] >= 0
+        if not changed:
+            for p in range(counts[j]):
+                if is_t[idx[j, p]]:
+                    changed = True
+                    break
         if not changed:
             continue
+        b_s, b_i = bs[j], bi[j]
+        nj = norms[j]
+        q = head[j]
+        while q >= 0:
+            stamp[qf[q]] = j
+            slot[qf[q]] = q
+            q = nxt[q]
+        na = nb = 0
+        for p in range(counts[j]):  # A: untouched entries, in order; B: touched ones, re-valued
+            f = idx[j, p]
+            inlist[f] = j
+            if not is_t[f]:
+                a_idx[na] = f
+                a_sim[na] = sims[j, p]
+                na += 1
+            elif stamp[f] == j:
+                s = float(np.float32(qv[slot[f]] / (nj * norms[f])))  # as `_corating_sim`
+                if s > 0 and _before(s, f, b_s, b_i):
+                    b_idx[nb] = f
+                    b_sim[nb] = s
+                    nb += 1
+        q = head[j]
+        while q >= 0:  # B: touched candidates it did not store that now rank before its bound
+            f = qf[q]
+            if inlist[f] != j:
+                s = float(np.float32(qv[q] / (nj * norms[f])))
+                if s > 0 and _before(s, f, b_s, b_i):
+                    b_idx[nb] = f
+                    b_sim[nb] = s
+                    nb += 1
+            q = nxt[q]
+        m = na + nb
         if m < keep and b_s > 0.0:
             _corating_wide(c, norms, j, width, counts, idx, sims, bs, bi, n)
             redone += 1
             continue
-        got, s = _best(cand[:m], csim[:m], m)
-        if m > width:
-            bs[j], bi[j] = s[width], got[width]
-            m = width
-        counts[j] = m
-        idx[j, :m] = got[:m]
-        sims[j, :m] = s[:m]
+        _rank(b_idx, b_sim, nb)
+        x = y = 0
+        out = min(m, width)
+        for p in range(out):
+            if y >= nb or (x < na and _before(a_sim[x], a_idx[x], b_sim[y], b_idx[y])):
+                idx[j, p], sims[j, p] = a_idx[x], a_sim[x]
+                x += 1
+            else:
+                idx[j, p], sims[j, p] = b_idx[y], b_sim[y]
+                y += 1
+        if m > width:  # the first one dropped becomes the bound
+            if y >= nb or (x < na and _before(a_sim[x], a_idx[x], b_sim[y], b_idx[y])):
+                bs[j], bi[j] = a_sim[x], a_idx[x]
+            else:
+                bs[j], bi[j] = b_sim[y], b_idx[y]
+        counts[j] = out
     return redone
+
+
+@numba.njit(cache=True, nogil=True)
+def lists_padded(nb_indptr, nb_indices, nb_sims, rs_indptr, rs_indices, rs_sims, bound_s, bound_i, n,
+                 width):  # pragma: no cover - numba
+    """Stored neighbours then reserve as ranked (n, width) lists: (counts, idx, sims, bs, bi).
+    Rows past the old ends are new and empty, with no bound (0, n); so is an old bound index
+    past the old ends."""
+    n_old = len(nb_indptr) - 1
+    counts = np.zeros(n, np.int64)
+    idx = np.full((n, width), -1, np.int64)
+    sims = np.zeros((n, width))
+    bs = np.zeros(n)
+    bi = np.full(n, n, np.int64)
+    for j in range(n_old):
+        m = 0
+        for p in range(nb_indptr[j], nb_indptr[j + 1]):
+            idx[j, m] = nb_indices[p]
+            sims[j, m] = nb_sims[p]
+            m += 1
+        for p in range(rs_indptr[j], rs_indptr[j + 1]):
+            idx[j, m] = rs_indices[p]
+            sims[j, m] = rs_sims[p]
+            m += 1
+        counts[j] = m
+        bs[j] = bound_s[j]
+        if bound_i[j] < n_old:
+            bi[j] = bound_i[j]
+    return counts, idx, sims, bs, bi
+
+
+@numba.njit(cache=True, nogil=True)
+def lists_split(counts, idx, sims, keep):  # pragma: no cover - numba
+    """Ranked (n, width) lists as CSR: the first `keep` of each row as neighbours (float32
+    similarities), the rest as its reserve (float64)."""
+    n = len(counts)
+    nb_indptr = np.zeros(n + 1, np.int64)
+    rs_indptr = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        k = min(counts[j], keep)
+        nb_indptr[j + 1] = nb_indptr[j] + k
+        rs_indptr[j + 1] = rs_indptr[j] + counts[j] - k
+    nb_indices = np.empty(nb_indptr[n], np.int64)
+    nb_sims = np.empty(nb_indptr[n], np.float32)
+    rs_indices = np.empty(rs_indptr[n], np.int64)
+    rs_sims = np.empty(rs_indptr[n])
+    for j in range(n):
+        k = min(counts[j], keep)
+        a = nb_indptr[j]
+        for p in range(k):
+            nb_indices[a + p] = idx[j, p]
+            nb_sims[a + p] = sims[j, p]
+        a = rs_indptr[j] - k
+        for p in range(k, counts[j]):
+            rs_indices[a + p] = idx[j, p]
+            rs_sims[a + p] = sims[j, p]
+    return nb_indptr, nb_indices, nb_sims, rs_indptr, rs_indices, rs_sims
+
+
+@numba.njit(cache=True, nogil=True)
+def row_means_at(indptr, values, rows, means, default):  # pragma: no cover - numba
+    """means[r] = the mean of CSR row r's stored values (`default` when empty), for r in rows."""
+    for r in rows:
+        lo, hi = indptr[r], indptr[r + 1]
+        total = 0.0
+        for p in range(lo, hi):
+            total += values[p]
+        means[r] = total / (hi - lo) if hi > lo else default
 
 
 def corating_norms(c: np.ndarray) -> np.ndarray:
