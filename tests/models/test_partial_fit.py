@@ -72,6 +72,94 @@ def test_grow_rows_keeps_rows_and_reuses_its_buffer():
     assert owner._capacity["f_"] is not buf and owner.f_[:2].tolist() == [[1.0, 1.0]] * 2
 
 
+def test_pending_log_rows_and_merge_match_upserts():
+    """Random batches (re-rates inside a batch and across batches, new users) go to the pending
+    log: every user's `merged_row` and the CSR after `merge_into` equal the same batches upserted
+    one by one into the CSR, with merges at random points in between."""
+    import scipy.sparse as sp
+    import types
+
+    from recstack.models.incremental import PendingRatings, merged_row
+
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        n_users, n_items = int(rng.integers(2, 20)), int(rng.integers(2, 30))
+        dense = (rng.random((n_users, n_items)) < 0.3) * rng.integers(1, 6, (n_users, n_items))
+        x = sp.csr_matrix(dense.astype(np.float32))
+        x.sort_indices()
+        model = types.SimpleNamespace(train_indptr_=x.indptr.astype(np.int64), train_indices_=x.indices.astype(np.int32),
+                                      train_values_=x.data.astype(np.float32), n_users_=n_users, n_items_=n_items)
+        ref = [x.indptr.astype(np.int64), x.indices.astype(np.int32), x.data.astype(np.float32)]
+        log = PendingRatings()
+        for _ in range(int(rng.integers(1, 6))):
+            n_users += int(rng.integers(0, 3))
+            m = int(rng.integers(1, 40))
+            u, i = rng.integers(0, n_users, m), rng.integers(0, n_items, m)
+            r = rng.integers(1, 6, m).astype(np.float32)
+            log.reserve(m, n_users)
+            for q in range(m):  # appended in event order: a later entry for a pair wins
+                log.users[log.n], log.items[log.n], log.ratings[log.n] = u[q], i[q], r[q]
+                log.prev[log.n], log.head[u[q]] = log.head[u[q]], log.n
+                log.n += 1
+            du, di, dr = dedupe_last(u, i, r, n_items)
+            ref[0], ref[1], ref[2], _ = csr_upsert(ref[0], ref[1], ref[2], n_users, du, di, dr)
+            model.n_users_ = n_users
+            stamp = np.full(n_items, -1, np.int64)
+            for user in range(n_users):
+                room = n_items + log.n
+                items, ratings = np.empty(room, np.int32), np.empty(room, np.float32)
+                k = merged_row(user, model.train_indptr_, model.train_indices_, model.train_values_, log.head,
+                               log.prev, log.items, log.ratings, stamp, items, ratings)
+                lo, hi = ref[0][user], ref[0][user + 1]
+                assert items[:k].tolist() == ref[1][lo:hi].tolist() and ratings[:k].tolist() == ref[2][lo:hi].tolist()
+                assert (stamp == -1).all()
+            if rng.random() < 0.4:
+                log.merge_into(model)
+                assert log.n == 0 and (log.head == -1).all()
+        log.merge_into(model)
+        for a, b in zip((model.train_indptr_, model.train_indices_, model.train_values_), ref):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_mf_pending_log_merges_keep_updates_exact(stream, tmp_path, monkeypatch):
+    """biased-mf with the log merged into the kept CSR every few batches (a tiny merge share)
+    learns exactly what it learns with the log merged only when saved; the saved CSR is every
+    rating seen, and save → load → more updates equals updating without the save."""
+    from recstack.models.incremental import PendingRatings
+    from recstack.persist import load_model, save_model
+
+    initial, days = stream
+    params = {"factors": 8, "epochs": 2, "replay_size": 200}
+    a = make_model("biased-mf", params).fit(initial)
+    b = make_model("biased-mf", params).fit(initial)
+    for _, batch in days[:4]:
+        a.partial_fit(batch)
+        b.partial_fit(batch)
+        b._pending.merge_into(b)  # after every batch
+    assert a._pending.n > 0 and b._pending.n == 0
+    for key in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "replay_users_", "replay_ratings_"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    seen = _concat([initial] + [bt for _, bt in days[:4]])
+    save_model(tmp_path / "m", a, seen)
+    u, i, r = dedupe_last(seen.user, seen.item, seen.rating, seen.n_items)
+    want = np.zeros((seen.n_users, seen.n_items), np.float32)
+    want[u, i] = r
+    import scipy.sparse as sp
+
+    got = sp.csr_matrix((a.train_values_, a.train_indices_, a.train_indptr_), shape=want.shape).toarray()
+    np.testing.assert_array_equal(got, want)
+    loaded = load_model(tmp_path / "m").model
+    for _, batch in days[4:]:
+        a.partial_fit(batch)
+        with monkeypatch.context() as m:  # the loaded model merges its log before every batch
+            m.setattr(PendingRatings, "merge_floor", 0)
+            m.setattr(PendingRatings, "merge_share", 0.0)
+            loaded.partial_fit(batch)
+            assert loaded._pending.n == len(np.unique(batch.user * batch.n_items + batch.item))
+    for key in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(loaded, key))
+
+
 @pytest.mark.parametrize("name,params", [
     ("mf", {"factors": 8, "epochs": 3}),
     ("biased-mf", {"factors": 16, "epochs": 3}),

@@ -218,6 +218,133 @@ def upsert_ratings(model: Any, events: Interactions) -> Upsert:
     return Upsert(u, i, r, old)
 
 
+class PendingRatings:
+    """New ratings not yet merged into a model's kept user-major CSR: an append-only log.
+
+    A daily batch is a few hundred ratings against a history of tens of thousands; copying the
+    whole CSR to insert them (`csr_upsert`) grew with the history. The log takes them in O(1)
+    each (buffers that double when full) and chains each user's entries (`head[u]`: the user's
+    latest entry, `prev[q]`: the same user's entry before q, -1 at the end), so that a touched
+    user's current ratings — the CSR row with the log's entries on top, a later one winning — are
+    read in O(row + the user's log entries) (`merged_row`). `merge_into` folds the log into the
+    CSR (one `csr_upsert`) when it exceeds `merge_share` of the kept ratings — O(1) amortised per
+    rating — and before anything reads or saves the CSR itself (the log is private, never saved).
+    """
+
+    merge_share = 0.125  # merge when the log would exceed this share of the kept ratings …
+    merge_floor = 4096  # … or this many entries, whichever is more
+
+    def __init__(self) -> None:
+        self.users = np.empty(1024, np.int32)
+        self.items = np.empty(1024, np.int32)
+        self.ratings = np.empty(1024, np.float32)
+        self.prev = np.empty(1024, np.int64)
+        self.head = np.full(1024, -1, np.int64)
+        self.n = 0
+
+    def reserve(self, m: int, n_users: int) -> None:
+        """Room for m more entries and chains for n_users users."""
+        need = self.n + m
+        if need > len(self.users):
+            size = max(need, 2 * len(self.users))
+            for name in ("users", "items", "ratings", "prev"):
+                old = getattr(self, name)
+                new = np.empty(size, old.dtype)
+                new[:self.n] = old[:self.n]
+                setattr(self, name, new)
+        if n_users > len(self.head):
+            head = np.full(max(n_users, 2 * len(self.head)), -1, np.int64)
+            head[:len(self.head)] = self.head
+            self.head = head
+
+    def due(self, nnz: int, m: int) -> bool:
+        """Whether m more entries would take the log past its share of nnz kept ratings."""
+        return self.n + m > max(self.merge_floor, int(self.merge_share * nnz))
+
+    def merge_into(self, model: Any) -> None:
+        """Fold the log into `model`'s kept user-major CSR (a later entry for a pair wins) and empty it."""
+        if self.n == 0 and len(model.train_indptr_) - 1 >= model.n_users_:
+            return
+        n = self.n
+        u, i, r = dedupe_last(self.users[:n], self.items[:n], self.ratings[:n], model.n_items_)
+        model.train_indptr_, model.train_indices_, model.train_values_, _ = csr_upsert(
+            model.train_indptr_, model.train_indices_, model.train_values_, model.n_users_, u, i, r)
+        self.head[u] = -1
+        self.n = 0
+
+
+def pending(model: Any) -> PendingRatings:
+    """`model`'s log of ratings not yet in its kept CSR (made empty on first use; never saved)."""
+    log = model.__dict__.get("_pending")
+    if log is None:
+        log = model.__dict__["_pending"] = PendingRatings()
+    return log
+
+
+def merge_pending(model: Any) -> None:
+    """Bring `model`'s kept CSR up to date with its pending log (before the CSR is read or saved)."""
+    log = model.__dict__.get("_pending")
+    if log is not None:
+        log.merge_into(model)
+
+
+@numba.njit(cache=True, nogil=True)
+def merged_row(u, indptr, indices, values, head, prev, log_items, log_ratings, stamp, items, ratings):  # pragma: no cover
+    """User u's current ratings — CSR row u with its pending log entries on top (a later entry
+    wins) — written into items / ratings (room for the row plus the user's log entries), sorted by
+    item as the merged CSR row would hold them; returns their count. `stamp` (n_items,) must be
+    -1 where u is not written; it is restored."""
+    m = 0
+    q = head[u] if u < len(head) else -1
+    while q >= 0:  # newest first: the first entry seen for an item is the one that counts
+        j = log_items[q]
+        if stamp[j] < 0:
+            stamp[j] = m
+            items[m] = j
+            ratings[m] = log_ratings[q]
+            m += 1
+        q = prev[q]
+    for a in range(1, m):  # the user's few log entries, by item
+        j, r = items[a], ratings[a]
+        p = a
+        while p > 0 and items[p - 1] > j:
+            items[p] = items[p - 1]
+            ratings[p] = ratings[p - 1]
+            p -= 1
+        items[p] = j
+        ratings[p] = r
+    n_rows = len(indptr) - 1
+    lo = indptr[u] if u < n_rows else 0
+    hi = indptr[u + 1] if u < n_rows else 0
+    n_log = m
+    for a in range(n_log):
+        stamp[items[a]] = -1
+    # merge from the back: the CSR row (skipping items the log replaces) and the sorted log part
+    total = n_log
+    for p in range(lo, hi):
+        stamp[indices[p]] = 0
+    for a in range(n_log):
+        if stamp[items[a]] == 0:
+            total -= 1  # a re-rate: counted once, with the CSR row
+    total += hi - lo
+    x, y, w = hi - 1, n_log - 1, total - 1
+    while w >= 0:
+        if y >= 0 and (x < lo or indices[x] <= items[y]):
+            if x >= lo and indices[x] == items[y]:
+                x -= 1  # replaced by the log's value
+            items[w] = items[y]
+            ratings[w] = ratings[y]
+            y -= 1
+        else:
+            items[w] = indices[x]
+            ratings[w] = values[x]
+            x -= 1
+        w -= 1
+    for p in range(lo, hi):
+        stamp[indices[p]] = -1
+    return total
+
+
 def user_rows(model: Any, users: np.ndarray):
     """Sub-CSR (indptr, item indices, ratings) of the kept ratings of `users`."""
     return csr_rows(model.train_indptr_, model.train_indices_, model.train_values_, users)

@@ -25,7 +25,8 @@ from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
-from recstack.models.incremental import cholesky_solve, grow_rows, keep_ratings, upsert_ratings, user_rows
+from recstack.models.incremental import (check_extends, cholesky_solve, grow_rows, keep_ratings, merge_pending,
+                                         merged_row, pending, user_rows)
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -149,8 +150,7 @@ def sgd_epoch_slow(users, items, ratings, P, Q, bu, bi, mu, lr, reg, reg_bias, b
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def fold_in_rows(users, indptr, indices, ratings, Q, bi, mu, reg, biased, P, bu):  # pragma: no cover - numba
     """`MF.fold_in` for each of `users` over all of their kept ratings (user-major CSR), written
-    into P (and bu): the ridge regression of r − μ (− b_i) on h_i = q_i (biased: [q_i, 1]) with
-    penalty reg·n + 1, in float64 (the user's rows gathered, HᵀH by BLAS)."""
+    into P (and bu) by `fold_in_user`."""
     k = Q.shape[1]
     d = k + 1 if biased else k
     most = 1
@@ -162,23 +162,120 @@ def fold_in_rows(users, indptr, indices, ratings, Q, bi, mu, reg, biased, P, bu)
     out = np.empty(d)
     for u in users:
         lo, hi = indptr[u], indptr[u + 1]
-        n = hi - lo
-        for p in range(n):
-            j = indices[lo + p]
-            t[p] = np.float64(ratings[lo + p]) - mu - (bi[j] if biased else 0.0)
-            for a in range(k):
-                H[p, a] = Q[j, a]
-        Hu = H[:n]
-        A = np.dot(Hu.T, Hu)
-        rhs[:] = np.dot(t[:n], Hu)
-        lam = reg * n + 1.0
-        for a in range(d):
-            A[a, a] += lam
-        cholesky_solve(A, rhs, out)
+        fold_in_user(u, indices[lo:hi], ratings[lo:hi], H, t, rhs, out, Q, bi, mu, reg, biased, P, bu)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def fold_in_user(u, items, ratings, H, t, rhs, out, Q, bi, mu, reg, biased, P, bu):  # pragma: no cover - numba
+    """`MF.fold_in` of user u over (items, ratings), written into P[u] (and bu[u]): the ridge
+    regression of r − μ (− b_i) on h_i = q_i (biased: [q_i, 1]) with penalty reg·n + 1, in
+    float64 (HᵀH by BLAS). H (≥ n, d) has its last column 1 when biased; t, rhs, out: scratch."""
+    k = Q.shape[1]
+    d = H.shape[1]
+    n = len(items)
+    for p in range(n):
+        j = items[p]
+        t[p] = np.float64(ratings[p]) - mu - (bi[j] if biased else 0.0)
         for a in range(k):
-            P[u, a] = out[a]
-        if biased:
-            bu[u] = out[k]
+            H[p, a] = Q[j, a]
+    Hu = H[:n]
+    A = np.dot(Hu.T, Hu)
+    rhs[:] = np.dot(t[:n], Hu)
+    lam = reg * n + 1.0
+    for a in range(d):
+        A[a, a] += lam
+    cholesky_solve(A, rhs, out)
+    for a in range(k):
+        P[u, a] = out[a]
+    if biased:
+        bu[u] = out[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def partial_step(ev_u, ev_i, ev_r, n_items, log_u, log_i, log_r, log_prev, log_n, head, indptr, indices,
+                 values, rep_u, rep_i, rep_r, replay_size, seed, epochs, P, Q, bu, bi, mu, lr, reg,
+                 reg_bias, biased, fold_mu, fold_reg, resolve):  # pragma: no cover - numba
+    """`MF.partial_fit` after growth, in one call: the batch deduplicated (a later row for a pair
+    wins) and sorted by (user, item), appended to the pending log (`PendingRatings`); `epochs`
+    SGD passes over the batch then the replay buffer, shuffled with seed + epoch; the replay
+    buffer moved on by the batch; each touched user re-solved over the kept ratings with the
+    log on top (`merged_row`, `fold_in_user`) when `resolve`.
+
+    Returns (log length, replay users, items, ratings, touched users ascending)."""
+    m0 = len(ev_u)
+    key = np.empty(m0, np.int64)
+    for q in range(m0):
+        key[q] = np.int64(ev_u[q]) * n_items + np.int64(ev_i[q])
+    order = np.argsort(key, kind="mergesort")
+    n_rep = len(rep_u)
+    n_all = m0 + n_rep
+    users = np.empty(n_all, np.int32)
+    items = np.empty(n_all, np.int32)
+    ratings = np.empty(n_all, np.float32)
+    m = 0
+    n_touched = 0
+    for a in range(m0):
+        q = order[a]
+        if a + 1 < m0 and key[order[a + 1]] == key[q]:
+            continue  # a later row for the same pair follows
+        u = np.int32(ev_u[q])
+        if m == 0 or users[m - 1] != u:
+            n_touched += 1
+        users[m] = u
+        items[m] = np.int32(ev_i[q])
+        ratings[m] = np.float32(ev_r[q])
+        p = log_n + m
+        log_u[p], log_i[p], log_r[p] = users[m], items[m], ratings[m]
+        log_prev[p] = head[u]
+        head[u] = p
+        m += 1
+    touched = np.empty(n_touched, np.int64)
+    t = 0
+    for q in range(m):
+        if q == 0 or users[q] != users[q - 1]:
+            touched[t] = users[q]
+            t += 1
+    size = min(replay_size, n_rep + m)  # the replay buffer moved on: its last `size` of (replay, batch)
+    drop = n_rep + m - size
+    new_u = np.empty(size, np.int32)
+    new_i = np.empty(size, np.int32)
+    new_r = np.empty(size, np.float32)
+    for p in range(size):
+        src = drop + p
+        if src < n_rep:
+            new_u[p], new_i[p], new_r[p] = rep_u[src], rep_i[src], rep_r[src]
+        else:
+            new_u[p], new_i[p], new_r[p] = users[src - n_rep], items[src - n_rep], ratings[src - n_rep]
+    users[m:m + n_rep] = rep_u
+    items[m:m + n_rep] = rep_i
+    ratings[m:m + n_rep] = rep_r
+    n_all = m + n_rep
+    for e in range(epochs):
+        shuffle_rows(np.uint64(seed) + np.uint64(e), users[:n_all], items[:n_all], ratings[:n_all])
+        sgd_epoch(users[:n_all], items[:n_all], ratings[:n_all], P, Q, bu, bi, mu, lr, reg, reg_bias, biased)
+    if resolve and n_touched:
+        n_rows = len(indptr) - 1
+        most = 1
+        for u in touched:
+            c = indptr[u + 1] - indptr[u] if u < n_rows else 0
+            q = head[u]
+            while q >= 0:
+                c += 1
+                q = log_prev[q]
+            most = max(most, c)
+        k = Q.shape[1]
+        d = k + 1 if biased else k
+        H = np.ones((most, d))
+        tt = np.empty(most)
+        rhs = np.empty(d)
+        out = np.empty(d)
+        row_i = np.empty(most, np.int32)
+        row_r = np.empty(most, np.float32)
+        stamp = np.full(len(Q), -1, np.int64)
+        for u in touched:
+            n = merged_row(u, indptr, indices, values, head, log_prev, log_i, log_r, stamp, row_i, row_r)
+            fold_in_user(u, row_i[:n], row_r[:n], H, tt, rhs, out, Q, bi, fold_mu, fold_reg, biased, P, bu)
+    return log_n + m, new_u, new_i, new_r, touched
 
 
 _MASK64 = (1 << 64) - 1
@@ -714,6 +811,7 @@ class MF(Model):
         """`Model.fit`, then keep the training ratings and the most recent ones for `partial_fit`."""
         super().fit(train, valid)
         keep_ratings(self, train)
+        self.__dict__.pop("_pending", None)  # ratings of an earlier fit's updates
         recent = latest_rows(train.timestamp, int(self._partial("replay_size")))
         self.replay_users_ = train.user[recent].astype(np.int32)
         self.replay_items_ = train.item[recent].astype(np.int32)
@@ -730,31 +828,38 @@ class MF(Model):
         solved exactly with item factors fixed — the `fold_in` ridge regression over all of the
         user's ratings, batched in the serial `fold_in_rows` kernel. μ stays as fitted.
         """
-        up = upsert_ratings(self, events)
+        check_extends(self, events)
+        log = pending(self)
+        if log.due(len(self.train_indices_), len(events)):
+            log.merge_into(self)
+        self.n_users_, self.n_items_ = events.n_users, events.n_items
         self._grow_state(self.n_users_, self.n_items_)
+        log.reserve(len(events), self.n_users_)
         f32 = np.float32
-        users = np.concatenate([up.users.astype(np.int32), self.replay_users_])
-        items = np.concatenate([up.items.astype(np.int32), self.replay_items_])
-        ratings = np.concatenate([up.ratings.astype(f32), self.replay_ratings_])
         P, Q = self.user_factors_, self.item_factors_
         bu = self.user_bias_ if self.biased else np.zeros(len(P), f32)
         bi = self.item_bias_ if self.biased else np.zeros(len(Q), f32)
         c = self.config
         reg_bias = getattr(c, "reg_bias", -1.0)
         lr = getattr(c, "partial_learning_rate", 0.0) or c.learning_rate
-        scalars = (f32(self.global_mean_), f32(lr), f32(c.reg),
-                   f32(c.reg if reg_bias < 0 else reg_bias), self.biased)
         seed = int(np.random.default_rng([c.seed, self.updates_]).integers(1 << 63))
-        for epoch in range(int(self._partial("partial_epochs"))):
-            shuffle_rows(seed + epoch, users, items, ratings)
-            sgd_epoch(users, items, ratings, P, Q, bu, bi, *scalars)
-        keep = max(0, len(self.replay_users_) + len(up.users) - int(self._partial("replay_size")))
-        self.replay_users_ = np.concatenate([self.replay_users_, up.users.astype(np.int32)])[keep:]
-        self.replay_items_ = np.concatenate([self.replay_items_, up.items.astype(np.int32)])[keep:]
-        self.replay_ratings_ = np.concatenate([self.replay_ratings_, up.ratings.astype(f32)])[keep:]
-        self.resolve_users(up.touched_users)
+        narrow = Q.shape[1] < 32  # wide factors: re-solved by `resolve_users` (BLAS + LAPACK per user)
+        log.n, self.replay_users_, self.replay_items_, self.replay_ratings_, touched = partial_step(
+            events.user, events.item, events.rating, int(self.n_items_), log.users, log.items, log.ratings,
+            log.prev, log.n, log.head, self.train_indptr_, self.train_indices_, self.train_values_,
+            self.replay_users_, self.replay_items_, self.replay_ratings_, int(self._partial("replay_size")),
+            seed, int(self._partial("partial_epochs")), P, Q, bu, bi, f32(self.global_mean_), f32(lr),
+            f32(c.reg), f32(c.reg if reg_bias < 0 else reg_bias), self.biased, float(self.global_mean_),
+            float(c.reg), narrow)
+        if not narrow:
+            self.resolve_users(touched)
         self.updates_ += 1
         return self
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """`Model.get_state`, with the pending ratings merged into the kept CSR first."""
+        merge_pending(self)
+        return super().get_state()
 
     def _grow_state(self, n_users: int, n_items: int) -> None:
         """Append zero rows for new users and items to every per-user / per-item state array
@@ -770,6 +875,7 @@ class MF(Model):
         users = np.asarray(users, np.int64)
         if not len(users):
             return
+        merge_pending(self)
         Q = self.item_factors_
         if Q.shape[1] < 32:  # one serial kernel over the users' rows of the kept CSR
             bi = self.item_bias_ if self.biased else Q[:, 0]
