@@ -142,7 +142,8 @@ class ItemKNN(Model):
     `neighbour_sims_` (rows ordered best first, ≤ max_neighbours or k per row); the training
     ratings `train_indptr_`, `train_indices_`, `train_values_` (user-major CSR); baselines
     `global_mean_`, `user_bias_`, `item_bias_`; means `user_mean_`, `item_mean_`. Ranking-mode
-    cosine also keeps the co-rating sums C = A·Aᵀ as `corating_` (n×n float64, when n²·8 bytes
+    cosine also keeps the co-rating sums C = A·Aᵀ as `corating_` (n×n float64 — float32 counts
+    when binary — when n²·8 bytes
     ≤ `corating_max_bytes` and the values are binary or on a half-point grid; else None) and,
     after a fit from C or a `partial_fit`, each row's reserve and bound (`reserve_*_`, `bound_*_`).
     """
@@ -245,8 +246,9 @@ class ItemKNN(Model):
         b = a.T.tocsr()
         b.sort_indices()
         n = a.shape[0]
-        self.corating_ = corating_build(b.indptr.astype(np.int64), b.indices.astype(np.int64),
-                                        b.data.astype(np.float64), n)
+        self.corating_ = np.zeros((n, n), self._corating_dtype(a.shape[1]))
+        corating_build(b.indptr.astype(np.int64), b.indices.astype(np.int64), b.data.astype(np.float64),
+                       self.corating_)
         width = self._width(n)
         counts, idx, sims = corating_neighbours(self.corating_, corating_norms(self.corating_), width + 1,
                                                 n_chunks())
@@ -254,6 +256,11 @@ class ItemKNN(Model):
         bs = np.where(over, sims[:, width], 0.0)
         bi = np.where(over, idx[:, width], n).astype(np.int64)
         self._set_lists(np.minimum(counts, width), idx[:, :width], sims[:, :width], bs, bi, self._keep(n))
+
+    def _corating_dtype(self, n_other: int) -> type:
+        """C's dtype: float32 for binary sums (counts, exact below 2²⁴ — half the memory
+        traffic of the updates), float64 for rating products on the half-point grid."""
+        return np.float32 if self.config.binary and n_other < 1 << 24 else np.float64
 
     def _keep(self, n: int) -> int:
         c = self.config
@@ -307,8 +314,10 @@ class ItemKNN(Model):
         # kernels take the whole buffer (its unused rows and columns are 0), `corating_` is its
         # (n, n) corner — the array that is saved.
         buf = self.corating_ if self.corating_.flags.c_contiguous else self.corating_.base
-        if buf.shape[0] < n:
-            grown = np.zeros((max(n, n_old + n_old // 4),) * 2)
+        dtype = np.promote_types(buf.dtype, self._corating_dtype(len(o_indptr) - 1))
+        if buf.shape[0] < n or buf.dtype != dtype:  # grown (or counts past float32's exact range)
+            size = max(n, n_old + n_old // 4) if buf.shape[0] < n else buf.shape[0]
+            grown = np.zeros((size, size), dtype)
             grown[:n_old, :n_old] = self.corating_
             buf = grown
         self.corating_ = buf[:n, :n]

@@ -455,16 +455,16 @@ def store_rows(rows, fresh, keep, reserve, counts, idx, sim, rcounts, ridx, rsim
 # only where they can change. Sums of products of binary, integer or half-point ratings are
 # exact in float64 in any order, so the kept C equals a fresh A·Aᵀ and the lists a full refit's.
 @numba.njit(cache=True, nogil=True)
-def corating_build(o_indptr, o_indices, o_values, n_ent):  # pragma: no cover - numba
-    """(n_ent, n_ent) dense C = A·Aᵀ from Aᵀ as CSR (rows: the other side, columns: entities)."""
-    c = np.zeros((n_ent, n_ent))
+def corating_build(o_indptr, o_indices, o_values, c):  # pragma: no cover - numba
+    """Add C = A·Aᵀ into the (n_ent, n_ent) zeros `c`, from Aᵀ as CSR (rows: the other side,
+    columns: entities). `c` may be float32 where every sum is an integer below 2²⁴ (binary
+    values: counts), exact as in float64."""
     for o in range(len(o_indptr) - 1):
         for p in range(o_indptr[o], o_indptr[o + 1]):
             e = o_indices[p]
             a = o_values[p]
             for q in range(o_indptr[o], o_indptr[o + 1]):
                 c[e, o_indices[q]] += a * o_values[q]
-    return c
 
 
 @numba.njit(cache=True, nogil=True)
@@ -809,4 +809,4 @@ def row_means_at(indptr, values, rows, means, default):  # pragma: no cover - nu
 
 def corating_norms(c: np.ndarray) -> np.ndarray:
     """(n,) row norms ‖e‖ = sqrt(C[e, e]), floored as `_l2_rows` floors them."""
-    return np.maximum(np.sqrt(np.diag(c).copy()), 1e-12)
+    return np.maximum(np.sqrt(np.diag(c).astype(np.float64)), 1e-12)
