@@ -628,6 +628,7 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
     nq = 0
     cand = np.empty(n, np.int64)
     csim = np.empty(n)
+    hits = np.empty(n + 1, np.int64)
     for f in touched:
         row = c[f]
         nf = norms[f]
@@ -638,11 +639,15 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
             nxt = np.concatenate((nxt, np.empty(grown - len(nxt), np.int64)))
             qf = np.concatenate((qf, np.empty(grown - len(qf), np.int64)))
             qv = np.concatenate((qv, np.empty(grown - len(qv))))
-        m = 0
+        n_hit = 0  # a branch-free pass first: the few j that can pass either test below
         for j in range(n):
             v = row[j]
-            if v <= 0.0:
-                continue
+            hits[n_hit] = j
+            n_hit += (v > 0.0) & ((v >= floor[j] * nf) | (v >= gfloor * norms[j]))
+        m = 0
+        for h in range(n_hit):
+            j = hits[h]
+            v = row[j]
             if v >= floor[j] * nf and not is_t[j]:
                 nxt[nq] = head[j]
                 qf[nq] = f
