@@ -628,7 +628,8 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
     nq = 0
     cand = np.empty(n, np.int64)
     csim = np.empty(n)
-    hits = np.empty(n + 1, np.int64)
+    hits = np.empty(n, np.int64)
+    flags = np.empty(n, np.uint8)
     for f in touched:
         row = c[f]
         nf = norms[f]
@@ -639,11 +640,13 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
             nxt = np.concatenate((nxt, np.empty(grown - len(nxt), np.int64)))
             qf = np.concatenate((qf, np.empty(grown - len(qf), np.int64)))
             qv = np.concatenate((qv, np.empty(grown - len(qv))))
-        n_hit = 0  # a branch-free pass first: the few j that can pass either test below
+        for j in range(n):  # a branch-free (vectorised) pass first: the few j that can pass a test below
+            v = np.float64(row[j])
+            flags[j] = (v > 0.0) & ((v >= floor[j] * nf) | (v >= gfloor * norms[j]))
+        n_hit = 0
         for j in range(n):
-            v = row[j]
             hits[n_hit] = j
-            n_hit += (v > 0.0) & ((v >= floor[j] * nf) | (v >= gfloor * norms[j]))
+            n_hit += flags[j]
         m = 0
         for h in range(n_hit):
             j = hits[h]
