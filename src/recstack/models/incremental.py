@@ -265,12 +265,34 @@ class PendingRatings:
         """Fold the log into `model`'s kept user-major CSR (a later entry for a pair wins) and empty it."""
         if self.n == 0 and len(model.train_indptr_) - 1 >= model.n_users_:
             return
-        n = self.n
-        u, i, r = dedupe_last(self.users[:n], self.items[:n], self.ratings[:n], model.n_items_)
-        model.train_indptr_, model.train_indices_, model.train_values_, _ = csr_upsert(
-            model.train_indptr_, model.train_indices_, model.train_values_, model.n_users_, u, i, r)
-        self.head[u] = -1
+        model.train_indptr_, model.train_indices_, model.train_values_ = merge_log(
+            model.train_indptr_, model.train_indices_, model.train_values_, model.n_users_, model.n_items_,
+            self.users, self.items, self.ratings, self.n, self.head)
         self.n = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_log(indptr, indices, values, n_rows, n_items, log_u, log_i, log_r, log_n, head):  # pragma: no cover
+    """The CSR with the first log_n log entries upserted (a later entry for a pair wins; rows
+    grown to n_rows) as new arrays — `dedupe_last` then `csr_upsert` in one compiled call — and
+    the merged users' chains emptied (head = -1)."""
+    key = np.empty(log_n, np.int64)
+    for q in range(log_n):
+        key[q] = np.int64(log_u[q]) * n_items + np.int64(log_i[q])
+    order = np.argsort(key, kind="mergesort")  # stable: the last of equal keys is the latest
+    rows = np.empty(log_n, np.int64)
+    cols = np.empty(log_n, np.int64)
+    vals = np.empty(log_n)
+    m = 0
+    for a in range(log_n):
+        q = order[a]
+        if a + 1 < log_n and key[order[a + 1]] == key[q]:
+            continue
+        rows[m], cols[m], vals[m] = log_u[q], log_i[q], log_r[q]
+        head[log_u[q]] = -1
+        m += 1
+    out_ptr, out_i, out_v, _ = _upsert(indptr, indices, values, n_rows, rows[:m], cols[:m], vals[:m])
+    return out_ptr, out_i, out_v
 
 
 def pending(model: Any) -> PendingRatings:

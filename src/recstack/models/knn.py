@@ -321,6 +321,7 @@ class ItemKNN(Model):
             grown[:n_old, :n_old] = self.corating_
             buf = grown
         self.corating_ = buf[:n, :n]
+        old_norms = corating_norms(buf)
         corating_add(buf, ev_o.astype(np.int64), ev_e.astype(np.int64), new, old, o_indptr, o_indices,
                      o_values, binary)
         keep, width = self._keep(n), self._width(n)
@@ -329,7 +330,7 @@ class ItemKNN(Model):
             touched = np.arange(n, dtype=np.int64)
         counts, idx, sims, bs, bi = self._padded_lists(n, width)
         self.redone_rows_ = int(corating_patch(buf, corating_norms(buf), touched, counts, idx, sims, bs, bi,
-                                               keep))
+                                               keep, old_norms))
         self._set_lists(counts, idx, sims, bs, bi, keep)
 
     # ---- state views -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from recstack.errors import ConfigError
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
 from recstack.models.incremental import (check_extends, cholesky_solve, grow_rows, keep_ratings, merge_pending,
-                                         merged_row, pending, user_rows)
+                                         merge_log, merged_row, pending, user_rows)
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -193,15 +193,21 @@ def fold_in_user(u, items, ratings, H, t, rhs, out, Q, bi, mu, reg, biased, P, b
 
 @numba.njit(cache=True, nogil=True)
 def partial_step(ev_u, ev_i, ev_r, n_items, log_u, log_i, log_r, log_prev, log_n, head, indptr, indices,
-                 values, rep_u, rep_i, rep_r, replay_size, seed, epochs, P, Q, bu, bi, mu, lr, reg,
-                 reg_bias, biased, fold_mu, fold_reg, resolve):  # pragma: no cover - numba
-    """`MF.partial_fit` after growth, in one call: the batch deduplicated (a later row for a pair
-    wins) and sorted by (user, item), appended to the pending log (`PendingRatings`); `epochs`
+                 values, merge, n_rows, rep_u, rep_i, rep_r, replay_size, seed, epochs, P, Q, bu, bi, mu, lr,
+                 reg, reg_bias, biased, fold_mu, fold_reg, resolve):  # pragma: no cover - numba
+    """`MF.partial_fit` after growth, in one call: when `merge`, the pending log is first merged
+    into the kept CSR (`merge_log`, rows grown to n_rows); the batch deduplicated (a later row
+    for a pair wins) and sorted by (user, item), appended to the pending log (`PendingRatings`); `epochs`
     SGD passes over the batch then the replay buffer, shuffled with seed + epoch; the replay
     buffer moved on by the batch; each touched user re-solved over the kept ratings with the
     log on top (`merged_row`, `fold_in_user`) when `resolve`.
 
-    Returns (log length, replay users, items, ratings, touched users ascending)."""
+    Returns (log length, replay users, items, ratings, touched users ascending, CSR indptr,
+    indices, values — new arrays after a merge)."""
+    if merge:
+        indptr, indices, values = merge_log(indptr, indices, values, n_rows, n_items, log_u, log_i, log_r,
+                                            log_n, head)
+        log_n = 0
     m0 = len(ev_u)
     key = np.empty(m0, np.int64)
     for q in range(m0):
@@ -275,7 +281,7 @@ def partial_step(ev_u, ev_i, ev_r, n_items, log_u, log_i, log_r, log_prev, log_n
         for u in touched:
             n = merged_row(u, indptr, indices, values, head, log_prev, log_i, log_r, stamp, row_i, row_r)
             fold_in_user(u, row_i[:n], row_r[:n], H, tt, rhs, out, Q, bi, fold_mu, fold_reg, biased, P, bu)
-    return log_n + m, new_u, new_i, new_r, touched
+    return log_n + m, new_u, new_i, new_r, touched, indptr, indices, values
 
 
 _MASK64 = (1 << 64) - 1
@@ -830,8 +836,7 @@ class MF(Model):
         """
         check_extends(self, events)
         log = pending(self)
-        if log.due(len(self.train_indices_), len(events)):
-            log.merge_into(self)
+        merge, n_rows = log.due(len(self.train_indices_), len(events)), self.n_users_  # rows the log knows
         self.n_users_, self.n_items_ = events.n_users, events.n_items
         self._grow_state(self.n_users_, self.n_items_)
         log.reserve(len(events), self.n_users_)
@@ -844,10 +849,11 @@ class MF(Model):
         lr = getattr(c, "partial_learning_rate", 0.0) or c.learning_rate
         seed = int(np.random.default_rng([c.seed, self.updates_]).integers(1 << 63))
         narrow = Q.shape[1] < 32  # wide factors: re-solved by `resolve_users` (BLAS + LAPACK per user)
-        log.n, self.replay_users_, self.replay_items_, self.replay_ratings_, touched = partial_step(
+        (log.n, self.replay_users_, self.replay_items_, self.replay_ratings_, touched, self.train_indptr_,
+         self.train_indices_, self.train_values_) = partial_step(
             events.user, events.item, events.rating, int(self.n_items_), log.users, log.items, log.ratings,
-            log.prev, log.n, log.head, self.train_indptr_, self.train_indices_, self.train_values_,
-            self.replay_users_, self.replay_items_, self.replay_ratings_, int(self._partial("replay_size")),
+            log.prev, log.n, log.head, self.train_indptr_, self.train_indices_, self.train_values_, merge,
+            int(n_rows), self.replay_users_, self.replay_items_, self.replay_ratings_, int(self._partial("replay_size")),
             seed, int(self._partial("partial_epochs")), P, Q, bu, bi, f32(self.global_mean_), f32(lr),
             f32(c.reg), f32(c.reg if reg_bias < 0 else reg_bias), self.biased, float(self.global_mean_),
             float(c.reg), narrow)

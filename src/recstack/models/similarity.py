@@ -592,7 +592,7 @@ def _store_wide(e, cand, csim, m, width, counts, idx, sims, bs, bi, n):  # pragm
 
 
 @numba.njit(cache=True, nogil=True)
-def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragma: no cover - numba
+def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep, old_norms):  # pragma: no cover - numba
     """Bring the ranked lists (counts (n,), idx and sims (n, width), width ≥ keep: the neighbours
     and then the reserve) and bounds (bs, bi) up to date after C changed in the `touched` rows
     and columns (and their norms), in place. Returns how many untouched rows were re-selected.
@@ -610,8 +610,10 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
     bound_j·(1 − 1e-6)·‖j‖·‖f‖ (as in `corating_row`: below it the similarity rounds to a
     float32 below the bound) without a division; survivors are queued per row with their value.
     A touched neighbour of j that is not queued now ranks after j's bound: it is dropped. (2) Row
-    f's own candidates at or above 0.9 × its previous bound are collected and ranked; when fewer
-    than width + 1 reach that guess the row is ranked in full (`corating_row`). A row with no
+    f's own candidates at or above a guess — 0.97 × its previous bound scaled by ‖f‖ before /
+    after the change (`old_norms`: the norms before; f's untouched candidates scale by exactly
+    that) — are collected and ranked; when fewer than width + 1 reach the guess the row is
+    ranked in full (`corating_row`). A row with no
     touched neighbour and nothing queued is left as it is; a changed one merges its untouched
     entries (still in order) with the few moved or new ones."""
     n = len(counts)
@@ -633,7 +635,7 @@ def corating_patch(c, norms, touched, counts, idx, sims, bs, bi, keep):  # pragm
     for f in touched:
         row = c[f]
         nf = norms[f]
-        guess = 0.9 * bs[f]
+        guess = 0.97 * bs[f] * (old_norms[f] / nf)  # the old bound, scaled as f's norm grew
         gfloor = guess * (1.0 - 1e-6) * nf
         if nq + n > len(nxt):  # room for a whole row: no test in the loop
             grown = max(2 * len(nxt), nq + n)
