@@ -12,7 +12,9 @@ popularity; the model never depends on the caller passing it back.)
 
 `upsert_ratings` merges a batch of events into both CSRs: a repeated (user, item) replaces the
 stored value, a new one is inserted at its sorted place (one compiled O(nnz) copy, no Python
-loop per event), and the vocabularies grow to the events' sizes.
+loop per event), and the vocabularies grow to the events' sizes. A model whose update reads
+only a few users' rows (MF's re-solves) keeps new ratings in a `PendingRatings` log over the
+CSR instead, merged into it rarely (amortised O(1) per rating) and before the state is saved.
 """
 
 from __future__ import annotations

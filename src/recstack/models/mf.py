@@ -832,7 +832,13 @@ class MF(Model):
         the new ratings together with the replay buffer of recent ones (the training update,
         same learning rate and regularisation); then every touched user's vector (and bias) is
         solved exactly with item factors fixed — the `fold_in` ridge regression over all of the
-        user's ratings, batched in the serial `fold_in_rows` kernel. μ stays as fitted.
+        user's ratings. μ stays as fitted.
+
+        The new ratings go to the pending log (`incremental.PendingRatings`), not into the kept
+        CSR: a touched user's ratings are its CSR row with the log on top, and the log is merged
+        into the CSR only when it outgrows its share (or before the state is saved). All of it —
+        merge, dedupe, SGD, replay buffer, re-solves — is one compiled call (`partial_step`);
+        factors of width ≥ 32 are re-solved by `resolve_users` (BLAS + LAPACK per user).
         """
         check_extends(self, events)
         log = pending(self)
