@@ -121,6 +121,15 @@ def test_pending_log_rows_and_merge_match_upserts():
             np.testing.assert_array_equal(a, b)
 
 
+def test_stream_seed_equals_numpys_generator():
+    """The update seed derived without a Generator equals numpy's for seeds of one and two words."""
+    from recstack.models.mf import stream_seed
+
+    for a in (0, 1, 42, 2**31 + 5, 2**32 - 1, 2**32, 2**63 + 11):
+        for b in (0, 1, 2, 9, 121, 1000, 2**32 + 1):
+            assert stream_seed(a, b) == int(np.random.default_rng([a, b]).integers(1 << 63)), (a, b)
+
+
 def test_mf_pending_log_merges_keep_updates_exact(stream, tmp_path, monkeypatch):
     """biased-mf with the log merged into the kept CSR every few batches (a tiny merge share)
     learns exactly what it learns with the log merged only when saved; the saved CSR is every
