@@ -119,6 +119,19 @@ def test_pending_log_rows_and_merge_match_upserts():
         log.merge_into(model)
         for a, b in zip((model.train_indptr_, model.train_indices_, model.train_values_), ref):
             np.testing.assert_array_equal(a, b)
+    # one user with many log entries (sorted by a full sort, not insertion): 90 events over 60 items
+    log = PendingRatings()
+    log.reserve(90, 1)
+    items_in = rng.permutation(np.r_[np.arange(60), rng.integers(0, 60, 30)]).astype(np.int32)
+    for q, j in enumerate(items_in):
+        log.users[q], log.items[q], log.ratings[q] = 0, j, q
+        log.prev[q], log.head[0] = log.head[0], q
+    log.n = 90
+    out_i, out_r = np.empty(90, np.int32), np.empty(90, np.float32)
+    empty = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    k = merged_row(0, *empty, log.head, log.prev, log.items, log.ratings, np.full(60, -1, np.int64), out_i, out_r)
+    last = {int(j): float(q) for q, j in enumerate(items_in)}
+    assert k == 60 and out_i[:k].tolist() == list(range(60)) and out_r[:k].tolist() == [last[j] for j in range(60)]
 
 
 def test_stream_seed_equals_numpys_generator():

@@ -328,7 +328,10 @@ def merged_row(u, indptr, indices, values, head, prev, log_items, log_ratings, s
             ratings[m] = log_ratings[q]
             m += 1
         q = prev[q]
-    for a in range(1, m):  # the user's few log entries, by item
+    if m > 32:  # many: sorted by index (the items are distinct)
+        order = np.argsort(items[:m])
+        items[:m], ratings[:m] = items[:m][order], ratings[:m][order]
+    for a in range(1, m):  # the user's few log entries, by item (a no-op after the sort)
         j, r = items[a], ratings[a]
         p = a
         while p > 0 and items[p - 1] > j:
