@@ -76,8 +76,9 @@ def test_pending_log_rows_and_merge_match_upserts():
     """Random batches (re-rates inside a batch and across batches, new users) go to the pending
     log: every user's `merged_row` and the CSR after `merge_into` equal the same batches upserted
     one by one into the CSR, with merges at random points in between."""
-    import scipy.sparse as sp
     import types
+
+    import scipy.sparse as sp
 
     from recstack.models.incremental import PendingRatings, merged_row
 
@@ -87,7 +88,8 @@ def test_pending_log_rows_and_merge_match_upserts():
         dense = (rng.random((n_users, n_items)) < 0.3) * rng.integers(1, 6, (n_users, n_items))
         x = sp.csr_matrix(dense.astype(np.float32))
         x.sort_indices()
-        model = types.SimpleNamespace(train_indptr_=x.indptr.astype(np.int64), train_indices_=x.indices.astype(np.int32),
+        model = types.SimpleNamespace(train_indptr_=x.indptr.astype(np.int64),
+                                      train_indices_=x.indices.astype(np.int32),
                                       train_values_=x.data.astype(np.float32), n_users_=n_users, n_items_=n_items)
         ref = [x.indptr.astype(np.int64), x.indices.astype(np.int32), x.data.astype(np.float32)]
         log = PendingRatings()

@@ -313,7 +313,8 @@ def merge_pending(model: Any) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def merged_row(u, indptr, indices, values, head, prev, log_items, log_ratings, stamp, items, ratings):  # pragma: no cover
+def merged_row(u, indptr, indices, values, head, prev, log_items, log_ratings, stamp, items,
+               ratings):  # pragma: no cover - numba
     """User u's current ratings — CSR row u with its pending log entries on top (a later entry
     wins) — written into items / ratings (room for the row plus the user's log entries), sorted by
     item as the merged CSR row would hold them; returns their count. `stamp` (n_items,) must be

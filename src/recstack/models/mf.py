@@ -25,8 +25,17 @@ from recstack.data.interactions import Interactions
 from recstack.errors import ConfigError
 from recstack.models.base import Explanation, Model, item_parts
 from recstack.models.config import Config, require
-from recstack.models.incremental import (check_extends, cholesky_solve, grow_rows, keep_ratings, merge_pending,
-                                         merge_log, merged_row, pending, user_rows)
+from recstack.models.incremental import (
+    check_extends,
+    cholesky_solve,
+    grow_rows,
+    keep_ratings,
+    merge_log,
+    merge_pending,
+    merged_row,
+    pending,
+    user_rows,
+)
 from recstack.progress import Bar
 from recstack.split import validation_split
 
@@ -940,10 +949,10 @@ class MF(Model):
          self.train_indices_, self.train_values_, _) = partial_step(
             events.user, events.item, events.rating, int(self.n_items_), log.users, log.items, log.ratings,
             log.prev, log.n, log.head, self.train_indptr_, self.train_indices_, self.train_values_, merge,
-            int(n_rows), self.replay_users_, self.replay_items_, self.replay_ratings_, int(self._partial("replay_size")),
-            seed, int(self._partial("partial_epochs")), P, Q, bu, bi, f32(self.global_mean_), f32(lr),
-            f32(c.reg), f32(c.reg if reg_bias < 0 else reg_bias), self.biased, float(self.global_mean_),
-            float(c.reg), narrow)
+            int(n_rows), self.replay_users_, self.replay_items_, self.replay_ratings_,
+            int(self._partial("replay_size")), seed, int(self._partial("partial_epochs")), P, Q, bu, bi,
+            f32(self.global_mean_), f32(lr), f32(c.reg), f32(c.reg if reg_bias < 0 else reg_bias), self.biased,
+            float(self.global_mean_), float(c.reg), narrow)
         if not narrow:
             self.resolve_users(touched)
         self.updates_ += 1
