@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from recstack.errors import DataError, UnknownIdError
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: reading and training need none
+    import pandas as pd
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,6 +164,8 @@ class Interactions:
 
     def to_frame(self) -> pd.DataFrame:
         """Rows as a frame with external ids: user, item, rating, timestamp."""
+        import pandas as pd
+
         return pd.DataFrame(
             {
                 "user": self.user_ids[self.user],
@@ -175,7 +179,7 @@ class Interactions:
         """sha256 over vocabularies and arrays: the same data gives the same hex digest."""
         h = hashlib.sha256()
         for arr in (self.user, self.item, self.rating, self.timestamp):
-            h.update(np.ascontiguousarray(arr).tobytes())
+            h.update(np.ascontiguousarray(arr))  # the array's own buffer: no bytes copy of the data
         h.update("\x1f".join(self.user_ids.tolist()).encode())
         h.update("\x1e".join(self.item_ids.tolist()).encode())
         return h.hexdigest()
@@ -185,6 +189,8 @@ class Interactions:
         f = self.item_features
         if f is None or "title" not in f:
             return [str(i) for i in self.item_ids]
+        import pandas as pd
+
         years = f["year"] if "year" in f else pd.Series([None] * len(f))
         out = []
         for title, year in zip(f["title"].tolist(), years.tolist()):

@@ -260,6 +260,9 @@ class Model:
     config_class: ClassVar[type[Config]] = Config
     explicit: ClassVar[bool] = False  # True: scores are rating estimates (RMSE applies)
     supports_gpu: ClassVar[bool] = False  # True: `device=cuda` trains and scores on a GPU
+    # False: fit never reads `train.timestamp`, so a loader may leave the column unread
+    # (`recstack train --data PARQUET` does; the saved training data then has timestamps 0)
+    uses_timestamps: ClassVar[bool] = True
 
     def __init__(self, config: Config | Mapping[str, Any] | None = None, **params: Any) -> None:
         self.config = self.config_class.build(config, params)

@@ -114,6 +114,7 @@ class EASE(Model):
 
     name = "ease"
     config_class = EASEConfig
+    uses_timestamps = False
     explicit = False
 
     @classmethod

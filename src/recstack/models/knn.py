@@ -146,6 +146,7 @@ class ItemKNN(Model):
 
     name = "item-knn"
     config_class = KNNConfig
+    uses_timestamps = False
     default_user_based = False
 
     def __init__(self, config: Config | dict[str, Any] | None = None, **params: Any) -> None:
