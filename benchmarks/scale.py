@@ -13,6 +13,7 @@ items filtered) and Surprise's SVD (up to 5M ratings). 64 factors and 2 threads 
 
     python -m benchmarks.scale [--sizes 1e5,1e6,1e7,2.5e7] [--models als,biased-mf,...]
     python -m benchmarks.scale --report      # table + log-log plot from the saved records
+    python -m benchmarks.scale --stages --sizes 2.5e7   # memory after each stage, als and implicit
     python -m benchmarks.scale --parity      # Spark / DDP against in-process, ML-100K msr-75
 
 Parity (`--parity`, results/scale_parity.json), each side its own `recstack` process:
@@ -43,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "scale.json"
 PARITY = ROOT / "results" / "scale_parity.json"
+STAGES = ROOT / "results" / "scale_memory.json"
 PLOT = ROOT / "results" / "scale.png"
 DATA = Path(os.environ.get("RECSTACK_DATA", Path.home() / ".cache" / "recstack")) / "synth"
 SIZES = (100_000, 1_000_000, 10_000_000, 25_000_095)  # the last: ML-25M's count
@@ -184,7 +186,78 @@ def job_surprise(folder: Path) -> dict[str, Any]:
     return {"fit_seconds": fit, "per_epoch": fit / 3, "updates_per_s": 3 * trainset.n_ratings / fit}
 
 
-JOBS = {"implicit-als": job_implicit, "surprise-svd": job_surprise}
+# ---- where the memory goes: resident memory after each stage, each side in its own process ----------
+def _rss() -> tuple[float, float]:
+    """(resident MB now, peak resident MB so far) of this process (/proc/self/status)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+def job_stages_ours(folder: Path) -> list[dict[str, Any]]:
+    """`recstack train als --data DIR` step by step (what cmd_train does, with a mark after each)."""
+    import tempfile as tf
+
+    stages = [{"stage": "start", "mb": _rss()}]
+    from recstack.data.parquet import read_parquet
+    from recstack.models.base import make_model
+    from recstack.persist import save_model
+
+    stages.append({"stage": "imports", "mb": _rss()})
+    data = read_parquet(folder, timestamps=False)  # als does not use time (cmd_train reads no timestamps)
+    stages.append({"stage": "columns read, user-major CSR", "mb": _rss()})
+    data.csr_t
+    stages.append({"stage": "item-major CSR", "mb": _rss()})
+    model_name, params, _ = OURS["als"]
+    model = make_model(model_name, {**params, "threads": THREADS})
+    model.fit(data)
+    stages.append({"stage": "fit", "mb": _rss()})
+    with tf.TemporaryDirectory(prefix="recstack-stages-") as tmp:
+        save_model(f"{tmp}/m", model, data)
+        stages.append({"stage": "save", "mb": _rss()})
+    return stages
+
+
+def job_stages_implicit(folder: Path) -> list[dict[str, Any]]:
+    """`job_implicit`'s load and fit with a mark after each."""
+    stages = [{"stage": "start", "mb": _rss()}]
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    stages.append({"stage": "imports", "mb": _rss()})
+    m = _csr(folder)
+    m.data[:] = 2.0
+    stages.append({"stage": "columns read, user-major CSR", "mb": _rss()})
+    model = AlternatingLeastSquares(factors=FACTORS, iterations=OURS["als"][2], regularization=1.0, alpha=1.0,
+                                    num_threads=THREADS, random_state=0, calculate_training_loss=False)
+    model.fit(m, show_progress=False)  # makes its item-major copy inside
+    stages.append({"stage": "fit", "mb": _rss()})
+    return stages
+
+
+def stages(n: int, timeout: float) -> dict[str, Any]:
+    """Resident and peak memory after each stage, ours (`als`) and implicit's, at `n` ratings."""
+    folder = dataset(n)
+    out: dict[str, Any] = {"ratings": n}
+    for side, job in (("als", "stages-ours"), ("implicit-als", "stages-implicit")):
+        rec, peak, err = _timed([sys.executable, "-m", "benchmarks.scale", "--job", job, str(folder)], timeout)
+        out[side] = {"stages": rec, "peak_mb": peak} if rec is not None else {"error": err}
+    return out
+
+
+def stages_table(rec: dict[str, Any]) -> str:
+    lines = [f"| stage ({rec['ratings']:,} ratings) | ours: resident / peak so far (MB) | "
+             "implicit: resident / peak so far (MB) |", "|---|---|---|"]
+    sides = [{s["stage"]: s["mb"] for s in rec[k].get("stages") or []} for k in ("als", "implicit-als")]
+    names = list(dict.fromkeys([*sides[0], *sides[1]]))
+    for name in names:
+        cells = [f"{d[name][0]:.0f} / {d[name][1]:.0f}" if name in d else "-" for d in sides]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    peaks = [rec[k].get("peak_mb") for k in ("als", "implicit-als")]
+    lines.append("| whole process (`/usr/bin/time`) | " + " | ".join(f"{p:.0f}" if p else "-" for p in peaks) + " |")
+    return "\n".join(lines)
+
+
+JOBS = {"implicit-als": job_implicit, "surprise-svd": job_surprise, "stages-ours": job_stages_ours,
+        "stages-implicit": job_stages_implicit}
 
 
 def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
@@ -326,6 +399,11 @@ def parity_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _size(text: str) -> int:
+    n = int(float(text))
+    return 25_000_095 if n == 25_000_000 else n  # 2.5e7: ML-25M's own count
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
@@ -334,11 +412,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=RUNS, help="processes per point; the last one counts")
     p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     p.add_argument("--parity", action="store_true", help="Spark and DDP parity on ML-100K msr-75")
+    p.add_argument("--stages", action="store_true",
+                   help="resident memory after each stage (load, CSRs, fit, save), als and implicit, at the "
+                        "largest of --sizes")
     p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     globals()["RUNS"] = max(1, args.runs)
     if args.job:
         print(json.dumps(JOBS[args.job[0]](Path(args.job[1]))))
+        return 0
+    if args.stages:
+        rec = stages(max(_size(s) for s in args.sizes.split(",")), args.timeout)
+        STAGES.write_text(json.dumps(rec, indent=1))
+        print(stages_table(rec))
         return 0
     if args.parity:
         rows = parity(args.timeout)
@@ -347,8 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     records: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.report:
-        for n in [int(float(s)) for s in args.sizes.split(",")]:
-            n = 25_000_095 if n == 25_000_000 else n  # 2.5e7: ML-25M's own count
+        for n in [_size(s) for s in args.sizes.split(",")]:
             folder = dataset(n)
             for model in args.models.split(";" if ";" in args.models else ","):
                 t0 = time.time()

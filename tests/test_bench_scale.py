@@ -24,3 +24,23 @@ def test_parity_table_marks_each_row_against_its_target():
     text = parity_table(rows)
     assert "| als | 0.4700 | 0.4650 | 0.0050 | ≤ 0.01 | yes |" in text
     assert "98.50% of 943 users identical | ≥ 99% | no |" in text
+
+
+def test_memory_stages_of_our_side_and_their_table(tmp_path):
+    """`--stages`: our side's stages in order, each with resident ≤ peak, peaks never falling."""
+    from benchmarks.scale import job_stages_ours, stages_table
+    from recstack.data.parquet import write_parquet
+    from recstack.data.synthetic import synthetic_interactions
+
+    write_parquet(synthetic_interactions(200, 100, 4000, seed=1), tmp_path / "d")
+    ours = job_stages_ours(tmp_path / "d")
+    assert [s["stage"] for s in ours] == ["start", "imports", "columns read, user-major CSR", "item-major CSR",
+                                         "fit", "save"]
+    assert all(now <= peak for now, peak in (s["mb"] for s in ours))
+    peaks = [s["mb"][1] for s in ours]
+    assert peaks == sorted(peaks)
+    theirs = [{"stage": "start", "mb": (10.0, 10.0)}, {"stage": "fit", "mb": (50.0, 80.0)}]
+    text = stages_table({"ratings": 4000, "als": {"stages": ours, "peak_mb": 300.0},
+                         "implicit-als": {"stages": theirs, "peak_mb": 81.0}})
+    assert "| fit | " in text and "| 50 / 80 |" in text and "| item-major CSR | " in text and " - |" in text
+    assert text.splitlines()[-1].endswith("| 300 | 81 |")
