@@ -141,3 +141,24 @@ def test_reading_a_file_does_not_import_pandas(tmp_path, synth):
             "print(len(d), 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(len(synth)), "False"]
+
+
+def test_user_order_is_the_csr_order_and_shares_its_arrays(tmp_path, synth):
+    write_parquet(synth, tmp_path / "d")
+    lean = read_parquet(tmp_path / "d", order="user")
+    order = np.lexsort((synth.item, synth.user))  # integer ids: the vocabularies keep index order
+    assert list(lean.user_ids) == list(synth.user_ids) and list(lean.item_ids) == list(synth.item_ids)
+    for field in ("user", "item", "rating", "timestamp"):
+        np.testing.assert_array_equal(getattr(lean, field), getattr(synth, field)[order])
+    assert lean.csr.indices is lean.item and lean.csr.data is lean.rating
+    assert (lean.csr != synth.csr).nnz == 0 and (lean.csr_t != synth.csr_t).nnz == 0
+    untimed = read_parquet(tmp_path / "d", order="user", timestamps=False)
+    assert not untimed.timestamp.any() and untimed.fingerprint() != lean.fingerprint()
+    # duplicates: named, or the last one kept, as in file order
+    pq.write_table(pa.table({"user": [1, 2, 1, 0], "item": [1, 2, 1, 5], "rating": [1.0, 2.0, 5.0, 3.0]}),
+                   tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match=r"duplicate \(user, item\) pair \(1, 1\) at row 2, first at row 0"):
+        read_parquet(tmp_path / "dup.parquet", order="user")
+    d = read_parquet(tmp_path / "dup.parquet", order="user", duplicates="keep-last")
+    assert d.user_ids[d.user].tolist() == ["0", "1", "2"] and d.rating.tolist() == [3.0, 5.0, 2.0]
+    assert d.meta["duplicates_dropped"] == 1 and d.csr.data is d.rating

@@ -80,6 +80,21 @@ class Interactions:
         t = np.zeros(n, np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
         return cls(uvocab, ivocab, u, i, r, t, item_features, user_features, name)
 
+    @classmethod
+    def from_csr(cls, m: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray,
+                 timestamps: np.ndarray | None = None, **fields: Any) -> Interactions:
+        """Rows in the order of `m` ((n_users, n_items) float32 ratings, sorted indices): by user,
+        then by item. `m` becomes `csr` itself, so `item` and `rating` are its arrays, not copies
+        (25M rows: 0.2 GB less than rows in another order beside their CSR). `timestamps`, if
+        given, are in the same order; other keyword arguments are the dataclass's fields."""
+        if not (m.dtype == np.float32 and m.indices.dtype == np.int32 and m.has_sorted_indices):
+            raise DataError("from_csr needs float32 values and sorted int32 indices")
+        user = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
+        t = np.zeros(m.nnz, np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
+        out = cls(np.asarray(user_ids), np.asarray(item_ids), user, m.indices, m.data, t, **fields)
+        out.__dict__["csr"] = m  # the cached `csr`: the matrix itself
+        return out
+
     # ---- shape ----------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.user)

@@ -107,15 +107,19 @@ def _ids(cols: _Columns, column: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_parquet(path: str | Path, *, duplicates: Duplicates = "error", name: str | None = None,
-                 timestamps: bool = True) -> Interactions:
+                 timestamps: bool = True, order: Literal["file", "user"] = "file") -> Interactions:
     """Read a Parquet table of interactions (see the module docstring) into `Interactions`.
 
-    `timestamps=False` leaves the timestamp column unread (every timestamp 0, an array that
-    takes no memory until written): for models that never look at time, 0.2 GB less at 25M rows.
+    For fitting alone (no split by row, no row numbers): `timestamps=False` leaves the timestamp
+    column unread (every timestamp 0, an array that takes no memory until written), and
+    `order="user"` sorts the rows by user, then item — the order of `data.csr`, which then
+    shares the `item` and `rating` arrays (`Interactions.from_csr`). At 25M rows each saves 0.2 GB.
     """
     pa, _ = _pa()
     if duplicates not in ("error", "keep-last"):
         raise DataError(f"duplicates must be 'error' or 'keep-last', got {duplicates!r}")
+    if order not in ("file", "user"):
+        raise DataError(f"order must be 'file' or 'user', got {order!r}")
     where = parquet_path(path)
     cols = _Columns(where)
     names = set(cols.schema.names)
@@ -144,6 +148,10 @@ def read_parquet(path: str | Path, *, duplicates: Duplicates = "error", name: st
         timestamp = _timestamps(cols)
     stem = where.parent.name if where.name == FILE_NAME else where.stem
     meta = {"path": str(where), "duplicates_dropped": 0}
+    if order == "user":  # handed over in a list, so that the file-order arrays can be let go there
+        arrays = [ucodes, icodes, rating, timestamp if timestamps else None]
+        del ucodes, icodes, rating, timestamp
+        return _user_major(arrays, uvocab, ivocab, where, duplicates, name=name or stem, meta=meta)
     data = Interactions(uvocab, ivocab, ucodes, icodes, rating, timestamp, name=name or stem, meta=meta)
     # duplicates: the CSR matrix (which every model uses, cached on `data`) sums repeated pairs,
     # so fewer stored entries than rows means a repeat; only then are the rows searched
@@ -273,6 +281,36 @@ def _timestamps(cols: _Columns) -> np.ndarray:
 
         return cols.numpy("timestamp", np.int64, whole_seconds)
     raise DataError(f"column 'timestamp' has type {kind}; expected integer seconds", path=cols.where)
+
+
+def _user_major(arrays: list, uvocab: np.ndarray, ivocab: np.ndarray, where: Path, duplicates: str,
+                **fields) -> Interactions:
+    """`Interactions.from_csr` of the rows `arrays` = [user codes, item codes, ratings, timestamps
+    or None] (emptied here): the (user, item) CSR of row numbers (scipy's counting sort, then
+    each row's items sorted) gives the order; the file-order arrays are let go as their sorted
+    copies are made, so the peak is the rows plus that CSR (25M rows: 0.56 GB)."""
+    import scipy.sparse as sp
+
+    ucodes, icodes, rating, timestamp = arrays
+    arrays.clear()
+    shape = (len(uvocab), len(ivocab))
+    rows = sp.csr_matrix((np.arange(len(ucodes), dtype=np.int32), (ucodes, icodes)), shape=shape)
+    if rows.nnz != len(ucodes):  # a repeated pair (its row numbers were summed): drop or name it
+        keep = _check_duplicates(ucodes, icodes, uvocab, ivocab, where, duplicates)
+        fields["meta"]["duplicates_dropped"] = int(len(keep) - keep.sum())
+        ucodes, icodes, rating = ucodes[keep], icodes[keep], rating[keep]
+        timestamp = None if timestamp is None else timestamp[keep]
+        rows = sp.csr_matrix((np.arange(len(ucodes), dtype=np.int32), (ucodes, icodes)), shape=shape)
+    del ucodes, icodes  # the CSR's indices are the items, in their new order
+    rows.sort_indices()
+    order = rows.data
+    rating = rating[order]
+    timestamp = None if timestamp is None else timestamp[order]
+    del order
+    m = sp.csr_matrix((rating, rows.indices, rows.indptr), shape=shape)
+    m.has_sorted_indices = True
+    del rows
+    return Interactions.from_csr(m, uvocab, ivocab, timestamp, **fields)
 
 
 def _check_duplicates(ucodes: np.ndarray, icodes: np.ndarray, uvocab: np.ndarray, ivocab: np.ndarray,

@@ -233,7 +233,7 @@ class ALS(MF):
     name = "als"
     config_class = ALSConfig
     biased = False
-    uses_timestamps = False  # no replay buffer (replay_size 0): time plays no part
+    matrix_only = True  # fits from csr / csr_t; no replay buffer (replay_size 0)
 
     @property
     def explicit(self) -> bool:  # type: ignore[override]

@@ -114,7 +114,7 @@ class EASE(Model):
 
     name = "ease"
     config_class = EASEConfig
-    uses_timestamps = False
+    matrix_only = True
     explicit = False
 
     @classmethod

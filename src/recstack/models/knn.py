@@ -146,7 +146,7 @@ class ItemKNN(Model):
 
     name = "item-knn"
     config_class = KNNConfig
-    uses_timestamps = False
+    matrix_only = True
     default_user_based = False
 
     def __init__(self, config: Config | dict[str, Any] | None = None, **params: Any) -> None:
