@@ -65,6 +65,11 @@ OURS: dict[str, tuple[str, dict[str, Any], int]] = {
     "sasrec": ("sasrec", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
 }
 REFERENCES = ("implicit-als", "surprise-svd")
+# one epoch of the torch models from this size on is timed on its first SAMPLE_BATCHES batches and
+# extrapolated (at 1M one epoch already takes minutes; lightgcn's batches also grow with the graph)
+SAMPLED = ("lightgcn", "sasrec")
+SAMPLE_FROM = 10_000_000
+SAMPLE_BATCHES = 100
 SURPRISE_MAX = 5_000_000
 
 
@@ -113,6 +118,10 @@ def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]
     users, items = shape(n)
     if model == "ease" and items > EASE_MAX_ITEMS:
         return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
+    if label in SAMPLED and n >= SAMPLE_FROM:
+        cmd = [sys.executable, "-m", "benchmarks.scale", "--job", f"sample-{label}", str(folder)]
+        out, peak, err = _timed(cmd, timeout)
+        return {"error": err, "peak_mb": peak} if out is None else {**out, "peak_mb": peak}
     with tempfile.TemporaryDirectory(prefix="recstack-scale-") as tmp:
         cmd = [sys.executable, "-m", "recstack", "train", model, "--data", str(folder), "--out", f"{tmp}/m", "--json",
                *[f"-p{k}={v}" for k, v in params.items()]]
@@ -256,8 +265,44 @@ def stages_table(rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def job_epoch_sample(label: str, folder: Path, n_batches: int = SAMPLE_BATCHES) -> dict[str, Any]:
+    """One epoch of torch model `label` as `recstack train` fits it (the same Parquet read and
+    parameters), with only its first `n_batches` mini-batches trained; the rest of the epoch's
+    batches are still drawn (so their making counts) and counted. The epoch's time is
+    extrapolated: fit seconds (setup, every batch drawn, n trained) + (total − n) × the mean
+    seconds per trained batch."""
+    from recstack.data.parquet import read_parquet
+    from recstack.models.base import make_model
+
+    name, params, _ = OURS[label]
+    data = read_parquet(folder)
+    model = make_model(name, params)
+    stats = {"trained": 0, "total": 0, "train_s": 0.0}
+    make_batches = model.train_batches
+
+    def sampled(train, generator):
+        for batch in make_batches(train, generator):
+            stats["total"] += 1
+            if stats["trained"] < n_batches:
+                t0 = time.perf_counter()
+                yield batch  # the trainer's step runs until the next batch is asked for
+                stats["train_s"] += time.perf_counter() - t0
+                stats["trained"] += 1
+
+    model.train_batches = sampled
+    t0 = time.perf_counter()
+    model.fit(data)
+    fit = time.perf_counter() - t0
+    per_batch = stats["train_s"] / max(stats["trained"], 1)
+    epoch = fit + (stats["total"] - stats["trained"]) * per_batch
+    return {"fit_seconds": epoch, "per_epoch": epoch, "measured_seconds": fit, "seconds_per_batch": per_batch,
+            "batches_trained": stats["trained"], "batches_per_epoch": stats["total"],
+            "extrapolated": f"extrapolated from {stats['trained']} of {stats['total']:,} batches"}
+
+
 JOBS = {"implicit-als": job_implicit, "surprise-svd": job_surprise, "stages-ours": job_stages_ours,
-        "stages-implicit": job_stages_implicit}
+        "stages-implicit": job_stages_implicit,
+        **{f"sample-{label}": (lambda folder, label=label: job_epoch_sample(label, folder)) for label in SAMPLED}}
 
 
 def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
@@ -300,6 +345,8 @@ def table(records: dict[str, dict[str, Any]]) -> str:
                     cell += f"; top-10 all {p['top10_all_seconds']:.1f} s"
                 if p.get("updates_per_s"):
                     cell += f"; {p['updates_per_s'] / 1e6:.1f}M upd/s"
+                if p.get("extrapolated"):
+                    cell += f" ({p['extrapolated']})"
             else:
                 cell = p.get("skipped") or p.get("error") or "-"
             cells.append(cell)

@@ -44,3 +44,21 @@ def test_memory_stages_of_our_side_and_their_table(tmp_path):
                          "implicit-als": {"stages": theirs, "peak_mb": 81.0}})
     assert "| fit | " in text and "| 50 / 80 |" in text and "| item-major CSR | " in text and " - |" in text
     assert text.splitlines()[-1].endswith("| 300 | 81 |")
+
+
+def test_epoch_sample_trains_n_batches_and_counts_the_epoch(tmp_path):
+    """The extrapolated epoch of a torch model: n batches trained, every batch of the epoch counted."""
+    import math
+
+    from benchmarks.scale import OURS, job_epoch_sample
+    from recstack.data.parquet import write_parquet
+    from recstack.data.synthetic import synthetic_interactions
+
+    from recstack.models.base import make_model
+
+    write_parquet(synthetic_interactions(300, 200, 12_000, seed=2), tmp_path / "d")
+    rec = job_epoch_sample("lightgcn", tmp_path / "d", n_batches=2)
+    batches = math.ceil(12_000 / make_model("lightgcn", OURS["lightgcn"][1]).config.batch_size)
+    assert rec["batches_trained"] == 2 and rec["batches_per_epoch"] == batches > 2
+    assert rec["fit_seconds"] >= rec["measured_seconds"] > 0
+    assert f"from 2 of {batches} batches" in rec["extrapolated"]

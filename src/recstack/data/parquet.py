@@ -10,9 +10,13 @@ through a presence table).
 - `write_parquet(data, path)`: integer id columns when every id is a plain integer (Spark's ALS
   wants integers), string columns otherwise.
 
-Memory: columns are read one at a time, so reading 25M rows holds the NumPy arrays of
-`Interactions` (0.5 GB with int32 ids, float32 ratings, int64 timestamps) plus one column's
-Arrow copy (at most 0.2 GB) and the (user, item) CSR the duplicate check builds (0.2 GB).
+Memory: each numeric column is read a row group (a folder: a batch) at a time straight into
+its NumPy array, so Arrow never holds more than one piece, and nothing imports pandas (75 MB
+resident). At 25M rows: the arrays of `Interactions` (0.5 GB with int32 ids, float32 ratings,
+int64 timestamps) and the (user, item) CSR the duplicate check builds (0.2 GB). For a fit that
+looks neither at time nor at row order (`timestamps=False, order="user"`, what `recstack train`
+does for `als`, `item-knn` and `ease`): 0.3 GB of rows whose item and rating arrays are the
+CSR's own, 0.56 GB at the peak of the read.
 """
 
 from __future__ import annotations
