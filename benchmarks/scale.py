@@ -207,12 +207,14 @@ def job_stages_ours(folder: Path) -> list[dict[str, Any]]:
     import tempfile as tf
 
     stages = [{"stage": "start", "mb": _rss()}]
+    import recstack.models.als  # noqa: F401 - numba and the kernels' module, as make_model imports them
     from recstack.data.parquet import read_parquet
     from recstack.models.base import make_model
     from recstack.persist import save_model
 
     stages.append({"stage": "imports", "mb": _rss()})
-    data = read_parquet(folder, timestamps=False)  # als does not use time (cmd_train reads no timestamps)
+    # als fits from the rating matrix alone: cmd_train reads no timestamps, rows in CSR order
+    data = read_parquet(folder, timestamps=False, order="user")
     stages.append({"stage": "columns read, user-major CSR", "mb": _rss()})
     data.csr_t
     stages.append({"stage": "item-major CSR", "mb": _rss()})
