@@ -47,9 +47,13 @@ PARITY = ROOT / "results" / "scale_parity.json"
 STAGES = ROOT / "results" / "scale_memory.json"
 PLOT = ROOT / "results" / "scale.png"
 DATA = Path(os.environ.get("RECSTACK_DATA", Path.home() / ".cache" / "recstack")) / "synth"
-SIZES = (100_000, 1_000_000, 10_000_000, 25_000_095)  # the last: ML-25M's count
+SIZES = (100_000, 1_000_000, 5_000_000, 10_000_000, 25_000_095)  # 5M: Surprise's largest; last: ML-25M's
 FACTORS, THREADS = 64, 2
 EASE_MAX_ITEMS = 20_000  # items² float64 Gram + inverse: 2 × 3.2 GB at 20k items
+# item-knn at its default keeps every positive neighbour (Surprise's KNNBaseline): 15.2M of the
+# 139M ordered item pairs (11%) at 1M ratings; beyond this many items that is gigabytes
+KNN_ALL_MAX_ITEMS = 20_000
+KNN_KEPT_SHARE = 0.11
 
 # label -> (recstack model, params, epochs counted)
 EPOCHS = 5  # als iterations and biased-mf epochs (issue 14's figures: 5)
@@ -60,6 +64,7 @@ OURS: dict[str, tuple[str, dict[str, Any], int]] = {
     "biased-mf": ("biased-mf", MF, EPOCHS),  # cache-aware order (tile=2048, the default)
     "biased-mf tile=0": ("biased-mf", {**MF, "tile": 0}, EPOCHS),  # random order, for comparison
     "item-knn": ("item-knn", {}, 1),
+    "item-knn max_neighbours=100": ("item-knn", {"max_neighbours": 100}, 1),  # sparse top-100 per item
     "ease": ("ease", {}, 1),
     "lightgcn": ("lightgcn", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
     "sasrec": ("sasrec", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
@@ -118,8 +123,14 @@ def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]
     users, items = shape(n)
     if model == "ease" and items > EASE_MAX_ITEMS:
         return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
+    if label == "item-knn" and items > KNN_ALL_MAX_ITEMS:
+        kept = KNN_KEPT_SHARE * items * (items - 1)  # 12 B each stored; 16 B candidates, concatenated: 32 B
+        return {"skipped": f"not run: keeps every positive neighbour, {items:,} items → ≈ {kept / 1e6:,.0f}M "
+                           f"(1M's {KNN_KEPT_SHARE:.0%} of item pairs), {kept * 12 / 1e9:.1f} GB stored and "
+                           f"≈ {kept * 32 / 1e9:.0f} GB at the peak of the fit; bounded: max_neighbours=100"}
     if label in SAMPLED and n >= SAMPLE_FROM:
-        cmd = [sys.executable, "-m", "benchmarks.scale", "--job", f"sample-{label}", str(folder)]
+        cmd = [sys.executable, "-m", "benchmarks.scale", "--job", f"sample-{label}", str(folder),
+               "--sample-batches", str(SAMPLE_BATCHES)]
         out, peak, err = _timed(cmd, timeout)
         return {"error": err, "peak_mb": peak} if out is None else {**out, "peak_mb": peak}
     with tempfile.TemporaryDirectory(prefix="recstack-scale-") as tmp:
@@ -267,7 +278,7 @@ def stages_table(rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def job_epoch_sample(label: str, folder: Path, n_batches: int = SAMPLE_BATCHES) -> dict[str, Any]:
+def job_epoch_sample(label: str, folder: Path, n_batches: int | None = None) -> dict[str, Any]:
     """One epoch of torch model `label` as `recstack train` fits it (the same Parquet read and
     parameters), with only its first `n_batches` mini-batches trained; the rest of the epoch's
     batches are still drawn (so their making counts) and counted. The epoch's time is
@@ -276,6 +287,7 @@ def job_epoch_sample(label: str, folder: Path, n_batches: int = SAMPLE_BATCHES) 
     from recstack.data.parquet import read_parquet
     from recstack.models.base import make_model
 
+    n_batches = SAMPLE_BATCHES if n_batches is None else n_batches
     name, params, _ = OURS[label]
     data = read_parquet(folder)
     model = make_model(name, params)
@@ -464,9 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", action="store_true",
                    help="resident memory after each stage (load, CSRs, fit, save), als and implicit, at the "
                         "largest of --sizes")
+    p.add_argument("--sample-batches", type=int, default=SAMPLE_BATCHES,
+                   help=f"batches trained per sampled epoch ({', '.join(SAMPLED)} from {SAMPLE_FROM:.0e} ratings)")
     p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     globals()["RUNS"] = max(1, args.runs)
+    globals()["SAMPLE_BATCHES"] = max(1, args.sample_batches)
     if args.job:
         print(json.dumps(JOBS[args.job[0]](Path(args.job[1]))))
         return 0
