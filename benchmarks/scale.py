@@ -52,7 +52,7 @@ FACTORS, THREADS = 64, 2
 EASE_MAX_ITEMS = 20_000  # items² float64 Gram + inverse: 2 × 3.2 GB at 20k items
 # item-knn at its default keeps every positive neighbour (Surprise's KNNBaseline): 15.2M of the
 # 139M ordered item pairs (11%) at 1M ratings; beyond this many items that is gigabytes
-KNN_ALL_MAX_ITEMS = 20_000
+KNN_ALL_MAX_ITEMS = 30_000
 KNN_KEPT_SHARE = 0.11
 
 # label -> (recstack model, params, epochs counted)
@@ -118,16 +118,24 @@ def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float
 RUNS = 2  # processes per point; the last counts (`--runs`)
 
 
-def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
-    model, params, epochs = OURS[label]
-    users, items = shape(n)
-    if model == "ease" and items > EASE_MAX_ITEMS:
+def items_squared_skip(label: str, n: int) -> dict[str, Any] | None:
+    """The record of a point not run because the model's memory grows with items² there."""
+    items = shape(n)[1]
+    if label == "ease" and items > EASE_MAX_ITEMS:
         return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
     if label == "item-knn" and items > KNN_ALL_MAX_ITEMS:
         kept = KNN_KEPT_SHARE * items * (items - 1)  # 12 B each stored; 16 B candidates, concatenated: 32 B
         return {"skipped": f"not run: keeps every positive neighbour, {items:,} items → ≈ {kept / 1e6:,.0f}M "
                            f"(1M's {KNN_KEPT_SHARE:.0%} of item pairs), {kept * 12 / 1e9:.1f} GB stored and "
                            f"≈ {kept * 32 / 1e9:.0f} GB at the peak of the fit; bounded: max_neighbours=100"}
+    return None
+
+
+def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
+    model, params, epochs = OURS[label]
+    skip = items_squared_skip(label, n)
+    if skip:
+        return skip
     if label in SAMPLED and n >= SAMPLE_FROM:
         cmd = [sys.executable, "-m", "benchmarks.scale", "--job", f"sample-{label}", str(folder),
                "--sample-batches", str(SAMPLE_BATCHES)]
@@ -331,6 +339,18 @@ def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, 
     return {**out, "peak_mb": peak}
 
 
+def peak_estimate(points: dict[str, Any], n: int) -> tuple[float, str] | None:
+    """Peak MB at `n` ratings extrapolated linearly from the two largest smaller sizes measured
+    (and the text saying so), or None with fewer than two."""
+    xs = sorted((int(k), p["peak_mb"]) for k, p in points.items() if p.get("peak_mb") and "fit_seconds" in p
+                and int(k) < n)[-2:]
+    if len(xs) < 2:
+        return None
+    (n0, m0), (n1, m1) = xs
+    est = m1 + (m1 - m0) * (n - n1) / (n1 - n0)
+    return est, f"{m0 / 1024:.1f} GB at {n0:.0e}, {m1 / 1024:.1f} GB at {n1:.0e} → ≈ {est / 1024:.1f} GB at {n:.1e}"
+
+
 # ---- report ------------------------------------------------------------------------------------------
 def exponents(records: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Least-squares slope of log(fit seconds) on log(ratings) per model (≥ 2 points)."""
@@ -476,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", action="store_true",
                    help="resident memory after each stage (load, CSRs, fit, save), als and implicit, at the "
                         "largest of --sizes")
+    p.add_argument("--max-gb", type=float, default=6.0,
+                   help="skip a point whose peak memory, extrapolated from the two largest smaller ones, is over this")
     p.add_argument("--sample-batches", type=int, default=SAMPLE_BATCHES,
                    help=f"batches trained per sampled epoch ({', '.join(SAMPLED)} from {SAMPLE_FROM:.0e} ratings)")
     p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
@@ -501,8 +523,13 @@ def main(argv: list[str] | None = None) -> int:
             folder = dataset(n)
             for model in args.models.split(";" if ";" in args.models else ","):
                 t0 = time.time()
-                rec = (run_reference(model, folder, n, args.timeout) if model in REFERENCES
-                       else run_ours(model, folder, n, args.timeout))
+                est = None if items_squared_skip(model, n) else peak_estimate(records.get(model, {}), n)
+                if est and est[0] > args.max_gb * 1024:
+                    rec = {"skipped": f"not run: peak memory {est[1]} (linear), over the {args.max_gb:g} GB "
+                                      "this run allows (--max-gb)"}
+                else:
+                    rec = (run_reference(model, folder, n, args.timeout) if model in REFERENCES
+                           else run_ours(model, folder, n, args.timeout))
                 records.setdefault(model, {})[str(n)] = rec
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(records, indent=1))

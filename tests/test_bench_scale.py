@@ -62,3 +62,13 @@ def test_epoch_sample_trains_n_batches_and_counts_the_epoch(tmp_path):
     assert rec["batches_trained"] == 2 and rec["batches_per_epoch"] == batches > 2
     assert rec["fit_seconds"] >= rec["measured_seconds"] > 0
     assert f"from 2 of {batches} batches" in rec["extrapolated"]
+
+
+def test_peak_estimate_extrapolates_the_two_largest_smaller_points():
+    from benchmarks.scale import peak_estimate
+
+    points = {"1000000": {"fit_seconds": 1.0, "peak_mb": 1024.0}, "10000000": {"fit_seconds": 9.0, "peak_mb": 4096.0},
+              "100000": {"fit_seconds": 0.1, "peak_mb": 500.0}, "20000000": {"skipped": "x"}}
+    est, text = peak_estimate(points, 19_000_000)
+    assert abs(est - (4096 + 3072 * 9 / 9)) < 1e-9 and "≈ 7.0 GB at 1.9e+07" in text
+    assert peak_estimate({"1000000": points["1000000"]}, 10**7) is None
