@@ -29,6 +29,7 @@ def test_parity_table_marks_each_row_against_its_target():
 def test_memory_stages_of_our_side_and_their_table(tmp_path):
     """`--stages`: our side's stages in order, each with resident ≤ peak, peaks never falling."""
     from benchmarks.scale import job_stages_ours, stages_table
+
     from recstack.data.parquet import write_parquet
     from recstack.data.synthetic import synthetic_interactions
 
@@ -51,9 +52,9 @@ def test_epoch_sample_trains_n_batches_and_counts_the_epoch(tmp_path):
     import math
 
     from benchmarks.scale import OURS, job_epoch_sample
+
     from recstack.data.parquet import write_parquet
     from recstack.data.synthetic import synthetic_interactions
-
     from recstack.models.base import make_model
 
     write_parquet(synthetic_interactions(300, 200, 12_000, seed=2), tmp_path / "d")
