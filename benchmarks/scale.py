@@ -73,7 +73,7 @@ REFERENCES = ("implicit-als", "surprise-svd")
 # one epoch of the torch models from this size on is timed on its first SAMPLE_BATCHES batches and
 # extrapolated (at 1M one epoch already takes minutes; lightgcn's batches also grow with the graph)
 SAMPLED = ("lightgcn", "sasrec")
-SAMPLE_FROM = 10_000_000
+SAMPLE_FROM = 5_000_000
 SAMPLE_BATCHES = 100
 SURPRISE_MAX = 5_000_000
 
