@@ -13,6 +13,7 @@ items filtered) and Surprise's SVD (up to 5M ratings). 64 factors and 2 threads 
 
     python -m benchmarks.scale [--sizes 1e5,1e6,1e7,2.5e7] [--models als,biased-mf,...]
     python -m benchmarks.scale --report      # table + log-log plot from the saved records
+    python -m benchmarks.scale --stages --sizes 2.5e7   # memory after each stage, als and implicit
     python -m benchmarks.scale --parity      # Spark / DDP against in-process, ML-100K msr-75
 
 Parity (`--parity`, results/scale_parity.json), each side its own `recstack` process:
@@ -43,11 +44,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "scale.json"
 PARITY = ROOT / "results" / "scale_parity.json"
+STAGES = ROOT / "results" / "scale_memory.json"
 PLOT = ROOT / "results" / "scale.png"
 DATA = Path(os.environ.get("RECSTACK_DATA", Path.home() / ".cache" / "recstack")) / "synth"
-SIZES = (100_000, 1_000_000, 10_000_000, 25_000_095)  # the last: ML-25M's count
+SIZES = (100_000, 1_000_000, 5_000_000, 10_000_000, 25_000_095)  # 5M: Surprise's largest; last: ML-25M's
 FACTORS, THREADS = 64, 2
 EASE_MAX_ITEMS = 20_000  # items² float64 Gram + inverse: 2 × 3.2 GB at 20k items
+# item-knn at its default keeps every positive neighbour (Surprise's KNNBaseline): 15.2M of the
+# 139M ordered item pairs (11%) at 1M ratings; beyond this many items that is gigabytes
+KNN_ALL_MAX_ITEMS = 30_000
+KNN_KEPT_SHARE = 0.11
 
 # label -> (recstack model, params, epochs counted)
 EPOCHS = 5  # als iterations and biased-mf epochs (issue 14's figures: 5)
@@ -58,11 +64,17 @@ OURS: dict[str, tuple[str, dict[str, Any], int]] = {
     "biased-mf": ("biased-mf", MF, EPOCHS),  # cache-aware order (tile=2048, the default)
     "biased-mf tile=0": ("biased-mf", {**MF, "tile": 0}, EPOCHS),  # random order, for comparison
     "item-knn": ("item-knn", {}, 1),
+    "item-knn max_neighbours=100": ("item-knn", {"max_neighbours": 100}, 1),  # sparse top-100 per item
     "ease": ("ease", {}, 1),
     "lightgcn": ("lightgcn", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
     "sasrec": ("sasrec", {"factors": FACTORS, "epochs": 1, "early_stopping": False, "threads": THREADS}, 1),
 }
 REFERENCES = ("implicit-als", "surprise-svd")
+# one epoch of the torch models from this size on is timed on its first SAMPLE_BATCHES batches and
+# extrapolated (at 1M one epoch already takes minutes; lightgcn's batches also grow with the graph)
+SAMPLED = ("lightgcn", "sasrec")
+SAMPLE_FROM = 5_000_000
+SAMPLE_BATCHES = 100
 SURPRISE_MAX = 5_000_000
 
 
@@ -106,11 +118,29 @@ def _timed(cmd: list[str], timeout: float) -> tuple[dict[str, Any] | None, float
 RUNS = 2  # processes per point; the last counts (`--runs`)
 
 
+def items_squared_skip(label: str, n: int) -> dict[str, Any] | None:
+    """The record of a point not run because the model's memory grows with items² there."""
+    items = shape(n)[1]
+    if label == "ease" and items > EASE_MAX_ITEMS:
+        return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
+    if label == "item-knn" and items > KNN_ALL_MAX_ITEMS:
+        kept = KNN_KEPT_SHARE * items * (items - 1)  # 12 B each stored; 16 B candidates, concatenated: 32 B
+        return {"skipped": f"not run: keeps every positive neighbour, {items:,} items → ≈ {kept / 1e6:,.0f}M "
+                           f"(1M's {KNN_KEPT_SHARE:.0%} of item pairs), {kept * 12 / 1e9:.1f} GB stored and "
+                           f"≈ {kept * 32 / 1e9:.0f} GB at the peak of the fit; bounded: max_neighbours=100"}
+    return None
+
+
 def run_ours(label: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
     model, params, epochs = OURS[label]
-    users, items = shape(n)
-    if model == "ease" and items > EASE_MAX_ITEMS:
-        return {"skipped": f"ease needs items² memory: {items:,} items → {2 * 8 * items**2 / 1e9:.0f} GB"}
+    skip = items_squared_skip(label, n)
+    if skip:
+        return skip
+    if label in SAMPLED and n >= SAMPLE_FROM:
+        cmd = [sys.executable, "-m", "benchmarks.scale", "--job", f"sample-{label}", str(folder),
+               "--sample-batches", str(SAMPLE_BATCHES)]
+        out, peak, err = _timed(cmd, timeout)
+        return {"error": err, "peak_mb": peak} if out is None else {**out, "peak_mb": peak}
     with tempfile.TemporaryDirectory(prefix="recstack-scale-") as tmp:
         cmd = [sys.executable, "-m", "recstack", "train", model, "--data", str(folder), "--out", f"{tmp}/m", "--json",
                *[f"-p{k}={v}" for k, v in params.items()]]
@@ -184,7 +214,117 @@ def job_surprise(folder: Path) -> dict[str, Any]:
     return {"fit_seconds": fit, "per_epoch": fit / 3, "updates_per_s": 3 * trainset.n_ratings / fit}
 
 
-JOBS = {"implicit-als": job_implicit, "surprise-svd": job_surprise}
+# ---- where the memory goes: resident memory after each stage, each side in its own process ----------
+def _rss() -> tuple[float, float]:
+    """(resident MB now, peak resident MB so far) of this process (/proc/self/status)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+def job_stages_ours(folder: Path) -> list[dict[str, Any]]:
+    """`recstack train als --data DIR` step by step (what cmd_train does, with a mark after each)."""
+    import tempfile as tf
+
+    stages = [{"stage": "start", "mb": _rss()}]
+    import recstack.models.als  # noqa: F401 - numba and the kernels' module, as make_model imports them
+    from recstack.data.parquet import read_parquet
+    from recstack.models.base import make_model
+    from recstack.persist import save_model
+
+    stages.append({"stage": "imports", "mb": _rss()})
+    # als fits from the rating matrix alone: cmd_train reads no timestamps, rows in CSR order
+    data = read_parquet(folder, timestamps=False, order="user")
+    stages.append({"stage": "columns read, user-major CSR", "mb": _rss()})
+    _ = data.csr_t  # made here to be measured (the fit would make it)
+    stages.append({"stage": "item-major CSR", "mb": _rss()})
+    model_name, params, _ = OURS["als"]
+    model = make_model(model_name, {**params, "threads": THREADS})
+    model.fit(data)
+    stages.append({"stage": "fit", "mb": _rss()})
+    with tf.TemporaryDirectory(prefix="recstack-stages-") as tmp:
+        save_model(f"{tmp}/m", model, data)
+        stages.append({"stage": "save", "mb": _rss()})
+    return stages
+
+
+def job_stages_implicit(folder: Path) -> list[dict[str, Any]]:
+    """`job_implicit`'s load and fit with a mark after each."""
+    stages = [{"stage": "start", "mb": _rss()}]
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    stages.append({"stage": "imports", "mb": _rss()})
+    m = _csr(folder)
+    m.data[:] = 2.0
+    stages.append({"stage": "columns read, user-major CSR", "mb": _rss()})
+    model = AlternatingLeastSquares(factors=FACTORS, iterations=OURS["als"][2], regularization=1.0, alpha=1.0,
+                                    num_threads=THREADS, random_state=0, calculate_training_loss=False)
+    model.fit(m, show_progress=False)  # makes its item-major copy inside
+    stages.append({"stage": "fit", "mb": _rss()})
+    return stages
+
+
+def stages(n: int, timeout: float) -> dict[str, Any]:
+    """Resident and peak memory after each stage, ours (`als`) and implicit's, at `n` ratings."""
+    folder = dataset(n)
+    out: dict[str, Any] = {"ratings": n}
+    for side, job in (("als", "stages-ours"), ("implicit-als", "stages-implicit")):
+        rec, peak, err = _timed([sys.executable, "-m", "benchmarks.scale", "--job", job, str(folder)], timeout)
+        out[side] = {"stages": rec, "peak_mb": peak} if rec is not None else {"error": err}
+    return out
+
+
+def stages_table(rec: dict[str, Any]) -> str:
+    lines = [f"| stage ({rec['ratings']:,} ratings) | ours: resident / peak so far (MB) | "
+             "implicit: resident / peak so far (MB) |", "|---|---|---|"]
+    sides = [{s["stage"]: s["mb"] for s in rec[k].get("stages") or []} for k in ("als", "implicit-als")]
+    names = list(dict.fromkeys([*sides[0], *sides[1]]))
+    for name in names:
+        cells = [f"{d[name][0]:.0f} / {d[name][1]:.0f}" if name in d else "-" for d in sides]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    peaks = [rec[k].get("peak_mb") for k in ("als", "implicit-als")]
+    lines.append("| whole process (`/usr/bin/time`) | " + " | ".join(f"{p:.0f}" if p else "-" for p in peaks) + " |")
+    return "\n".join(lines)
+
+
+def job_epoch_sample(label: str, folder: Path, n_batches: int | None = None) -> dict[str, Any]:
+    """One epoch of torch model `label` as `recstack train` fits it (the same Parquet read and
+    parameters), with only its first `n_batches` mini-batches trained; the rest of the epoch's
+    batches are still drawn (so their making counts) and counted. The epoch's time is
+    extrapolated: fit seconds (setup, every batch drawn, n trained) + (total − n) × the mean
+    seconds per trained batch."""
+    from recstack.data.parquet import read_parquet
+    from recstack.models.base import make_model
+
+    n_batches = SAMPLE_BATCHES if n_batches is None else n_batches
+    name, params, _ = OURS[label]
+    data = read_parquet(folder)
+    model = make_model(name, params)
+    stats = {"trained": 0, "total": 0, "train_s": 0.0}
+    make_batches = model.train_batches
+
+    def sampled(train, generator):
+        for batch in make_batches(train, generator):
+            stats["total"] += 1
+            if stats["trained"] < n_batches:
+                t0 = time.perf_counter()
+                yield batch  # the trainer's step runs until the next batch is asked for
+                stats["train_s"] += time.perf_counter() - t0
+                stats["trained"] += 1
+
+    model.train_batches = sampled
+    t0 = time.perf_counter()
+    model.fit(data)
+    fit = time.perf_counter() - t0
+    per_batch = stats["train_s"] / max(stats["trained"], 1)
+    epoch = fit + (stats["total"] - stats["trained"]) * per_batch
+    return {"fit_seconds": epoch, "per_epoch": epoch, "measured_seconds": fit, "seconds_per_batch": per_batch,
+            "batches_trained": stats["trained"], "batches_per_epoch": stats["total"],
+            "extrapolated": f"extrapolated from {stats['trained']} of {stats['total']:,} batches"}
+
+
+JOBS = {"implicit-als": job_implicit, "surprise-svd": job_surprise, "stages-ours": job_stages_ours,
+        "stages-implicit": job_stages_implicit,
+        **{f"sample-{label}": (lambda folder, label=label: job_epoch_sample(label, folder)) for label in SAMPLED}}
 
 
 def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, Any]:
@@ -197,6 +337,18 @@ def run_reference(name: str, folder: Path, n: int, timeout: float) -> dict[str, 
         if out is None:
             return {"error": err, "peak_mb": peak}
     return {**out, "peak_mb": peak}
+
+
+def peak_estimate(points: dict[str, Any], n: int) -> tuple[float, str] | None:
+    """Peak MB at `n` ratings extrapolated linearly from the two largest smaller sizes measured
+    (and the text saying so), or None with fewer than two."""
+    xs = sorted((int(k), p["peak_mb"]) for k, p in points.items() if p.get("peak_mb") and "fit_seconds" in p
+                and int(k) < n)[-2:]
+    if len(xs) < 2:
+        return None
+    (n0, m0), (n1, m1) = xs
+    est = m1 + (m1 - m0) * (n - n1) / (n1 - n0)
+    return est, f"{m0 / 1024:.1f} GB at {n0:.0e}, {m1 / 1024:.1f} GB at {n1:.0e} → ≈ {est / 1024:.1f} GB at {n:.1e}"
 
 
 # ---- report ------------------------------------------------------------------------------------------
@@ -227,6 +379,8 @@ def table(records: dict[str, dict[str, Any]]) -> str:
                     cell += f"; top-10 all {p['top10_all_seconds']:.1f} s"
                 if p.get("updates_per_s"):
                     cell += f"; {p['updates_per_s'] / 1e6:.1f}M upd/s"
+                if p.get("extrapolated"):
+                    cell += f" ({p['extrapolated']})"
             else:
                 cell = p.get("skipped") or p.get("error") or "-"
             cells.append(cell)
@@ -247,9 +401,13 @@ def plot(records: dict[str, dict[str, Any]], path: Path) -> None:
         xs = sorted((int(n), p["fit_seconds"]) for n, p in pts.items() if p.get("fit_seconds"))
         if xs:
             label = f"{model} (n^{exps[model]:.2f})" if model in exps else model
-            ax.loglog([x[0] for x in xs], [x[1] for x in xs], "o-", label=label)
+            (line,) = ax.loglog([x[0] for x in xs], [x[1] for x in xs], "o-", label=label)
+            guessed = sorted((int(n), p["fit_seconds"]) for n, p in pts.items() if p.get("extrapolated"))
+            if guessed:  # hollow: an epoch extrapolated from sampled batches
+                ax.loglog([x[0] for x in guessed], [x[1] for x in guessed], "o", color="white",
+                          markeredgecolor=line.get_color(), zorder=3)
     ax.set_xlabel("ratings")
-    ax.set_ylabel("fit seconds (second run)")
+    ax.set_ylabel("fit seconds (hollow: extrapolated from sampled batches)")
     ax.set_title(f"recstack fit time vs data size ({FACTORS} factors, {THREADS} threads)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -326,6 +484,11 @@ def parity_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _size(text: str) -> int:
+    n = int(float(text))
+    return 25_000_095 if n == 25_000_000 else n  # 2.5e7: ML-25M's own count
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
@@ -334,11 +497,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=RUNS, help="processes per point; the last one counts")
     p.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     p.add_argument("--parity", action="store_true", help="Spark and DDP parity on ML-100K msr-75")
+    p.add_argument("--stages", action="store_true",
+                   help="resident memory after each stage (load, CSRs, fit, save), als and implicit, at the "
+                        "largest of --sizes")
+    p.add_argument("--max-gb", type=float, default=6.0,
+                   help="skip a point whose peak memory, extrapolated from the two largest smaller ones, is over this")
+    p.add_argument("--sample-batches", type=int, default=SAMPLE_BATCHES,
+                   help=f"batches trained per sampled epoch ({', '.join(SAMPLED)} from {SAMPLE_FROM:.0e} ratings)")
     p.add_argument("--job", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     globals()["RUNS"] = max(1, args.runs)
+    globals()["SAMPLE_BATCHES"] = max(1, args.sample_batches)
     if args.job:
         print(json.dumps(JOBS[args.job[0]](Path(args.job[1]))))
+        return 0
+    if args.stages:
+        rec = stages(max(_size(s) for s in args.sizes.split(",")), args.timeout)
+        STAGES.write_text(json.dumps(rec, indent=1))
+        print(stages_table(rec))
         return 0
     if args.parity:
         rows = parity(args.timeout)
@@ -347,13 +523,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     records: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.report:
-        for n in [int(float(s)) for s in args.sizes.split(",")]:
-            n = 25_000_095 if n == 25_000_000 else n  # 2.5e7: ML-25M's own count
+        for n in [_size(s) for s in args.sizes.split(",")]:
             folder = dataset(n)
             for model in args.models.split(";" if ";" in args.models else ","):
                 t0 = time.time()
-                rec = (run_reference(model, folder, n, args.timeout) if model in REFERENCES
-                       else run_ours(model, folder, n, args.timeout))
+                est = None if items_squared_skip(model, n) else peak_estimate(records.get(model, {}), n)
+                if est and est[0] > args.max_gb * 1024:
+                    rec = {"skipped": f"not run: peak memory {est[1]} (linear), over the {args.max_gb:g} GB "
+                                      "this run allows (--max-gb)"}
+                else:
+                    rec = (run_reference(model, folder, n, args.timeout) if model in REFERENCES
+                           else run_ours(model, folder, n, args.timeout))
                 records.setdefault(model, {})[str(n)] = rec
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps(records, indent=1))

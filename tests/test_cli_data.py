@@ -40,6 +40,28 @@ def test_train_evaluate_and_recommend_read_parquet(synth_dir, tmp_path):
     assert [r["item"] for r in again["items"]] == [r["item"] for r in top["items"]]
 
 
+def test_train_als_reads_parquet_the_lean_way(synth_dir, tmp_path):
+    """A model that fits from the rating matrix alone (als): no timestamp column read, rows in
+    the CSR's order; the factors are those of a fit on the rows in file order."""
+    import numpy as np
+
+    from recstack.data.parquet import read_parquet
+    from recstack.models.base import make_model
+    from recstack.persist import load_model
+
+    proc = run("train", "als", *TINY, "--data", str(synth_dir), "--out", str(tmp_path / "m"), "--json")
+    assert "timestamps not read" in proc.stderr
+    saved = load_model(tmp_path / "m")
+    assert not saved.train.timestamp.any() and np.all(np.diff(saved.train.user) >= 0)
+    params = one_json(proc.stdout)["config"]
+    direct = make_model("als", params).fit(read_parquet(synth_dir))
+    np.testing.assert_array_equal(saved.model.item_factors_, direct.item_factors_)
+    np.testing.assert_array_equal(saved.model.user_factors_, direct.user_factors_)
+    timed = run("train", "biased-mf", *TINY, "--data", str(synth_dir), "--out", str(tmp_path / "b"))
+    assert "timestamps not read" not in timed.stderr
+    assert load_model(tmp_path / "b").train.timestamp.any()
+
+
 def test_recommend_data_excludes_newer_history(synth_dir, tmp_path):
     import pyarrow as pa
 

@@ -87,27 +87,31 @@ def _protocol_params(args: argparse.Namespace) -> dict[str, Any]:
     return {"params": {**cf.params, **extra}, "provenance": cf.chosen}
 
 
-def _read_any(path: str, duplicates: str = "error"):
-    """A ratings file: Parquet (a .parquet file or a folder of them) or delimited text."""
+def _read_any(path: str, duplicates: str = "error", fit_only: bool = False):
+    """A ratings file: Parquet (a .parquet file or a folder of them) or delimited text.
+    `fit_only`: the rows feed a fit that looks neither at time nor at row order, so Parquet is
+    read the lean way (no timestamp column, rows in the order of their CSR: `read_parquet`)."""
     p = Path(path)
     if p.suffix == ".parquet" or p.is_dir():
         from recstack.data.parquet import read_parquet
 
+        if fit_only:
+            return read_parquet(p, duplicates=duplicates, timestamps=False, order="user")
         return read_parquet(p, duplicates=duplicates)
     from recstack.data.files import read_interactions_file
 
     return read_interactions_file(p, duplicates=duplicates)
 
 
-def _load_data(args: argparse.Namespace):
-    from recstack.data.movielens import load_dataset
-
+def _load_data(args: argparse.Namespace, fit_only: bool = False):
     if getattr(args, "data", None):
-        return _read_any(args.data, getattr(args, "duplicates", "error"))
+        return _read_any(args.data, getattr(args, "duplicates", "error"), fit_only)
     if getattr(args, "train_file", None):
         from recstack.data.files import read_interactions_file
 
         return read_interactions_file(args.train_file, duplicates=args.duplicates)
+    from recstack.data.movielens import load_dataset
+
     return load_dataset(args.dataset, getattr(args, "data_path", None))
 
 
@@ -218,7 +222,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import time
 
-    from recstack.models.base import make_model
+    from recstack.models.base import get_model_class, make_model
     from recstack.persist import check_model_target, check_seed_target, export_seed_layout, load_model, save_model
 
     check_model_target(args.out)  # refuse a folder that is not ours before spending the fit
@@ -226,13 +230,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_seed_target(args.export_seed)
     params = _params(args)
     max_seq = None
+    # a model that fits from the rating matrix alone reads Parquet without timestamps, rows in CSR order
+    lean = get_model_class(args.model).matrix_only
     if args.db:
         data, max_seq = _train_on_store(args, params)
     else:
-        (data,) = _attach_features(args, _load_data(args))
+        (data,) = _attach_features(args, _load_data(args, fit_only=lean))
     model = make_model(args.model, params)
     _check_implicit(model, data, "rating")
-    _err(f"training {args.model} on {data.name} ({len(data):,} interactions) …")
+    untimed = "" if not lean or not getattr(args, "data", None) else \
+        f"; timestamps not read: {args.model} fits from the rating matrix alone"
+    _err(f"training {args.model} on {data.name} ({len(data):,} interactions{untimed}) …")
     fit = _engine_fit(args)
     t0 = time.perf_counter()
     model = fit(model, data, None) if fit else model.fit(data)

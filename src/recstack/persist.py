@@ -21,15 +21,17 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 import recstack
 from recstack.data.interactions import Interactions
 from recstack.errors import DataError, OutputError
 from recstack.models.base import Model, get_model_class
+
+if TYPE_CHECKING:  # pandas only for the feature files, imported when there are some
+    import pandas as pd
 
 FORMAT = 2  # 2: model.json records every array's shape and dtype ("arrays"); 1 did not
 MODEL_FILES = frozenset({"model.json", "arrays.npz", "train.npz", "vocab.json", "items.json", "users.json"})
@@ -294,6 +296,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _read_frame(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
+    import pandas as pd
+
     records = _read_json(path)
     frame = pd.DataFrame.from_records(records)
     if "year" in frame:

@@ -88,3 +88,77 @@ def test_missing_path_and_empty_folder_are_named(tmp_path):
         read_parquet(tmp_path / "nope.parquet")
     with pytest.raises(DataError, match="no ratings.parquet"):
         read_parquet(tmp_path)
+
+
+def test_columns_stream_in_pieces_and_name_the_row(tmp_path, synth, monkeypatch):
+    """Numeric columns are read piece by piece (a file's row groups, a folder's batches) into
+    one array: the rows and the row numbers in errors are those of the whole table."""
+    import recstack.data.parquet as parquet
+
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 1000)
+    table = pq.read_table(write_parquet(synth, tmp_path / "d"))
+    pq.write_table(table, tmp_path / "groups.parquet", row_group_size=777)
+    (tmp_path / "parts").mkdir()
+    for k, lo in enumerate(range(0, len(table), 5000)):
+        pq.write_table(table.slice(lo, 5000), tmp_path / "parts" / f"part-{k:02d}.parquet")
+    for source in (tmp_path / "groups.parquet", tmp_path / "parts"):
+        back = read_parquet(source)
+        np.testing.assert_array_equal(back.rating, synth.rating)
+        np.testing.assert_array_equal(back.timestamp, synth.timestamp)
+        np.testing.assert_array_equal(back.item_ids[back.item], synth.item_ids[synth.item])
+    users = pa.array([1] * 2500 + [None] + [2] * 10, pa.int64())
+    pq.write_table(pa.table({"user": users, "item": list(range(2511))}), tmp_path / "n.parquet",
+                   row_group_size=700)
+    with pytest.raises(DataError, match="column 'user' is null at row 2500"):
+        read_parquet(tmp_path / "n.parquet")
+    stamps = [float(k) for k in range(2511)]
+    stamps[2222] = 0.5
+    pq.write_table(pa.table({"user": list(range(2511)), "item": list(range(2511)), "timestamp": stamps}),
+                   tmp_path / "t.parquet", row_group_size=700)
+    with pytest.raises(DataError, match="'timestamp' holds 0.5 at row 2222"):
+        read_parquet(tmp_path / "t.parquet")
+
+
+def test_timestamp_columns_and_leaving_them_unread(tmp_path):
+    seconds = np.array([946684800, 1577836800, 1000000000])
+    table = pa.table({"user": [1, 2, 3], "item": [4, 5, 6],
+                      "timestamp": pa.array(seconds * 1000, pa.timestamp("ms"))})
+    pq.write_table(table, tmp_path / "t.parquet")
+    assert read_parquet(tmp_path / "t.parquet").timestamp.tolist() == seconds.tolist()
+    untimed = read_parquet(tmp_path / "t.parquet", timestamps=False)
+    assert untimed.timestamp.tolist() == [0, 0, 0] and untimed.timestamp.dtype == np.int64
+    assert untimed.user.tolist() == [0, 1, 2]
+
+
+def test_reading_a_file_does_not_import_pandas(tmp_path, synth):
+    """pandas costs 75 MB resident: the Parquet path to `Interactions` (and its CSR) stays without it."""
+    import subprocess
+    import sys
+
+    write_parquet(synth, tmp_path / "d")
+    code = ("import sys; from recstack.data.parquet import read_parquet; "
+            f"d = read_parquet({str(tmp_path / 'd')!r}); d.csr; d.csr_t; d.fingerprint(); "
+            "print(len(d), 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(len(synth)), "False"]
+
+
+def test_user_order_is_the_csr_order_and_shares_its_arrays(tmp_path, synth):
+    write_parquet(synth, tmp_path / "d")
+    lean = read_parquet(tmp_path / "d", order="user")
+    order = np.lexsort((synth.item, synth.user))  # integer ids: the vocabularies keep index order
+    assert list(lean.user_ids) == list(synth.user_ids) and list(lean.item_ids) == list(synth.item_ids)
+    for field in ("user", "item", "rating", "timestamp"):
+        np.testing.assert_array_equal(getattr(lean, field), getattr(synth, field)[order])
+    assert lean.csr.indices is lean.item and lean.csr.data is lean.rating
+    assert (lean.csr != synth.csr).nnz == 0 and (lean.csr_t != synth.csr_t).nnz == 0
+    untimed = read_parquet(tmp_path / "d", order="user", timestamps=False)
+    assert not untimed.timestamp.any() and untimed.fingerprint() != lean.fingerprint()
+    # duplicates: named, or the last one kept, as in file order
+    pq.write_table(pa.table({"user": [1, 2, 1, 0], "item": [1, 2, 1, 5], "rating": [1.0, 2.0, 5.0, 3.0]}),
+                   tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match=r"duplicate \(user, item\) pair \(1, 1\) at row 2, first at row 0"):
+        read_parquet(tmp_path / "dup.parquet", order="user")
+    d = read_parquet(tmp_path / "dup.parquet", order="user", duplicates="keep-last")
+    assert d.user_ids[d.user].tolist() == ["0", "1", "2"] and d.rating.tolist() == [3.0, 5.0, 2.0]
+    assert d.meta["duplicates_dropped"] == 1 and d.csr.data is d.rating

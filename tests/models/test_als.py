@@ -70,13 +70,13 @@ def test_cg_converges_to_the_exact_solve():
     exact = X.astype(np.float64)
     als_solve_slow(indptr, indices, conf - 1, conf, exact, Y, YtY, 0.1, 0.0)
     cg = X.copy()
-    als_cg(indptr, indices, conf, cg, Y, A, 2 * k)
+    als_cg(indptr, indices, conf - 1, cg, Y, A, 2 * k, 1.0)
     np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-5)
     warm = exact.astype(np.float32)
-    als_cg(indptr, indices, conf, warm, Y, A, 3)
+    als_cg(indptr, indices, conf - 1, warm, Y, A, 3, 1.0)
     np.testing.assert_allclose(warm, exact, rtol=1e-4, atol=1e-5)
     few = X.copy()  # from a cold start, 3 steps get most of the way
-    als_cg(indptr, indices, conf, few, Y, A, 3)
+    als_cg(indptr, indices, conf - 1, few, Y, A, 3, 1.0)
     assert np.linalg.norm(few - exact) < 0.5 * np.linalg.norm(X - exact)
 
 
@@ -92,8 +92,21 @@ def test_cg_float32_matches_exact(ml100k_msr):
     exact = X.astype(np.float64)
     YtY = Y.T.astype(np.float64) @ Y
     als_solve_slow(*args, ui.data - 1.0, ui.data, exact, Y, YtY, 1.0, 0.0)
-    als_cg(*args, ui.data, X, Y, (YtY + np.eye(8)).astype(np.float32), 16)
+    als_cg(*args, ui.data - 1, X, Y, (YtY + np.eye(8)).astype(np.float32), 16, 1.0)
     np.testing.assert_allclose(X, exact, rtol=1e-3, atol=1e-4)
+
+
+def test_cg_binary_confidence_needs_no_values():
+    """Binary data: one value read for every entry (step 0) equals a constant array."""
+    indptr, indices, conf, X, Y = _problem(2)
+    k = X.shape[1]
+    A = (Y.T.astype(np.float64) @ Y + 0.1 * np.eye(k)).astype(np.float32)
+    alpha = np.float32(2.5)
+    const, binary = X.copy(), X.copy()
+    als_cg(indptr, indices, np.full(len(indices), alpha, np.float32), const, Y, A, 3, 1.0)
+    als_cg(indptr, indices, np.ones(1, np.float32), binary, Y, A, 3, alpha, 0)  # step 0: values[0] for all
+    np.testing.assert_allclose(binary, const, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(binary, X)
 
 
 def test_explicit_flag_follows_mode(blocks):

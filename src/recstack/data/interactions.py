@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from recstack.errors import DataError, UnknownIdError
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: reading and training need none
+    import pandas as pd
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +79,21 @@ class Interactions:
         r = np.ones(n, np.float32) if ratings is None else np.asarray(ratings, np.float32)
         t = np.zeros(n, np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
         return cls(uvocab, ivocab, u, i, r, t, item_features, user_features, name)
+
+    @classmethod
+    def from_csr(cls, m: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray,
+                 timestamps: np.ndarray | None = None, **fields: Any) -> Interactions:
+        """Rows in the order of `m` ((n_users, n_items) float32 ratings, sorted indices): by user,
+        then by item. `m` becomes `csr` itself, so `item` and `rating` are its arrays, not copies
+        (25M rows: 0.2 GB less than rows in another order beside their CSR). `timestamps`, if
+        given, are in the same order; other keyword arguments are the dataclass's fields."""
+        if not (m.dtype == np.float32 and m.indices.dtype == np.int32 and m.has_sorted_indices):
+            raise DataError("from_csr needs float32 values and sorted int32 indices")
+        user = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
+        t = np.zeros(m.nnz, np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
+        out = cls(np.asarray(user_ids), np.asarray(item_ids), user, m.indices, m.data, t, **fields)
+        out.__dict__["csr"] = m  # the cached `csr`: the matrix itself
+        return out
 
     # ---- shape ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -162,6 +179,8 @@ class Interactions:
 
     def to_frame(self) -> pd.DataFrame:
         """Rows as a frame with external ids: user, item, rating, timestamp."""
+        import pandas as pd
+
         return pd.DataFrame(
             {
                 "user": self.user_ids[self.user],
@@ -175,7 +194,7 @@ class Interactions:
         """sha256 over vocabularies and arrays: the same data gives the same hex digest."""
         h = hashlib.sha256()
         for arr in (self.user, self.item, self.rating, self.timestamp):
-            h.update(np.ascontiguousarray(arr).tobytes())
+            h.update(np.ascontiguousarray(arr))  # the array's own buffer: no bytes copy of the data
         h.update("\x1f".join(self.user_ids.tolist()).encode())
         h.update("\x1e".join(self.item_ids.tolist()).encode())
         return h.hexdigest()
@@ -185,6 +204,8 @@ class Interactions:
         f = self.item_features
         if f is None or "title" not in f:
             return [str(i) for i in self.item_ids]
+        import pandas as pd
+
         years = f["year"] if "year" in f else pd.Series([None] * len(f))
         out = []
         for title, year in zip(f["title"].tolist(), years.tolist()):

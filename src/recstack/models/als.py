@@ -48,6 +48,7 @@ from recstack.progress import Bar
 CHUNK = 64  # rows per parallel task: scratch arrays are allocated once per chunk
 EXPLICIT_REG = 0.1  # λ per rating (ALS-WR)
 IMPLICIT_REG = 30.0  # λ (Hu et al.)
+BINARY = np.ones(1, np.float32)  # the one rating every entry of binary data reads (`als_cg`, step 0)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
@@ -106,18 +107,23 @@ def als_solve_slow(indptr, indices, weight, target, X, Y, base, reg, reg_per_cou
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def als_cg(indptr, indices, conf, X, Y, YtY, cg_steps, reg_per_count=0.0):  # pragma: no cover - numba
+def als_cg(indptr, indices, values, X, Y, YtY, cg_steps, alpha, step=1,
+           reg_per_count=0.0):  # pragma: no cover - numba
     """Implicit-feedback half-step by conjugate gradient, warm-started from X, in place.
 
     Solves (YtY + λ_u I + Σ_j (c_uj - 1) y_j y_jᵀ) x_u = Σ_j c_uj y_j for every row u, `cg_steps`
     steps; YtY (f, f) must already hold YᵀY + λI, and λ_u = reg_per_count·n_u adds a count-scaled
-    part (0: none). indptr, indices, conf: the CSR of confidences (int32 or int64 indices).
+    part (0: none). indptr, indices: the CSR (int32 or int64 indices); entry jj's rating is
+    values[jj * step]: step 1 reads the CSR's own values, step 0 reads values[0] for every entry
+    (binary data: values = [1]). The confidence c_uj = 1 + alpha·r_uj is computed here, so no
+    confidence array as large as the data is made (and no branch in the inner loops).
     Arithmetic in float32, as `implicit`: twice the SIMD width of float64 and no conversions.
     """
     n, k = X.shape
     one = np.float32(1.0)
     zero = np.float32(0.0)
     tiny = np.float32(1e-20)
+    a32 = np.float32(alpha)
     for c in numba.prange((n + CHUNK - 1) // CHUNK):
         r = np.empty(k, np.float32)
         p = np.empty(k, np.float32)
@@ -136,7 +142,7 @@ def als_cg(indptr, indices, conf, X, Y, YtY, cg_steps, reg_per_count=0.0):  # pr
                 r[a] = s
             for jj in range(start, end):
                 j = indices[jj]
-                cj = conf[jj]
+                cj = one + a32 * values[jj * step]
                 yx = zero
                 for a in range(k):
                     yx += Y[j, a] * x[a]
@@ -160,7 +166,7 @@ def als_cg(indptr, indices, conf, X, Y, YtY, cg_steps, reg_per_count=0.0):  # pr
                     yp = zero
                     for a in range(k):
                         yp += Y[j, a] * p[a]
-                    yp *= conf[jj] - one
+                    yp *= a32 * values[jj * step]
                     for a in range(k):
                         Ap[a] += yp * Y[j, a]
                 pAp = zero
@@ -227,6 +233,7 @@ class ALS(MF):
     name = "als"
     config_class = ALSConfig
     biased = False
+    matrix_only = True  # fits from csr / csr_t; no replay buffer (replay_size 0)
 
     @property
     def explicit(self) -> bool:  # type: ignore[override]
@@ -251,13 +258,13 @@ class ALS(MF):
             raise RecstackError("implicit ALS needs non-negative ratings (confidence 1 + alpha·r)")
         # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
         X, Y = (_normal32(rng, c.init_std, n, c.factors) for n in (train.n_users, train.n_items))
-        # both orientations share the data's own index arrays (`csr`, `csr_t`): only values are new
-        if not self.explicit and c.confidence == "binary":  # one constant array serves both
-            conf = self._confidence(np.zeros(train.csr.nnz, np.float32))
-            ui, iu = (sp.csr_matrix((conf, m.indices, m.indptr), shape=m.shape) for m in (train.csr, train.csr_t))
-        else:
+        # both orientations are the data's own `csr` and `csr_t`; the CG kernel computes the
+        # confidences as it goes, so the implicit fit makes no array as large as the data
+        if self.explicit or c.solver == "exact":
             ui, iu = (sp.csr_matrix((self._values(m.data, mu), m.indices, m.indptr), shape=m.shape)
                       for m in (train.csr, train.csr_t))
+        else:
+            ui, iu = train.csr, train.csr_t
         parts = [(_csr_arrays(ui), X, Y), (_csr_arrays(iu), Y, X)]
         bar = Bar(f"{self.name} epochs", total=c.epochs)
         with numba_threads(c.threads or numba.get_num_threads()):
@@ -267,8 +274,8 @@ class ALS(MF):
                 bar.update()
         bar.close()
         self.epochs_ = c.epochs
-        self.user_factors_ = X.astype(np.float32)
-        self.item_factors_ = Y.astype(np.float32)
+        self.user_factors_ = X  # float32 already: no copy
+        self.item_factors_ = Y
         self.global_mean_ = float(mu)
         self.min_rating_ = float(train.rating.min())
         self.max_rating_ = float(train.rating.max())
@@ -290,13 +297,14 @@ class ALS(MF):
             als_solve(indptr, indices, np.ones_like(data), data, X, Y, np.zeros((k, k), np.float32), 0.0,
                       c.reg)
             return
-        YtY = Y.T.astype(np.float64) @ Y
+        YtY = _gram64(Y)
         fixed, per_count = (0.0, c.reg) if c.reg_scaling == "count" else (c.reg, 0.0)
         if c.solver == "exact":
             als_solve(indptr, indices, data - 1, data, X, Y, YtY.astype(np.float32), fixed, per_count)
         else:
-            als_cg(indptr, indices, data, X, Y, (YtY + fixed * np.eye(k)).astype(np.float32), c.cg_steps,
-                   per_count)
+            values, step = (BINARY, 0) if c.confidence == "binary" else (data, 1)
+            als_cg(indptr, indices, values, X, Y, (YtY + fixed * np.eye(k)).astype(np.float32), c.cg_steps,
+                   float(c.alpha), step, float(per_count))
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Rating estimates (explicit mode only); implicit mode raises `RecstackError`."""
@@ -378,7 +386,7 @@ class ALS(MF):
                 base = np.zeros((k, k))
                 lam = self.config.reg * np.diff(self.train_t_indptr_)[items].astype(np.float64)
             else:
-                base = X.T.astype(np.float64) @ X
+                base = _gram64(X)
                 lam = np.full(len(items), float(self.config.reg))
             out = np.zeros((len(items), k))
             solve_from_stats(items, self.item_gram_, self.item_rhs_, base, lam, out)
@@ -441,7 +449,7 @@ class ALS(MF):
         if self.explicit:
             solve_rows(indptr, cols, w, t, Y, np.zeros((k, k)), 0.0, float(self.config.reg), out)
         else:
-            gram = Y.T.astype(np.float64) @ Y
+            gram = _gram64(Y)
             solve_rows(indptr, cols, w, t, Y, gram, float(self.config.reg), 0.0, out)
         X[rows] = out
 
@@ -454,6 +462,17 @@ def _normal32(rng: np.random.Generator, std: float, n: int, k: int) -> np.ndarra
         hi = min(n, lo + (1 << 14))
         out[lo:hi] = rng.normal(0.0, std, (hi - lo, k))
     return out
+
+
+def _gram64(Y: np.ndarray, block: int = 1 << 14) -> np.ndarray:
+    """YᵀY summed in float64 over row blocks: no float64 copy of the whole table (at 162k
+    users × 64 factors, two such copies would be 0.17 GB for a 64 × 64 result)."""
+    k = Y.shape[1]
+    G = np.zeros((k, k))
+    for lo in range(0, len(Y), block):
+        B = Y[lo:lo + block].astype(np.float64)
+        G += B.T @ B
+    return G
 
 
 def _csr_arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

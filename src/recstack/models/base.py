@@ -264,6 +264,10 @@ class Model:
     config_class: ClassVar[type[Config]] = Config
     explicit: ClassVar[bool] = False  # True: scores are rating estimates (RMSE applies)
     supports_gpu: ClassVar[bool] = False  # True: `device=cuda` trains and scores on a GPU
+    # True: fit works from the (user, item) rating matrix alone — no timestamps, no row order —
+    # so `recstack train --data PARQUET` leaves the timestamp column unread and keeps the rows in
+    # the CSR's order (`read_parquet(timestamps=False, order="user")`; saved timestamps are 0)
+    matrix_only: ClassVar[bool] = False
 
     def __init__(self, config: Config | Mapping[str, Any] | None = None, **params: Any) -> None:
         self.config = self.config_class.build(config, params)

@@ -114,6 +114,7 @@ class EASE(Model):
 
     name = "ease"
     config_class = EASEConfig
+    matrix_only = True
     explicit = False
 
     @classmethod

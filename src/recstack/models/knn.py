@@ -150,6 +150,7 @@ class ItemKNN(Model):
 
     name = "item-knn"
     config_class = KNNConfig
+    matrix_only = True
     default_user_based = False
 
     def __init__(self, config: Config | dict[str, Any] | None = None, **params: Any) -> None:
