@@ -55,8 +55,10 @@ def test_train_als_reads_parquet_the_lean_way(synth_dir, tmp_path):
     assert not saved.train.timestamp.any() and np.all(np.diff(saved.train.user) >= 0)
     params = one_json(proc.stdout)["config"]
     direct = make_model("als", params).fit(read_parquet(synth_dir))
-    np.testing.assert_array_equal(saved.model.item_factors_, direct.item_factors_)
-    np.testing.assert_array_equal(saved.model.user_factors_, direct.user_factors_)
+    # equal up to float32 rounding: a kernel compiled in this process and one loaded from numba's
+    # cache by the CLI's may round differently in the last bits, which CG iterations carry on
+    np.testing.assert_allclose(saved.model.item_factors_, direct.item_factors_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(saved.model.user_factors_, direct.user_factors_, rtol=1e-3, atol=1e-4)
     timed = run("train", "biased-mf", *TINY, "--data", str(synth_dir), "--out", str(tmp_path / "b"))
     assert "timestamps not read" not in timed.stderr
     assert load_model(tmp_path / "b").train.timestamp.any()

@@ -74,7 +74,7 @@ def test_answers_between_events_do_not_merge_the_update_log(model_dirs):
     popular = state.popular(5).ids.tolist()
     assert state.rec._pending  # answered without merging
     assert not set(before[:3]) & set(after) and "50" not in new_user
-    state.rec.train  # merge now: the same answers
+    _ = state.rec.train  # merge now: the same answers
     state.views.clear()
     assert state.for_user("196", 10).ids.tolist() == after and state.popular(5).ids.tolist() == popular
     assert state.for_user("someone-new", 10).ids.tolist() == new_user
