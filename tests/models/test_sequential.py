@@ -244,3 +244,18 @@ def test_cutting_leading_padding_changes_no_output(name, chain_split):
         cut = m.encode(seq[:, 4:], times[:, 4:] if m.uses_time else None)
     torch.testing.assert_close(full[:, 5:], cut[:, 1:])
     torch.testing.assert_close(full[1, 4], cut[1, 0])
+
+
+def test_gru4rec_padding_never_enters_the_recurrence(chain_split):
+    """A sequence encoded in a batch with a longer one (so left-padded) gives the same outputs at
+    its items as encoded alone: the padding is moved behind the items, after the causal GRU."""
+    train, _, _ = chain_split
+    m = make_model("gru4rec", {**TINY["gru4rec"], "epochs": 1, "early_stopping": False}).fit(train)
+    short = torch.tensor([[3, 4, 5, 6]])
+    batch = torch.tensor([[0, 0, 0, 0, 3, 4, 5, 6], [2, 9, 1, 4, 4, 8, 7, 3]])
+    with torch.no_grad():
+        alone = m.encode(short, None)
+        together = m.encode(batch, None)
+        longer_alone = m.encode(batch[1:], None)
+    torch.testing.assert_close(together[0, 4:], alone[0])
+    torch.testing.assert_close(together[1], longer_alone[0])
