@@ -259,3 +259,21 @@ def test_gru4rec_padding_never_enters_the_recurrence(chain_split):
         longer_alone = m.encode(batch[1:], None)
     torch.testing.assert_close(together[0, 4:], alone[0])
     torch.testing.assert_close(together[1], longer_alone[0])
+
+
+def test_refit_valid_retrains_on_train_and_valid_for_the_best_epoch_count(chain_split):
+    """`refit_valid`: after early stopping on the validation part, the network is the one a plain
+    fit on training + validation rows for the best epoch count gives (same seed, same numbers)."""
+    from recstack.models.sequential import with_rows
+
+    train, valid, _ = chain_split
+    params = {**TINY["sasrec"], "epochs": 12, "patience": 2}
+    refit = make_model("sasrec", {**params, "refit_valid": True}).fit(train, valid)
+    plain = make_model("sasrec", params).fit(train, valid)
+    assert refit.best_epoch_ == plain.best_epoch_
+    np.testing.assert_array_equal(refit.valid_ndcg_history_, plain.valid_ndcg_history_)
+    again = make_model("sasrec", {**params, "epochs": plain.best_epoch_, "early_stopping": False})
+    again.fit(with_rows(train, valid))
+    users = np.arange(train.n_users)
+    np.testing.assert_allclose(refit.score(users), again.score(users), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(refit.score(users), plain.score(users), atol=1e-3)
