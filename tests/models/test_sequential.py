@@ -277,3 +277,23 @@ def test_refit_valid_retrains_on_train_and_valid_for_the_best_epoch_count(chain_
     users = np.arange(train.n_users)
     np.testing.assert_allclose(refit.score(users), again.score(users), rtol=1e-5, atol=1e-5)
     assert not np.allclose(refit.score(users), plain.score(users), atol=1e-3)
+
+
+def test_label_smoothing_is_checked_and_spreads_the_target_mass(chain_split):
+    """`label_smoothing` ε: the CE loss is (1 − ε)·(−log p_target) + ε·mean over items of (−log p)."""
+    from recstack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        make_model("sasrec", {"label_smoothing": 1.0})
+    train, _, _ = chain_split
+    m = make_model("sasrec", {**TINY["sasrec"], "epochs": 1, "early_stopping": False,
+                              "label_smoothing": 0.2}).fit(train)
+    m.network_.eval()
+    x = torch.tensor([[0, 0, 3, 4, 5]])
+    y = torch.tensor([[0, 0, 4, 5, 6]])
+    with torch.no_grad():
+        loss = m.batch_loss((x, y))
+        logp = torch.log_softmax(m.encode(x, None)[0, 2:] @ m.network_.item_weights().T, -1)
+    nll = -logp[torch.arange(3), y[0, 2:] - 1]
+    expected = (0.8 * nll - 0.2 * logp.mean(-1)).mean()
+    torch.testing.assert_close(loss, expected)

@@ -10,6 +10,7 @@ Training (next-item, default): non-overlapping windows of `max_len + 1` items cu
 of each user's sequence, the next item predicted at every position — every prefix of the
 window is a training example. `loss="ce"`: full softmax cross-entropy over all items;
 `loss="bce"`: the SASRec paper's binary loss with one sampled negative per position.
+`label_smoothing` (CE only) moves that share of each target's probability mass evenly onto all items.
 
 Fitting with a validation part (`fit(train, valid)`, as on `leave-last-out`): early stopping
 watches NDCG@10 on it; with `refit_valid`, the network is then retrained from scratch on the
@@ -57,6 +58,7 @@ class SequentialConfig(TorchConfig):
     dropout: float = 0.2
     max_len: int = 50
     loss: Literal["ce", "bce"] = "ce"
+    label_smoothing: float = 0.0
     valid_history: bool = True
     refit_valid: bool = False
     finetune_steps: int = 0
@@ -71,6 +73,7 @@ class SequentialConfig(TorchConfig):
         require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
         require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         require(self.max_len >= 2, "max_len", self.max_len, "must be ≥ 2")
+        require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         require(self.finetune_steps >= 0, "finetune_steps", self.finetune_steps, "must be ≥ 0")
 
 
@@ -234,7 +237,8 @@ class SequentialModel(TorchModel):
         real = y > 0
         h = h[real]
         if self.config.loss == "ce":
-            return F.cross_entropy(h @ net.item_weights().T, y[real] - 1)
+            return F.cross_entropy(h @ net.item_weights().T, y[real] - 1,
+                                   label_smoothing=self.config.label_smoothing)
         pos = (h * net.item(y[real])).sum(-1)
         neg = (h * net.item(batch[-1][real])).sum(-1)
         return -(F.logsigmoid(pos) + F.logsigmoid(-neg)).mean()
