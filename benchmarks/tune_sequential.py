@@ -57,6 +57,9 @@ PLANS: dict[str, dict[str, Any]] = {
             "len200-f128": {"max_len": 200, "factors": 128},
             "len200-h2": {"max_len": 200, "heads": 2},
             "len200-ls0.1": {"max_len": 200, "label_smoothing": 0.1},
+            "len200-lr3e-3": {"max_len": 200, "learning_rate": 0.003},
+            "len200-f128-d0.5": {"max_len": 200, "factors": 128, "dropout": 0.5},
+            "len200-p6": {"max_len": 200, "patience": 6},
         },
     },
 }
@@ -161,12 +164,22 @@ def table(trials: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write(model: str, trials: list[dict[str, Any]], seed: int, note: str) -> dict[str, Any]:
-    """configs/<model>.leave-last-out.json from the best of `trials` (one seed's trials only)."""
+def write(model: str, trials: list[dict[str, Any]], seed: int, note: str, refit_valid: bool = False,
+          ) -> dict[str, Any]:
+    """configs/<model>.leave-last-out.json from the best of `trials` (one seed's trials only);
+    `refit_valid` adds the retraining on training + validation rows (see `refit_check`)."""
     from recstack.tune import carve_rule, code_commit
 
     best = max(trials, key=lambda t: t["valid_ndcg@10"])
     params = {k: v for k, v in best["params"].items() if k != "seed"}
+    if refit_valid:
+        params["refit_valid"] = True
+        check = next((t for t in stored(model) if t["trial"] == f"{best['trial']}/refit-check"), None)
+        if check is None:
+            raise SystemExit(f"no refit check of {best['trial']!r}: run --refit-check {best['trial']} first")
+        note = (f"refit_valid from the refit check one step back (inner test = the validation items): "
+                f"ndcg@10 {check['no_refit']['inner_test_ndcg@10']:.4f} without, "
+                f"{check['refit']['inner_test_ndcg@10']:.4f} with" + (f"; {note}" if note else ""))
     chosen = {
         "protocol": PROTOCOL,
         "carve": carve_rule(PROTOCOL),
@@ -179,7 +192,7 @@ def write(model: str, trials: list[dict[str, Any]], seed: int, note: str) -> dic
         "commit": code_commit(),
         "note": f"best trial {best['trial']!r} (best epoch {best['best_epoch']}); every trial in "
                 f"benchmarks/results/records/sequential_tuning/{model}.jsonl" + (f"; {note}" if note else ""),
-        "command": f"python -m benchmarks.tune_sequential {model} --write",
+        "command": f"python -m benchmarks.tune_sequential {model} --write" + (" --refit-valid" if refit_valid else ""),
     }
     content = {**params, "chosen": chosen}
     (ROOT / "configs" / f"{model}.{PROTOCOL}.json").write_text(json.dumps(content, indent=2) + "\n")
@@ -194,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write", action="store_true", help="write the best trial's config file")
     p.add_argument("--note", default="", help="appended to the chosen record's note")
+    p.add_argument("--refit-valid", action="store_true", help="with --write: set refit_valid (needs a "
+                   "--refit-check of the best trial)")
     p.add_argument("--refit-check", metavar="TRIAL", help="only measure `refit_valid` for this trial "
                    "one step back (see refit_check)")
     args = p.parse_args(argv)
@@ -212,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             trials = [t for t in stored(args.model) if t["params"].get("seed") == args.seed
                       and t["trial"] in names]
-        print(json.dumps(write(args.model, trials, args.seed, args.note)["chosen"], indent=2))
+        print(json.dumps(write(args.model, trials, args.seed, args.note, args.refit_valid)["chosen"], indent=2))
     return 0
 
 
