@@ -56,10 +56,20 @@ PLANS: dict[str, dict[str, Any]] = {
             "len200-lr1e-3": {"max_len": 200, "learning_rate": 0.001},
             "len200-f128": {"max_len": 200, "factors": 128},
             "len200-h2": {"max_len": 200, "heads": 2},
-            "len200-ls0.1": {"max_len": 200, "label_smoothing": 0.1},
-            "len200-lr3e-3": {"max_len": 200, "learning_rate": 0.003},
-            "len200-f128-d0.5": {"max_len": 200, "factors": 128, "dropout": 0.5},
-            "len200-p6": {"max_len": 200, "patience": 6},
+            # dropout 0.1 is the best so far: around it
+            "len200-d0": {"max_len": 200, "dropout": 0.0},
+            "len200-d0.1-ls0.1": {"max_len": 200, "dropout": 0.1, "label_smoothing": 0.1},
+            "len200-d0.1-b3": {"max_len": 200, "dropout": 0.1, "blocks": 3},
+        },
+    },
+    "bert4rec": {
+        "base": {"factors": 64, "blocks": 2, "heads": 2, "dropout": 0.2, "max_len": 100, "batch_size": 128,
+                 "learning_rate": 0.002, "epochs": 40, "patience": 5, "mask_prob": 0.2, "last_share": 0.2,
+                 "threads": 1},
+        "trials": {
+            # the cloze objective predicts mask_prob of the items per epoch (sasrec: all of them), so
+            # more masks, more steps and a longer patience before anything else
+            "m0.4-bs64-p10": {"mask_prob": 0.4, "batch_size": 64, "epochs": 100, "patience": 10},
         },
     },
 }
