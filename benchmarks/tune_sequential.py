@@ -60,6 +60,7 @@ PLANS: dict[str, dict[str, Any]] = {
             "len200-d0": {"max_len": 200, "dropout": 0.0},
             "len200-d0.1-ls0.1": {"max_len": 200, "dropout": 0.1, "label_smoothing": 0.1},
             "len200-d0.1-b3": {"max_len": 200, "dropout": 0.1, "blocks": 3},
+            "len200-d0.1-b4": {"max_len": 200, "dropout": 0.1, "blocks": 4},
         },
     },
     "bert4rec": {
