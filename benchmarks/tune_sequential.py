@@ -17,7 +17,9 @@ carve, the trials, the seed, the value and this command.
 
 `--refit-check TRIAL` measures, one step back and still on validation items only, whether
 retraining on the training + validation parts for the chosen epoch count (`refit_valid`) helps
-(see `refit_check`).
+(see `refit_check`). Without it, the test step is two steps past the trained items (the newest
+input, the validation item, was never trained on) while the validation step is one: a trial's
+validation figure then overstates its test figure, the more so the less it is regularised.
 """
 
 from __future__ import annotations
