@@ -62,3 +62,21 @@ def test_best_model_and_verdict():
     assert not summ["met"]
     table = sequential.markdown(summ)
     assert table[2].startswith("| `b` | 0.1040 / 0.1048 | 0, 1 | 0.1044 |") and "not met" in table[-1]
+
+
+def test_tuning_plans_are_valid_configs_and_the_sasrec_config_is_its_best_trial():
+    """Every trial of `benchmarks.tune_sequential` is a config its model accepts, and the sasrec
+    config file holds the recorded best trial's params (plus what its `chosen` note adds)."""
+    from benchmarks import tune_sequential as ts
+
+    from recstack.models.base import make_model
+    from recstack.models.config import load_config_file
+
+    for model, plan in ts.PLANS.items():
+        for name in plan["trials"]:
+            make_model(model, ts.trial_params(model, name))
+    trials = [t for t in ts.stored("sasrec") if "/" not in t["trial"]]
+    best = max(trials, key=lambda t: t["valid_ndcg@10"])
+    cf = load_config_file(ts.ROOT / "configs" / "sasrec.leave-last-out.json")
+    assert cf.chosen["value"] == best["valid_ndcg@10"] and cf.chosen["trials"] == len(trials)
+    assert {k: v for k, v in best["params"].items() if k != "seed"}.items() <= cf.params.items()

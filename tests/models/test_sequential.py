@@ -244,3 +244,56 @@ def test_cutting_leading_padding_changes_no_output(name, chain_split):
         cut = m.encode(seq[:, 4:], times[:, 4:] if m.uses_time else None)
     torch.testing.assert_close(full[:, 5:], cut[:, 1:])
     torch.testing.assert_close(full[1, 4], cut[1, 0])
+
+
+def test_gru4rec_padding_never_enters_the_recurrence(chain_split):
+    """A sequence encoded in a batch with a longer one (so left-padded) gives the same outputs at
+    its items as encoded alone: the padding is moved behind the items, after the causal GRU."""
+    train, _, _ = chain_split
+    m = make_model("gru4rec", {**TINY["gru4rec"], "epochs": 1, "early_stopping": False}).fit(train)
+    short = torch.tensor([[3, 4, 5, 6]])
+    batch = torch.tensor([[0, 0, 0, 0, 3, 4, 5, 6], [2, 9, 1, 4, 4, 8, 7, 3]])
+    with torch.no_grad():
+        alone = m.encode(short, None)
+        together = m.encode(batch, None)
+        longer_alone = m.encode(batch[1:], None)
+    torch.testing.assert_close(together[0, 4:], alone[0])
+    torch.testing.assert_close(together[1], longer_alone[0])
+
+
+def test_refit_valid_retrains_on_train_and_valid_for_the_best_epoch_count(chain_split):
+    """`refit_valid`: after early stopping on the validation part, the network is the one a plain
+    fit on training + validation rows for the best epoch count gives (same seed, same numbers)."""
+    from recstack.models.sequential import with_rows
+
+    train, valid, _ = chain_split
+    params = {**TINY["sasrec"], "epochs": 12, "patience": 2}
+    refit = make_model("sasrec", {**params, "refit_valid": True}).fit(train, valid)
+    plain = make_model("sasrec", params).fit(train, valid)
+    assert refit.best_epoch_ == plain.best_epoch_
+    np.testing.assert_array_equal(refit.valid_ndcg_history_, plain.valid_ndcg_history_)
+    again = make_model("sasrec", {**params, "epochs": plain.best_epoch_, "early_stopping": False})
+    again.fit(with_rows(train, valid))
+    users = np.arange(train.n_users)
+    np.testing.assert_allclose(refit.score(users), again.score(users), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(refit.score(users), plain.score(users), atol=1e-3)
+
+
+def test_label_smoothing_is_checked_and_spreads_the_target_mass(chain_split):
+    """`label_smoothing` ε: the CE loss is (1 − ε)·(−log p_target) + ε·mean over items of (−log p)."""
+    from recstack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        make_model("sasrec", {"label_smoothing": 1.0})
+    train, _, _ = chain_split
+    m = make_model("sasrec", {**TINY["sasrec"], "epochs": 1, "early_stopping": False,
+                              "label_smoothing": 0.2}).fit(train)
+    m.network_.eval()
+    x = torch.tensor([[0, 0, 3, 4, 5]])
+    y = torch.tensor([[0, 0, 4, 5, 6]])
+    with torch.no_grad():
+        loss = m.batch_loss((x, y))
+        logp = torch.log_softmax(m.encode(x, None)[0, 2:] @ m.network_.item_weights().T, -1)
+    nll = -logp[torch.arange(3), y[0, 2:] - 1]
+    expected = (0.8 * nll - 0.2 * logp.mean(-1)).mean()
+    torch.testing.assert_close(loss, expected)

@@ -11,7 +11,7 @@ negatives; here, as for `sasrec`, each window's next item is predicted at every 
 full softmax cross-entropy (`loss="ce"`; the sampled binary loss is `loss="bce"`), which the
 CIKM 2018 follow-up and later reproductions find at least as accurate on small catalogues.
 A user's whole history is one sequence (the "session"); the GRU starts at its first item
-(sequences are packed, so padding never enters the recurrence). Histories, windows, early
+(left padding is moved behind the items, so it never enters a real position's recurrence). Histories, windows, early
 stopping, scoring and `partial_fit` come from `recstack.models.sequential`.
 """
 
@@ -53,14 +53,13 @@ class GRU4RecNet(nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         n, length = seq.shape
         lengths = (seq > 0).sum(1).clamp(min=1)
-        # left padding → right padding, packed, so the GRU starts at each sequence's first item
+        # left padding → right padding, so the GRU starts at each sequence's first item; the
+        # recurrence is causal, so the trailing padding touches no real position's output (and is
+        # moved back to the front). Not packed: on the CPU a packed GRU trains 3-4x slower.
         shift = (length - lengths)[:, None]
         pos = torch.arange(length, device=seq.device)[None]
         right = torch.gather(seq, 1, (pos + shift) % length)
-        packed = nn.utils.rnn.pack_padded_sequence(self.dropout(self.item(right)), lengths.cpu(),
-                                                   batch_first=True, enforce_sorted=False)
-        h, _ = self.gru(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=length)
+        h, _ = self.gru(self.dropout(self.item(right)))
         h = torch.gather(h, 1, ((pos - shift) % length)[..., None].expand(-1, -1, h.shape[-1]))
         return self.out(self.dropout(h))
 

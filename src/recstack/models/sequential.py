@@ -10,6 +10,13 @@ Training (next-item, default): non-overlapping windows of `max_len + 1` items cu
 of each user's sequence, the next item predicted at every position — every prefix of the
 window is a training example. `loss="ce"`: full softmax cross-entropy over all items;
 `loss="bce"`: the SASRec paper's binary loss with one sampled negative per position.
+`label_smoothing` (CE only) moves that share of each target's probability mass evenly onto all items.
+
+Fitting with a validation part (`fit(train, valid)`, as on `leave-last-out`): early stopping
+watches NDCG@10 on it; with `refit_valid`, the network is then retrained from scratch on the
+training and validation rows together for the best epoch count (the trainer's own `refit` covers
+only a carved holdout). With `valid_history` (default) the validation items extend the scoring
+histories either way.
 
 Real time: `partial_fit(events)` appends new events to the stored histories (a late event is
 inserted in time order; a repeated (user, item) is a new occurrence, as a sequence sees it),
@@ -22,7 +29,7 @@ windows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -41,14 +48,19 @@ class SequentialConfig(TorchConfig):
     """Settings shared by the sequential models: `factors` is the hidden size d.
 
     `valid_fraction` is unused: without a validation part, the holdout for early stopping is
-    each user's last training item. `finetune_steps`: Adam steps per `partial_fit` call.
+    each user's last training item. `refit_valid`: with a validation part given to `fit` (and
+    early stopping), retrain from scratch on the training and validation parts together for the
+    best epoch count, so the validation items — each user's latest known step on
+    `leave-last-out` — are learned from too. `finetune_steps`: Adam steps per `partial_fit` call.
     """
 
     factors: int = 64
     dropout: float = 0.2
     max_len: int = 50
     loss: Literal["ce", "bce"] = "ce"
+    label_smoothing: float = 0.0
     valid_history: bool = True
+    refit_valid: bool = False
     finetune_steps: int = 0
     epochs: int = 30
     batch_size: int = 128
@@ -61,6 +73,7 @@ class SequentialConfig(TorchConfig):
         require(self.factors >= 1, "factors", self.factors, "must be ≥ 1")
         require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         require(self.max_len >= 2, "max_len", self.max_len, "must be ≥ 2")
+        require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         require(self.finetune_steps >= 0, "finetune_steps", self.finetune_steps, "must be ≥ 0")
 
 
@@ -155,6 +168,13 @@ def length_batches(windows: torch.Tensor, batch_size: int, generator: torch.Gene
         yield rows, max(int(lengths[rows].max()), 1)
 
 
+def with_rows(data: Interactions, more: Interactions) -> Interactions:
+    """`data` with `more`'s rows appended (both share the vocabularies)."""
+    return replace(data, user=np.r_[data.user, more.user], item=np.r_[data.item, more.item],
+                   rating=np.r_[data.rating, more.rating], timestamp=np.r_[data.timestamp, more.timestamp],
+                   meta=dict(data.meta))
+
+
 def merge_histories(indptr: np.ndarray, items: np.ndarray, times: np.ndarray, n_users: int,
                     user: np.ndarray, item: np.ndarray, ts: np.ndarray,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,7 +237,8 @@ class SequentialModel(TorchModel):
         real = y > 0
         h = h[real]
         if self.config.loss == "ce":
-            return F.cross_entropy(h @ net.item_weights().T, y[real] - 1)
+            return F.cross_entropy(h @ net.item_weights().T, y[real] - 1,
+                                   label_smoothing=self.config.label_smoothing)
         pos = (h * net.item(y[real])).sum(-1)
         neg = (h * net.item(batch[-1][real])).sum(-1)
         return -(F.logsigmoid(pos) + F.logsigmoid(-neg)).mean()
@@ -280,6 +301,13 @@ class SequentialModel(TorchModel):
                 self.best_epoch_, self.loss_history_, self.valid_ndcg_history_ = best, losses, ndcgs
         else:
             super()._fit(train, valid)
+            if valid is not None and len(valid) and c.early_stopping and c.refit_valid:
+                best, losses, ndcgs = self.best_epoch_, self.loss_history_, self.valid_ndcg_history_
+                both = with_rows(full, positives(valid, c.min_rating))
+                with torch_settings(c.threads, self.device):
+                    self._train(both, None, best)
+                self.network_.eval()
+                self.best_epoch_, self.loss_history_, self.valid_ndcg_history_ = best, losses, ndcgs
         parts = [full]
         if valid is not None and c.valid_history:
             parts.append(positives(valid, c.min_rating))
