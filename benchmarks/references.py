@@ -110,7 +110,7 @@ class SurpriseSVDppConfig(Config):
     learning_rate: float = 0.007
     reg: float = 0.02
     init_std: float = 0.1
-    cache_ratings: bool = False
+    cache_ratings: bool = False  # Surprise's option: keep each user's ratings in memory (faster, more memory)
     seed: int = 0
 
 
@@ -132,8 +132,8 @@ class SurpriseSVDpp(SurpriseModel):
 class SurpriseNMFConfig(Config):
     factors: int = 15
     epochs: int = 50
-    reg_pu: float = 0.06
-    reg_qi: float = 0.06
+    reg_pu: float = 0.06  # L2 regularisation of the user factors
+    reg_qi: float = 0.06  # L2 regularisation of the item factors
     seed: int = 0
 
 
@@ -155,7 +155,7 @@ class SurpriseNMF(SurpriseModel):
 class SurpriseKNNBaselineConfig(Config):
     k: int = 40
     min_k: int = 1
-    similarity: Literal["pearson_baseline", "cosine", "msd", "pearson"] = "pearson_baseline"
+    similarity: Literal["pearson_baseline", "cosine", "msd", "pearson"] = "pearson_baseline"  # Surprise's measure
     user_based: bool = False
     shrinkage: int = 100
 
@@ -177,8 +177,8 @@ class SurpriseKNNBaseline(SurpriseModel):
 @dataclass(frozen=True)
 class SurpriseBaselineConfig(Config):
     epochs: int = 10
-    reg_u: float = 15.0
-    reg_i: float = 10.0
+    reg_u: float = 15.0  # regularisation of the user biases (Surprise's ALS baselines)
+    reg_i: float = 10.0  # regularisation of the item biases (Surprise's ALS baselines)
 
 
 class SurpriseBaselineOnly(SurpriseModel):
@@ -238,10 +238,10 @@ class ImplicitALSConfig(Config):
     factors: int = 100
     epochs: int = 15
     reg: float = 0.01
-    alpha: float = 1.0
+    alpha: float = 1.0  # confidence weight of an interaction
     binary: bool = True
-    one_plus: bool = True
-    cg: bool = True
+    one_plus: bool = True  # confidence 1 + alpha·r as input (as recstack's als); false: implicit's alpha·r
+    cg: bool = True  # conjugate-gradient solver (false: Cholesky)
     cg_steps: int = 3
     threads: int = 2
     seed: int = 0
@@ -286,8 +286,8 @@ class ImplicitALS(Model):
 @dataclass(frozen=True)
 class ImplicitBM25Config(Config):
     k: int = 20
-    k1: float = 1.2
-    b: float = 0.75
+    k1: float = 1.2  # BM25 saturation of an item's term weight
+    b: float = 0.75  # BM25 length normalisation (0: none, 1: full)
     binary: bool = True
     threads: int = 2
 
@@ -326,7 +326,7 @@ class ImplicitBM25(Model):
 class CornacEASEConfig(Config):
     lambda_: float = 500.0
     binary: bool = True
-    positive_only: bool = False
+    positive_only: bool = False  # keep only positive item-item weights (cornac's posB)
 
     aliases: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
 
@@ -368,7 +368,7 @@ class MyFMConfig(Config):
     """myFM's `MyFMRegressor` on `fm`'s design (the same blocks from `recstack.models.fm_design`):
     `features`, `factors` (rank), `burn_in` + `samples` (n_iter; the last `samples` are kept)."""
 
-    features: str = "auto"
+    features: str = "auto"  # feature groups of the design, as `fm`'s `features`
     factors: int = 10
     burn_in: int = 10
     samples: int = 200

@@ -58,9 +58,9 @@ class SequentialConfig(TorchConfig):
     dropout: float = 0.2
     max_len: int = 50
     loss: Literal["ce", "bce"] = "ce"
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # CE loss: share of each target's probability spread evenly over all items
     valid_history: bool = True
-    refit_valid: bool = False
+    refit_valid: bool = False  # after early stopping, retrain on training + validation rows for the chosen epochs
     finetune_steps: int = 0
     epochs: int = 30
     batch_size: int = 128
