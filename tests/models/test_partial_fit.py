@@ -137,7 +137,7 @@ def test_pending_log_rows_and_merge_match_upserts():
 
 
 def test_stream_seed_equals_numpys_generator():
-    """The update seed derived without a Generator equals numpy's for seeds of one and two words."""
+    """The update seed is numpy's for seeds of one and two words (saved models keep their replays)."""
     from recstack.models.mf import stream_seed
 
     for a in (0, 1, 42, 2**31 + 5, 2**32 - 1, 2**32, 2**63 + 11):

@@ -309,72 +309,12 @@ def partial_step(ev_u, ev_i, ev_r, n_items, log_u, log_i, log_r, log_prev, log_n
     return log_n + m, new_u, new_i, new_r, touched, indptr, indices, values, warm
 
 
-_MASK64 = (1 << 64) - 1
-
-# numpy's SeedSequence (O'Neill's seed_seq hash, pool of four 32-bit words) and PCG64, enough to
-# derive `np.random.default_rng([a, b]).integers(1 << 63)` without building a Generator (15 µs,
-# most of a small update's fixed cost): `stream_seed` equals it for every a, b ≥ 0.
-_SS_INIT_A, _SS_MULT_A, _SS_INIT_B, _SS_MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
-_SS_MIX_L, _SS_MIX_R = 0xCA01F9DD, 0x4973F715
-_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
-
-
-@numba.njit(cache=True, nogil=True)
-def _seed_words(a, b):  # pragma: no cover - numba
-    """SeedSequence([a, b]).generate_state(4, uint64) as eight 32-bit words (a, b < 2⁶⁴)."""
-    m32 = np.uint64(0xFFFFFFFF)
-    ent = np.zeros(4, np.uint64)
-    n = 0
-    for v in (np.uint64(a), np.uint64(b)):  # each value as its 32-bit words, low first (0: one word)
-        ent[n] = v & m32
-        n += 1
-        if v >> np.uint64(32):
-            ent[n] = v >> np.uint64(32)
-            n += 1
-    h = np.uint64(_SS_INIT_A)
-    pool = np.zeros(4, np.uint64)
-    for i in range(4):  # at most four words: nothing left over to mix in after the pool
-        v = (ent[i] ^ h) & m32
-        h = (h * np.uint64(_SS_MULT_A)) & m32
-        v = (v * h) & m32
-        pool[i] = v ^ (v >> np.uint64(16))
-    for s in range(4):
-        for d in range(4):
-            if s != d:
-                v = (pool[s] ^ h) & m32
-                h = (h * np.uint64(_SS_MULT_A)) & m32
-                v = (v * h) & m32
-                v ^= v >> np.uint64(16)
-                r = (np.uint64(_SS_MIX_L) * pool[d] - np.uint64(_SS_MIX_R) * v) & m32
-                pool[d] = r ^ (r >> np.uint64(16))
-    out = np.empty(8, np.uint64)
-    hb = np.uint64(_SS_INIT_B)
-    for i in range(8):
-        v = pool[i % 4] ^ hb
-        hb = (hb * np.uint64(_SS_MULT_B)) & m32
-        v = (v * hb) & m32
-        out[i] = v ^ (v >> np.uint64(16))
-    return out
-
-
 def stream_seed(a: int, b: int) -> int:
-    """`int(np.random.default_rng([a, b]).integers(1 << 63))` (a, b ≥ 0, at most four 32-bit
-    words together), in about a microsecond: PCG64 seeded from the SeedSequence words, one 64-bit
-    output, of which `integers(2⁶³)` keeps the top 63 bits."""
-    if not (0 <= a < 1 << 64 and 0 <= b < 1 << 64):
-        return int(np.random.default_rng([a, b]).integers(1 << 63))
-    w = [int(x) for x in _seed_words(np.uint64(a), np.uint64(b))]
-    s = (w[1] << 96) | (w[0] << 64) | (w[3] << 32) | w[2]  # uint64 words (lo, hi) pairs: seed[0] high
-    inc = (((w[5] << 96) | (w[4] << 64) | (w[7] << 32) | w[6]) << 1 | 1) & ((1 << 128) - 1)
-    m128 = (1 << 128) - 1
-    state = inc  # state 0, one step (0·mult + inc), plus the seed, one more step
-    state = ((state + s) * _PCG_MULT + inc) & m128
-    state = (state * _PCG_MULT + inc) & m128  # the output step
-    x = ((state >> 64) ^ state) & _MASK64
-    rot = state >> 122
-    x = ((x >> rot) | (x << (64 - rot))) & _MASK64
-    return x >> 1
+    """The shuffle seed of update `b` of a model seeded `a`: `default_rng([a, b]).integers(2⁶³)`."""
+    return int(np.random.default_rng([a, b]).integers(1 << 63))
 
+
+_MASK64 = (1 << 64) - 1
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
@@ -943,7 +883,7 @@ class MF(Model):
         c = self.config
         reg_bias = getattr(c, "reg_bias", -1.0)
         lr = getattr(c, "partial_learning_rate", 0.0) or c.learning_rate
-        seed = stream_seed(int(c.seed), int(self.updates_))  # = default_rng([seed, updates]).integers(2⁶³)
+        seed = stream_seed(int(c.seed), int(self.updates_))
         narrow = Q.shape[1] < 32  # wide factors: re-solved by `resolve_users` (BLAS + LAPACK per user)
         (log.n, self.replay_users_, self.replay_items_, self.replay_ratings_, touched, self.train_indptr_,
          self.train_indices_, self.train_values_, _) = partial_step(
