@@ -87,12 +87,17 @@ def _protocol_params(args: argparse.Namespace) -> dict[str, Any]:
     return {"params": {**cf.params, **extra}, "provenance": cf.chosen}
 
 
+def _is_parquet(p: Path) -> bool:
+    """Whether a ratings path is Parquet (a .parquet file or a folder of them), not delimited text."""
+    return p.suffix == ".parquet" or p.is_dir()
+
+
 def _read_any(path: str, duplicates: str = "error", fit_only: bool = False):
     """A ratings file: Parquet (a .parquet file or a folder of them) or delimited text.
     `fit_only`: the rows feed a fit that looks neither at time nor at row order, so Parquet is
     read the lean way (no timestamp column, rows in the order of their CSR: `read_parquet`)."""
     p = Path(path)
-    if p.suffix == ".parquet" or p.is_dir():
+    if _is_parquet(p):
         from recstack.data.parquet import read_parquet
 
         if fit_only:
@@ -238,8 +243,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         (data,) = _attach_features(args, _load_data(args, fit_only=lean))
     model = make_model(args.model, params)
     _check_implicit(model, data, "rating")
-    untimed = "" if not lean or not getattr(args, "data", None) else \
-        f"; timestamps not read: {args.model} fits from the rating matrix alone"
+    lean_read = lean and not args.db and getattr(args, "data", None) and _is_parquet(Path(args.data))
+    untimed = f"; timestamps not read: {args.model} fits from the rating matrix alone" if lean_read else ""
     _err(f"training {args.model} on {data.name} ({len(data):,} interactions{untimed}) …")
     fit = _engine_fit(args)
     t0 = time.perf_counter()
