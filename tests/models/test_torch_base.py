@@ -3,6 +3,7 @@ threads, array persistence, and the clear error when torch is not installed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -56,6 +57,24 @@ from recstack.persist import save_model  # noqa: E402
 @pytest.fixture(scope="module")
 def data():
     return block_data(n_users=80, n_items=50, n_blocks=2, density=0.4, seed=3)
+
+
+def test_numba_parallel_code_inside_a_fit_keeps_torchs_thread_count():
+    """numba's OpenMP pool, started by the first parallel kernel of a process, sets the shared
+    OpenMP thread count to numba's; `torch_settings` starts it first, so a `threads: 1` fit stays
+    on one thread after its first validation (a fresh process: the pool starts once)."""
+    code = textwrap.dedent("""
+        import numpy as np, torch
+        from recstack.models.torch_base import torch_settings
+        from recstack.topk import top_k_rows
+        with torch_settings(1):
+            top_k_rows(np.random.default_rng(0).random((64, 5000)).astype(np.float32), 10)
+            print(torch.get_num_threads())
+    """)
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
 
 
 def test_per_user_holdout(data):

@@ -57,6 +57,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -121,13 +122,38 @@ def resolve_device(name: str, loading: bool = False) -> torch.device:
     return torch.device(name)
 
 
+@numba.njit(cache=True, parallel=True)
+def _numba_pool_probe(n):  # pragma: no cover - numba
+    total = 0
+    for i in numba.prange(n):
+        total += i
+    return total
+
+
+_numba_pool = {"started": False}
+
+
+def start_numba_pool() -> None:
+    """Start numba's thread pool (once per process) before torch's thread count is set.
+
+    With numba's OpenMP threading layer, the first parallel region of the process sets the
+    OpenMP thread count — which torch shares — to numba's. Started in the middle of a fit (the
+    first validation's top-k), it silently raised a `threads: 1` fit to 2 threads for the rest
+    of that fit: on 2 busy cores each epoch then took several times as long."""
+    if not _numba_pool["started"]:
+        _numba_pool_probe(2)
+        _numba_pool["started"] = True
+
+
 @contextlib.contextmanager
 def torch_settings(threads: int, device: torch.device | None = None) -> Iterator[None]:
-    """Torch thread count (0: min(2, cpu count)), restored on exit.
+    """Torch thread count (0: min(2, cpu count)), restored on exit (numba's pool started first:
+    `start_numba_pool`).
 
     On CUDA, deterministic algorithms are switched on (warn-only) for the duration; CPU kernels
     used here are deterministic already (and switching the flag imports torch._inductor, ~3 s).
     """
+    start_numba_pool()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
     cuda = device is not None and device.type == "cuda"
