@@ -50,7 +50,7 @@ torch = pytest.importorskip("torch")
 
 from recstack.errors import ConfigError  # noqa: E402
 from recstack.models.autoencoders import MultDAE  # noqa: E402
-from recstack.models.torch_base import WeightAverage, per_user_holdout, ranking_ndcg, resolve_device  # noqa: E402
+from recstack.models.torch_base import per_user_holdout, ranking_ndcg, resolve_device  # noqa: E402
 from recstack.persist import save_model  # noqa: E402
 
 
@@ -109,45 +109,6 @@ def test_early_stopping_restores_the_best_epoch(data):
     # the restored weights are the best epoch's: re-measuring gives that epoch's NDCG@10
     positives = va.subset(va.rating >= 3.0)
     assert ranking_ndcg(m, tr.subset(tr.rating >= 3.0), positives) == pytest.approx(hist.max(), abs=1e-12)
-
-
-def test_weight_average_is_the_warmed_up_ema():
-    """`WeightAverage` keeps s ← s + (1 − d_t)(p − s), d_t = min(ema, (1 + t)/(10 + t)), from the
-    initial weights; `swapped` shows the average and restores the live weights."""
-    net = torch.nn.Linear(3, 2)
-    start = [p.detach().clone() for p in net.parameters()]
-    avg = WeightAverage(net, 0.9)
-    expect = [s.clone() for s in start]
-    g = torch.Generator().manual_seed(0)
-    for t in range(1, 40):
-        with torch.no_grad():
-            for p in net.parameters():
-                p.add_(torch.randn(p.shape, generator=g))
-        avg.update()
-        d = min(0.9, (1 + t) / (10 + t))
-        expect = [e + (1 - d) * (p.detach() - e) for e, p in zip(expect, net.parameters())]
-    live = [p.detach().clone() for p in net.parameters()]
-    with avg.swapped():
-        for p, e in zip(net.parameters(), expect):
-            torch.testing.assert_close(p.detach(), e)
-    for p, v in zip(net.parameters(), live):
-        assert torch.equal(p.detach(), v)
-    assert not torch.allclose(expect[0], live[0])
-
-
-def test_ema_validates_and_keeps_the_averaged_weights(data):
-    """With `ema`, the NDCG of each epoch is the averaged network's, and the restored best state
-    reproduces it; without early stopping the kept network is the average, not the last step."""
-    tr, va = per_user_holdout(data, 0.3, seed=0)
-    m = _tiny(patience=3, ema=0.9).fit(tr, va)
-    positives = va.subset(va.rating >= 3.0)
-    got = ranking_ndcg(m, tr.subset(tr.rating >= 3.0), positives)
-    assert got == pytest.approx(m.valid_ndcg_history_.max(), abs=1e-12)
-    plain = _tiny(epochs=3, early_stopping=False).fit(tr)
-    averaged = _tiny(epochs=3, early_stopping=False, ema=0.9).fit(tr)
-    assert not np.allclose(plain.score([0, 1]), averaged.score([0, 1]))
-    with pytest.raises(ConfigError, match="ema"):
-        _tiny(ema=1.0)
 
 
 def test_carved_validation_and_refit(data):

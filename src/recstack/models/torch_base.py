@@ -83,7 +83,6 @@ class TorchConfig(Config):
     batch_size: int = 256
     learning_rate: float = 1e-3
     lr_decay: float = 1.0  # each epoch's learning rate is the previous one × lr_decay
-    ema: float = 0.0  # > 0: validate, keep and score an exponential moving average of the weights (decay per step)
     reg: float = 0.0  # Adam weight decay
     early_stopping: bool = True
     patience: int = 5
@@ -101,7 +100,6 @@ class TorchConfig(Config):
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be ≥ 1")
         require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
         require(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")
-        require(0 <= self.ema < 1, "ema", self.ema, "must be in [0, 1) (0: off)")
         require(self.reg >= 0, "reg", self.reg, "must be ≥ 0")
         require(self.patience >= 1, "patience", self.patience, "must be ≥ 1")
         require(0 < self.valid_fraction < 1, "valid_fraction", self.valid_fraction, "must be in (0, 1)")
@@ -204,42 +202,6 @@ def ranking_ndcg(model: Model, train: Interactions, valid: Interactions, k: int 
     rec, _ = recommend(model, users, k, exclude=train.csr)
     hits, n_rel = M.hit_matrix(rec, valid.csr[users])
     return M.ndcg_at_k(hits, n_rel, k)
-
-
-class WeightAverage:
-    """An exponential moving average of a network's parameters (Polyak averaging), `ema` the decay
-    per optimizer step, with the warm-up min(ema, (1 + t) / (10 + t)) at step t so that the
-    random initial weights are forgotten early. `swapped()` puts the averaged weights into the
-    network for a while (validation, saving the best state) and restores the live ones."""
-
-    def __init__(self, network: torch.nn.Module, decay: float) -> None:
-        self.params = [p for p in network.parameters() if p.dtype.is_floating_point]
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.decay = decay
-        self.t = 0
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.t += 1
-        d = min(self.decay, (1.0 + self.t) / (10.0 + self.t))
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach(), 1.0 - d)
-
-    @torch.no_grad()
-    def copy_to_network(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            p.copy_(s)
-
-    @contextlib.contextmanager
-    def swapped(self) -> Iterator[None]:
-        live = [p.detach().clone() for p in self.params]
-        self.copy_to_network()
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for v, p in zip(live, self.params):
-                    p.copy_(v)
 
 
 class TorchModel(Model):
@@ -364,7 +326,6 @@ class TorchModel(Model):
         optimizer = self.make_optimizer()
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.step = 0
-        average = WeightAverage(ddp.unwrap(self.network_), c.ema) if c.ema > 0 else None
         watch = valid is not None and len(valid) > 0
         best_ndcg, best_epoch, best_state = -np.inf, 0, None
         losses: list[float] = []
@@ -384,8 +345,6 @@ class TorchModel(Model):
                 loss.backward()
                 optimizer.step()
                 self.step += 1
-                if average is not None:
-                    average.update()
                 total += float(loss.detach())
                 batches += 1
             losses.append(total / max(batches, 1))
@@ -396,20 +355,15 @@ class TorchModel(Model):
             if not watch:
                 bar.update(loss=losses[-1])
                 continue
-            with average.swapped() if average is not None else contextlib.nullcontext():
-                ndcgs.append(ranking_ndcg(self, train, valid))
-                better = ndcgs[-1] > best_ndcg
-                if better:
-                    best_state = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
+            ndcgs.append(ranking_ndcg(self, train, valid))
             bar.update(loss=losses[-1], valid_ndcg=ndcgs[-1])
-            if better:
+            if ndcgs[-1] > best_ndcg:
                 best_ndcg, best_epoch = ndcgs[-1], epoch
+                best_state = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
             elif c.early_stopping and epoch - best_epoch >= c.patience:
                 break
         bar.close()
         self.network_ = ddp.unwrap(self.network_)
-        if average is not None and not (c.early_stopping and best_state is not None):
-            average.copy_to_network()  # the model kept is the average
         self.epochs_ = epoch
         if c.early_stopping and best_state is not None:
             self.network_.load_state_dict(best_state)
