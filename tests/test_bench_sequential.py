@@ -81,3 +81,24 @@ def test_tuning_plans_are_valid_configs_and_the_sasrec_config_is_its_best_trial(
     best = max(trials, key=lambda t: t["valid_ndcg@10"])
     assert cf.chosen["value"] == best["valid_ndcg@10"] and cf.chosen["trials"] == len(trials)
     assert {k: v for k, v in best["params"].items() if k != "seed"}.items() <= cf.params.items()
+
+
+def test_tuning_by_mean_over_seeds_keeps_trials_measured_on_every_seed():
+    """With several seeds, a trial's value is its mean over them; one missing a seed is left out,
+    and the best single-seed figure does not decide the choice."""
+    from benchmarks import tune_sequential as ts
+
+    def rec(trial, seed, value, epoch):
+        return {"trial": trial, "params": {"dropout": 0.1, "seed": seed}, "valid_ndcg@10": value,
+                "best_epoch": epoch, "fit_seconds": 3.0}
+
+    trials = [rec("a", 0, 0.120, 5), rec("a", 1, 0.100, 6), rec("a", 2, 0.101, 7),
+              rec("b", 0, 0.110, 4), rec("b", 1, 0.108, 4), rec("b", 2, 0.109, 5),
+              rec("c", 0, 0.130, 2)]
+    rows = ts.by_mean(trials, [0, 1, 2])
+    assert [r["trial"] for r in rows] == ["a", "b"]
+    a, b = rows
+    assert a["values"] == [0.120, 0.100, 0.101] and a["valid_ndcg@10"] == pytest.approx(0.107)
+    assert b["valid_ndcg@10"] == pytest.approx(0.109) and b["best_epoch"] == "4 / 4 / 5"
+    assert b["params"] == {"dropout": 0.1} and b["fit_seconds"] == pytest.approx(3.0)
+    assert max(rows, key=lambda r: r["valid_ndcg@10"])["trial"] == "b"
