@@ -142,18 +142,6 @@ def test_threads_restored_and_devices(data):
         _tiny(device="tpu")
 
 
-def test_validation_top_k_keeps_the_torch_thread_count(data):
-    """The per-epoch validation ranks with numba's parallel top-k, whose OpenMP runtime torch shares:
-    the epochs after it still train on `threads`, not on numba's pool size."""
-    from recstack.models.torch_base import torch_settings
-
-    tr, va = per_user_holdout(data, 0.3, seed=0)
-    m = _tiny(epochs=1, early_stopping=False).fit(tr)
-    with torch_settings(1):
-        ranking_ndcg(m, tr, va)
-        assert torch.get_num_threads() == 1
-
-
 def test_network_saved_as_plain_arrays(data, tmp_path):
     m = _tiny(epochs=2, early_stopping=False).fit(data)
     save_model(tmp_path / "m", m, data)

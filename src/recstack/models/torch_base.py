@@ -199,14 +199,7 @@ def ranking_ndcg(model: Model, train: Interactions, valid: Interactions, k: int 
         return 0.0
     from recstack.recommend import recommend
 
-    # numba's OpenMP top-k (`recommend`) sets the thread count of the OpenMP runtime it shares with
-    # torch to its own pool size: without the restore, every epoch after the first would train on
-    # that many threads whatever `threads` says
-    threads = torch.get_num_threads()
-    try:
-        rec, _ = recommend(model, users, k, exclude=train.csr)
-    finally:
-        torch.set_num_threads(threads)
+    rec, _ = recommend(model, users, k, exclude=train.csr)  # numba's top-k: see `start_numba_pool`
     hits, n_rel = M.hit_matrix(rec, valid.csr[users])
     return M.ndcg_at_k(hits, n_rel, k)
 
