@@ -51,6 +51,7 @@ them, so no pickle is ever read. `threads` = 0 uses min(2, cpu count) torch thre
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -128,9 +129,7 @@ def _numba_pool_probe(n):  # pragma: no cover - numba
     return total
 
 
-_numba_pool = {"started": False}
-
-
+@functools.cache
 def start_numba_pool() -> None:
     """Start numba's thread pool (once per process) before torch's thread count is set.
 
@@ -138,9 +137,7 @@ def start_numba_pool() -> None:
     OpenMP thread count — which torch shares — to numba's. Started in the middle of a fit (the
     first validation's top-k), it silently raised a `threads: 1` fit to 2 threads for the rest
     of that fit: on 2 busy cores each epoch then took several times as long."""
-    if not _numba_pool["started"]:
-        _numba_pool_probe(2)
-        _numba_pool["started"] = True
+    _numba_pool_probe(2)
 
 
 @contextlib.contextmanager
@@ -199,7 +196,7 @@ def ranking_ndcg(model: Model, train: Interactions, valid: Interactions, k: int 
         return 0.0
     from recstack.recommend import recommend
 
-    rec, _ = recommend(model, users, k, exclude=train.csr)  # numba's top-k: see `start_numba_pool`
+    rec, _ = recommend(model, users, k, exclude=train.csr)
     hits, n_rel = M.hit_matrix(rec, valid.csr[users])
     return M.ndcg_at_k(hits, n_rel, k)
 
