@@ -253,3 +253,33 @@ def test_a_given_validation_part_is_not_refitted(blocks):
     b = BiasedMF({**params, "refit": False}).fit(train, valid)
     np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
     assert len(a.valid_rmse_history_) == a.epochs_
+
+
+@pytest.mark.parametrize("name", ["mf", "biased-mf", "svdpp", "timesvdpp", "nmf", "als"])
+def test_users_and_items_without_training_rows_get_zero_state(name):
+    """A vocabulary shared with a test file holds ids that have no training row; their factors
+    and biases are zero after fit (as partial_fit starts new ones), not an untrained random start."""
+    from recstack.data.files import share_vocabularies
+    from recstack.data.interactions import Interactions
+    from recstack.models.base import get_model_class
+
+    rng = np.random.default_rng(0)
+    n = 600
+    users, items = rng.integers(0, 30, n), rng.integers(0, 40, n)
+    ratings = rng.integers(1, 6, n).astype(np.float64)
+
+    def part(u, i, r):
+        return Interactions.from_arrays([f"u{x}" for x in u], [f"i{x}" for x in i], r, np.arange(len(r)))
+
+    train, test = share_vocabularies(part(users, items, ratings),
+                                     part(np.array([99, 3]), np.array([5, 77]), np.array([4.0, 2.0])))
+    model = get_model_class(name)({"epochs": 5, "seed": 1}).fit(train)
+    ghost_user = list(train.user_ids).index("u99")
+    ghost_item = list(train.item_ids).index("i77")
+    assert ghost_user not in set(train.user.tolist()) and ghost_item not in set(train.item.tolist())
+    assert not np.any(model.user_factors_[ghost_user]) and not np.any(model.item_factors_[ghost_item])
+    for name, idx in (("user_bias_", ghost_user), ("item_bias_", ghost_item), ("implicit_factors_", ghost_item)):
+        if getattr(model, name, None) is not None:
+            assert not np.any(getattr(model, name)[idx]), name
+    rated = np.unique(train.item)
+    assert np.any(model.item_factors_[rated])  # the rest are learnt as before

@@ -258,6 +258,12 @@ class ALS(MF):
             raise RecstackError("implicit ALS needs non-negative ratings (confidence 1 + alpha·r)")
         # float32 throughout (as `implicit`): half the memory traffic, one compiled kernel signature
         X, Y = (_normal32(rng, c.init_std, n, c.factors) for n in (train.n_users, train.n_items))
+        # users / items of the vocabulary with no training row (one shared with a test file) start
+        # and stay at zero — as partial_fit starts new ones — instead of keeping a random start that
+        # no solve moves (CG from zero with a zero right-hand side stops at once) and that would
+        # enter everyone's Gram matrix
+        X[train.user_activity == 0] = 0.0
+        Y[train.item_popularity == 0] = 0.0
         # both orientations are the data's own `csr` and `csr_t`; the CG kernel computes the
         # confidences as it goes, so the implicit fit makes no array as large as the data
         if self.explicit or c.solver == "exact":

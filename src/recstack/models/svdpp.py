@@ -229,6 +229,7 @@ class SVDpp(BiasedMF):
         self.train_rmse_history_ = np.asarray(train_hist)
         self.valid_rmse_history_ = np.asarray(valid_hist)
         Q[train.item_popularity == 0] = 0.0  # never trained: leave such items to μ + b_u
+        Y[train.item_popularity == 0] = 0.0  # (their implicit factors too: in no N(u), never moved)
         P[train.user_activity == 0] = 0.0  # and such users to μ + b_i
         self.user_factors_ = (P + implicit @ Y).astype(np.float32)
         self.item_factors_ = Q.astype(np.float32)

@@ -238,6 +238,7 @@ class TimeSVDpp(SVDpp):
         self.train_rmse_history_ = np.asarray(train_hist)
         self.valid_rmse_history_ = np.asarray(valid_hist)
         Q[train.item_popularity == 0] = 0.0
+        Y[train.item_popularity == 0] = 0.0
         P[train.user_activity == 0] = 0.0
         self.user_factors_ = (P + implicit @ Y).astype(np.float32)
         self.item_factors_ = Q.astype(np.float32)
