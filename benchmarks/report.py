@@ -1,7 +1,12 @@
-"""The Markdown table and the PNG plots of a benchmark run, from its records and speed rows."""
+"""The Markdown table and the PNG plots of a benchmark run, from its records and speed rows;
+`python -m benchmarks.report --readme` copies the run's tables into the project README."""
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +145,61 @@ def write_plots(folder: Path, records: list[dict[str, Any]]) -> list[Path]:
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
+
+
+# ---- the project README's copies of the tables -----------------------------------------------
+# The README holds each table between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, NAME a
+# section of the results README (`### NAME …`: a protocol, or `speed`). `sync_readme` replaces
+# those blocks with the sections' current tables, so the README never mixes two runs by hand.
+_BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+
+
+def result_tables(results_md: str) -> dict[str, str]:
+    """{section name: its table's lines} of a results README (`### name …` headings)."""
+    tables: dict[str, str] = {}
+    name = None
+    for line in results_md.splitlines():
+        if line.startswith("### "):
+            name = line[4:].split()[0] if line[4:].split() else None
+            continue
+        if name and line.startswith("|"):
+            tables[name] = tables.get(name, "") + line + "\n"
+    return tables
+
+
+def sync_readme(readme: Path, results: Path) -> list[str]:
+    """Replace every `bench:NAME` block of `readme` with table NAME of `results`; returns the
+    names replaced. A block whose table the results lack is an error naming both files."""
+    text = readme.read_text()
+    tables = result_tables(results.read_text())
+    missing = [m["name"] for m in _BLOCK.finditer(text) if m["name"] not in tables]
+    if missing:
+        raise SystemExit(f"{readme}: block(s) {', '.join(missing)} have no table in {results} "
+                         f"(its sections: {', '.join(tables) or 'none'})")
+    done: list[str] = []
+
+    def swap(m: re.Match[str]) -> str:
+        done.append(m["name"])
+        return m.group(1) + tables[m["name"]] + m.group(4)
+
+    readme.write_text(_BLOCK.sub(swap, text))
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    root = Path(__file__).resolve().parent.parent
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    p.add_argument("--readme", action="store_true", help="copy the results tables into the README's bench blocks")
+    p.add_argument("--results", type=Path, default=root / "benchmarks" / "results" / "README.md")
+    p.add_argument("--target", type=Path, default=root / "README.md")
+    args = p.parse_args(argv)
+    if not args.readme:
+        p.print_help()
+        return 2
+    names = sync_readme(args.target, args.results)
+    print(f"{args.target}: replaced {len(names)} table(s): {', '.join(names) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

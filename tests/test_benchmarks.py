@@ -122,3 +122,25 @@ def test_per_fold_config_is_planned_and_mirrored(tmp_path):
     if my is not None:
         assert my.params["features"] == fm.fold_params["u1"]["features"]
         assert my.params["factors"] == fm.fold_params["u1"]["factors"]
+
+
+def test_sync_readme_replaces_only_the_marked_tables(tmp_path):
+    from benchmarks.report import sync_readme
+
+    results = tmp_path / "results.md"
+    results.write_text("# run\n\nheader prose\n\n### msr-75\n\n| model | NDCG |\n|---|---|\n| `als` | 0.48 |\n\n"
+                       "### speed (ratios)\n\nprose | with a bar\n\n| pair | ratio |\n|---|---|\n| a | 0.1 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:msr-75 -->\n| model | NDCG |\n|---|---|\n| `als` | 0.40 |\n"
+                      "<!-- /bench:msr-75 -->\nmiddle\n<!-- bench:speed -->\nstale\n<!-- /bench:speed -->\nend\n")
+    assert sync_readme(readme, results) == ["msr-75", "speed"]
+    text = readme.read_text()
+    assert "| `als` | 0.48 |" in text and "0.40" not in text and "stale" not in text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
+    assert "prose | with a bar" not in text  # only table lines are copied
+    before = text
+    sync_readme(readme, results)
+    assert readme.read_text() == before  # idempotent
+    readme.write_text(before + "<!-- bench:cold-items -->\n<!-- /bench:cold-items -->\n")
+    with pytest.raises(SystemExit, match="cold-items"):
+        sync_readme(readme, results)
