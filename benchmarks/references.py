@@ -389,7 +389,7 @@ class MyFM(Model):
         import myfm
         from myfm import RelationBlock
 
-        from recstack.models.fm_design import build_blocks, date_block, parse_groups
+        from recstack.models.fm_design import build_blocks, context_block, parse_groups
 
         c = self.config
         groups = parse_groups(c.features, train)
@@ -399,7 +399,7 @@ class MyFM(Model):
         X = None
         self._days = None
         if "date" in groups:
-            dblock, self._days = date_block(train)
+            dblock, self._days = context_block("date", train)
             X = self._date_rows(train.timestamp)
             grouping = [len(ublock.groups) + len(iblock.groups)] * dblock.X.shape[1] + grouping
         fm = myfm.MyFMRegressor(rank=c.factors, random_seed=c.seed)
@@ -415,9 +415,9 @@ class MyFM(Model):
         self._range = (float(train.rating.min()), float(train.rating.max()))
 
     def _date_rows(self, timestamps: np.ndarray) -> sp.csr_matrix:
-        from recstack.models.fm_design import day_index
+        from recstack.models.fm_design import context_keys, key_index
 
-        d = day_index(self._days, timestamps)
+        d = key_index(self._days, context_keys("date", np.zeros(len(timestamps), np.int64), timestamps))
         ok = d >= 0
         return sp.csr_matrix((np.ones(int(ok.sum())), (np.flatnonzero(ok), d[ok])),
                              shape=(len(d), len(self._days)))

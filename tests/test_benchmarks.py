@@ -144,3 +144,14 @@ def test_sync_readme_replaces_only_the_marked_tables(tmp_path):
     readme.write_text(before + "<!-- bench:cold-items -->\n<!-- /bench:cold-items -->\n")
     with pytest.raises(SystemExit, match="cold-items"):
         sync_readme(readme, results)
+
+
+def test_myfm_adapter_fits_with_the_date_block(ml100k_u1):
+    """The myFM reference on fm's design with the rating day (as the bench runs it): it fits,
+    a test day seen in training moves the estimate, and its RMSE is a factor model's on u1."""
+    pytest.importorskip("myfm")
+    train, test = ml100k_u1
+    model = references.MyFM(features="genres,date", factors=4, burn_in=3, samples=20).fit(train)
+    est = model.predict(test.user, test.item, timestamps=test.timestamp)
+    assert np.sqrt(np.mean((est - test.rating) ** 2)) < 0.95
+    assert not np.allclose(est, model.predict(test.user, test.item))  # no day: no date term
