@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -227,12 +229,30 @@ def test_als_item_statistics_match_direct_solves(stream, mode):
         b.partial_fit(batch)
     np.testing.assert_allclose(a.item_factors_, b.item_factors_, atol=1e-4)
     n, k = a.n_items_, a.user_factors_.shape[1]
-    M, rhs = np.zeros((n, k, k)), np.zeros((n, k))
+    M, rhs = np.zeros((n, k * (k + 1) // 2)), np.zeros((n, k))
     w, t = a._weights(a.train_t_values_)
     gram_stats(a.train_t_indptr_, a.train_t_indices_, w, t, a.user_factors_.astype(np.float64), M, rhs)
     scale = np.abs(M).max()
     np.testing.assert_allclose(a.item_gram_[:n], M, atol=1e-9 * scale)
     np.testing.assert_allclose(a.item_rhs_[:n], rhs, atol=1e-9 * np.abs(rhs).max())
+
+
+def test_als_reads_full_item_statistics_saved_by_an_earlier_version(stream):
+    """item_gram_ saved as full (n, k, k) matrices (before the packed layout) is converted on the
+    next update, which then equals the update from the packed statistics."""
+    initial, days = stream
+    a = make_model("als", {"factors": 8, "epochs": 5}).fit(initial).partial_fit(days[0][1])
+    b = copy.deepcopy(a)
+    n, k = len(b.item_gram_), b.user_factors_.shape[1]
+    full = np.zeros((n, k, k))
+    lower, upper = np.tril_indices(k)
+    full[:, lower, upper] = b.item_gram_
+    full[:, upper, lower] = b.item_gram_
+    b.item_gram_ = full
+    a.partial_fit(days[1][1])
+    b.partial_fit(days[1][1])
+    assert b.item_gram_.shape == a.item_gram_.shape
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
 
 
 @pytest.mark.parametrize("name,params", [

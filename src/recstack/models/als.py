@@ -37,6 +37,7 @@ from recstack.models.incremental import (
     gram_stats,
     grow,
     item_rows,
+    packed_size,
     solve_from_stats,
     solve_rows,
     upsert_ratings,
@@ -364,7 +365,7 @@ class ALS(MF):
         factors fixed, then the touched items with the user factors fixed, then the touched
         users once more, so each touched user ends at the exact `fold_in` solve against the
         final item factors. Users are solved from their kept ratings (`solve_rows`). Items are
-        solved from per-item Gram statistics kept as state, `item_gram_` (n_items, f, f) =
+        solved from per-item Gram statistics kept as state, `item_gram_` (n_items, f(f+1)/2: packed) =
         Σ_u w_ui x_u x_uᵀ and `item_rhs_` (n_items, f) = Σ_u t_ui x_u (spare rows at the end; w, t: 1 and r − μ in
         explicit mode; c − 1 and c in implicit mode), which are corrected whenever a user's
         vector or a rating changes — so an item's solve costs O(f³), not O(f² · its raters).
@@ -434,11 +435,15 @@ class ALS(MF):
     def _item_stats_ready(self) -> bool:
         """Build the per-item Gram statistics from the current state if missing; False: over budget."""
         k = self.user_factors_.shape[1]
-        if self.n_items_ * (k * k + k) > self.stats_budget:
+        if self.n_items_ * (packed_size(k) + k) > self.stats_budget:
             return False
+        gram = getattr(self, "item_gram_", None)
+        if gram is not None and gram.ndim == 3:  # saved by an earlier version: full k×k matrices
+            lower, upper = np.tril_indices(k)
+            self.item_gram_ = np.ascontiguousarray(gram[:, lower, upper])
         if getattr(self, "item_gram_", None) is None or len(self.item_gram_) < self.n_items_:
             w, t = self._weights(self.train_t_values_)
-            self.item_gram_ = np.zeros((self.n_items_, k, k))
+            self.item_gram_ = np.zeros((self.n_items_, packed_size(k)))
             self.item_rhs_ = np.zeros((self.n_items_, k))
             gram_stats(self.train_t_indptr_, self.train_t_indices_, w, t,
                        self.user_factors_.astype(np.float64), self.item_gram_, self.item_rhs_)

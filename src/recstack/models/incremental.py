@@ -384,69 +384,84 @@ def item_rows(model: Any, items: np.ndarray):
 
 
 # ---- per-row Gram statistics (ALS) ----------------------------------------------------------
+# A row's statistics are M (its k×k Gram, symmetric, kept packed: the lower triangle row by row,
+# entry (a, e ≤ a) at a(a+1)/2 + e — k(k+1)/2 floats, half the memory traffic of the full
+# matrix) and b (k). The kernels keep their innermost loops free of a store that could alias a
+# load (an outer product written as `M[j, a, e] += wa * y[e]` is not vectorised: the store may
+# alias y): an update is one flat axpy of a packed matrix built once.
+def packed_size(k: int) -> int:
+    """Floats in a packed symmetric k×k matrix."""
+    return k * (k + 1) // 2
+
+
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _packed_square(x, D):  # pragma: no cover - numba
+    """D := x xᵀ, packed."""
+    p = 0
+    for a in range(len(x)):
+        for e in range(a + 1):
+            D[p] = x[a] * x[e]
+            p += 1
+
+
 @numba.njit(cache=True, parallel=True, fastmath=True)
 def gram_stats(indptr, indices, weight, target, Y, M, b):  # pragma: no cover - numba
-    """M[r] = Σ_j w_rj y_j y_jᵀ, b[r] = Σ_j t_rj y_j for every CSR row r (M (n, f, f), b (n, f))."""
+    """M[r] = Σ_j w_rj y_j y_jᵀ (packed), b[r] = Σ_j t_rj y_j for every CSR row r (M (n, k(k+1)/2), b (n, k))."""
     n, k = b.shape
     for r in numba.prange(n):
-        for a in range(k):
-            b[r, a] = 0.0
-            for e in range(k):
-                M[r, a, e] = 0.0
+        m = M[r]
+        m[:] = 0.0
+        b[r, :] = 0.0
         for jj in range(indptr[r], indptr[r + 1]):
             j = indices[jj]
             w = weight[jj]
             t = target[jj]
+            p = 0
             for a in range(k):
                 b[r, a] += t * Y[j, a]
                 wa = w * Y[j, a]
-                for e in range(k):
-                    M[r, a, e] += wa * Y[j, e]
+                for e in range(a + 1):
+                    m[p] += wa * Y[j, e]
+                    p += 1
 
 
-# The kernels below keep their innermost loops free of a store that could alias a load (a
-# k×k outer product per entry, written as `M[j, a, e] += wa * y[e]`, is not vectorised: the
-# store may alias y): an update is one flat axpy of a k×k matrix built once, and a Gram matrix is
-# k(k+1)/2 dot products over gathered columns. On 16 factors this is ~5× faster per rating.
 @numba.njit(cache=True, fastmath=True)
 def gram_delta(rows, indptr, indices, weight, target, old, new, M, b, picked, want):  # pragma: no cover
     """Vectors of `rows` moved old[q] → new[q]: fix the statistics of the columns they touch
     whose `picked[j]` is `want`.
 
-    For entry (rows[q], j): M[j] += w (new newᵀ − old oldᵀ), b[j] += t (new − old). indptr,
-    indices, weight, target: the CSR of the moved rows (row q ↔ rows[q])."""
+    For entry (rows[q], j): M[j] += w (new newᵀ − old oldᵀ) (packed), b[j] += t (new − old).
+    indptr, indices, weight, target: the CSR of the moved rows (row q ↔ rows[q])."""
     k = old.shape[1]
-    flat = M.reshape(M.shape[0], k * k)
-    D = np.empty(k * k)
+    D = np.empty(M.shape[1])
     d = np.empty(k)
     for q in range(len(rows)):
+        p = 0
         for a in range(k):
             d[a] = new[q, a] - old[q, a]
-            for e in range(k):
-                D[a * k + e] = new[q, a] * new[q, e] - old[q, a] * old[q, e]
+            for e in range(a + 1):
+                D[p] = new[q, a] * new[q, e] - old[q, a] * old[q, e]
+                p += 1
         for jj in range(indptr[q], indptr[q + 1]):
             j = indices[jj]
             if picked[j] != want:
                 continue
-            _axpy(weight[jj], D, flat[j])
+            _axpy(weight[jj], D, M[j])
             _axpy(target[jj], d, b[j])
 
 
 @numba.njit(cache=True, fastmath=True)
 def gram_add(cols, X, rows, dw, dt, M, b):  # pragma: no cover - numba
-    """For each entry q: M[cols[q]] += dw[q] x xᵀ, b[cols[q]] += dt[q] x, x = X[rows[q]]."""
+    """For each entry q: M[cols[q]] += dw[q] x xᵀ (packed), b[cols[q]] += dt[q] x, x = X[rows[q]]."""
     k = X.shape[1]
-    flat = M.reshape(M.shape[0], k * k)
-    D = np.empty(k * k)
+    D = np.empty(M.shape[1])
     x = np.empty(k)
     for q in range(len(cols)):
         r = rows[q]
         for a in range(k):
             x[a] = X[r, a]
-        for a in range(k):
-            for e in range(k):
-                D[a * k + e] = x[a] * x[e]
-        _axpy(dw[q], D, flat[cols[q]])
+        _packed_square(x, D)
+        _axpy(dw[q], D, M[cols[q]])
         _axpy(dt[q], x, b[cols[q]])
 
 
@@ -488,16 +503,19 @@ def cholesky_solve(A, rhs, out):  # pragma: no cover - numba
 
 @numba.njit(cache=True, fastmath=True)
 def solve_from_stats(rows, M, b, base, lam, out):  # pragma: no cover - numba
-    """out[q] = (base + M[rows[q]] + lam[q] I)⁻¹ b[rows[q]] (0 when the system is empty)."""
+    """out[q] = (base + M[rows[q]] + lam[q] I)⁻¹ b[rows[q]] (0 when the system is empty; M packed)."""
     k = base.shape[0]
     A = np.empty((k, k))
     rhs = np.empty(k)
     for q in range(len(rows)):
         r = rows[q]
+        p = 0
         for a in range(k):
             rhs[a] = b[r, a]
-            for e in range(k):
-                A[a, e] = base[a, e] + M[r, a, e]
+            for e in range(a + 1):
+                A[a, e] = base[a, e] + M[r, p]
+                A[e, a] = A[a, e]
+                p += 1
             A[a, a] += lam[q]
         if A[0, 0] == 0.0:
             out[q, :] = 0.0
