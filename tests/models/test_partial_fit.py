@@ -230,8 +230,11 @@ def test_als_item_statistics_match_direct_solves(stream, mode):
     np.testing.assert_allclose(a.item_factors_, b.item_factors_, atol=1e-4)
     n, k = a.n_items_, a.user_factors_.shape[1]
     M, rhs = np.zeros((n, k * (k + 1) // 2)), np.zeros((n, k))
-    w, t = a._weights(a.train_t_values_)
-    gram_stats(a.train_t_indptr_, a.train_t_indices_, w, t, a.user_factors_.astype(np.float64), M, rhs)
+    assert getattr(a, "train_t_indptr_", None) is None  # solved from the statistics: no item-major copy kept
+    indptr, users, values = a._item_major()
+    w, t = a._weights(values)
+    gram_stats(indptr, users, w, t, a.user_factors_.astype(np.float64), M, rhs)
+    np.testing.assert_array_equal(a.item_count_[:n], np.diff(indptr))
     scale = np.abs(M).max()
     np.testing.assert_allclose(a.item_gram_[:n], M, atol=1e-9 * scale)
     np.testing.assert_allclose(a.item_rhs_[:n], rhs, atol=1e-9 * np.abs(rhs).max())

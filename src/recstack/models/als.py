@@ -354,7 +354,16 @@ class ALS(MF):
 
     # ---- incremental updates (partial_fit) --------------------------------------------------
     replay_size: ClassVar[int] = 0  # ALS re-solves rows exactly; it replays nothing
-    keeps_item_major: ClassVar[bool] = True  # item re-solves read each item's raters
+    @property
+    def keeps_item_major(self) -> bool:  # type: ignore[override]
+        """Whether `fit` keeps the ratings item-major too: only when items are re-solved from their
+        raters, i.e. when the item statistics would exceed `stats_budget` (otherwise the items
+        are solved from the statistics, and an item-major copy would only cost its upkeep)."""
+        return not self._stats_fit()
+
+    def _stats_fit(self) -> bool:
+        k = self.config.factors
+        return self.n_items_ * (packed_size(k) + k) <= self.stats_budget
 
     stats_budget: ClassVar[int] = 50_000_000  # most floats kept for per-item Gram statistics
 
@@ -372,10 +381,14 @@ class ALS(MF):
         The two user solves share one extraction of the users' ratings, and the statistics
         follow the users' two moves in one pass over their histories plus a pass over the
         touched items' entries (see the comments below). Models whose statistics would exceed
-        `stats_budget` floats solve items from their ratings instead. Implicit mode uses the
-        full YᵀY (XᵀX) Gram, as the training solve does.
+        `stats_budget` floats solve items from their ratings instead — they alone keep the
+        ratings item-major too (`keeps_item_major`). Implicit mode uses the full YᵀY (XᵀX)
+        Gram, as the training solve does.
         """
         stats = self._item_stats_ready()
+        if stats:  # items are solved from the statistics: no item-major copy to keep up
+            for name in ("train_t_indptr_", "train_t_indices_", "train_t_values_"):
+                self.__dict__.pop(name, None)
         up = upsert_ratings(self, events)
         self._grow_state(self.n_users_, self.n_items_)
         if stats:
@@ -387,8 +400,12 @@ class ALS(MF):
             old_w[gone], old_t[gone] = 0.0, 0.0
             gram_add(up.items, self.user_factors_, up.users, new_w - old_w, new_t - old_t,
                      self.item_gram_, self.item_rhs_)
+            self.item_count_ = grow(self.item_count_, self.n_items_, spare=0.25)
+            np.add.at(self.item_count_, up.items[gone], 1)
         users, items = up.touched_users, up.touched_items
         if not stats:
+            if getattr(self, "train_t_indptr_", None) is None:  # grown past the budget: keep it from now on
+                self.train_t_indptr_, self.train_t_indices_, self.train_t_values_ = self._item_major()
             self._resolve(users, item_side=False)
             self._resolve(items, item_side=True)
             self._resolve(users, item_side=False)
@@ -409,7 +426,7 @@ class ALS(MF):
         X = self.user_factors_
         if self.explicit:
             base = np.zeros((k, k))
-            lam = self.config.reg * np.diff(self.train_t_indptr_)[items].astype(np.float64)
+            lam = self.config.reg * self.item_count_[items].astype(np.float64)
         else:
             base = _gram64(X)
             lam = np.full(len(items), float(self.config.reg))
@@ -435,19 +452,32 @@ class ALS(MF):
     def _item_stats_ready(self) -> bool:
         """Build the per-item Gram statistics from the current state if missing; False: over budget."""
         k = self.user_factors_.shape[1]
-        if self.n_items_ * (packed_size(k) + k) > self.stats_budget:
+        if not self._stats_fit():
             return False
         gram = getattr(self, "item_gram_", None)
         if gram is not None and gram.ndim == 3:  # saved by an earlier version: full k×k matrices
             lower, upper = np.tril_indices(k)
             self.item_gram_ = np.ascontiguousarray(gram[:, lower, upper])
         if getattr(self, "item_gram_", None) is None or len(self.item_gram_) < self.n_items_:
-            w, t = self._weights(self.train_t_values_)
+            indptr, indices, values = self._item_major()
+            w, t = self._weights(values)
             self.item_gram_ = np.zeros((self.n_items_, packed_size(k)))
             self.item_rhs_ = np.zeros((self.n_items_, k))
-            gram_stats(self.train_t_indptr_, self.train_t_indices_, w, t,
-                       self.user_factors_.astype(np.float64), self.item_gram_, self.item_rhs_)
+            gram_stats(indptr, indices, w, t, self.user_factors_.astype(np.float64), self.item_gram_, self.item_rhs_)
+            self.item_count_ = np.diff(indptr).astype(np.int64)
+        elif getattr(self, "item_count_", None) is None:  # statistics saved by an earlier version
+            self.item_count_ = np.bincount(self.train_indices_, minlength=len(self.item_gram_)).astype(np.int64)
         return True
+
+    def _item_major(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept ratings item-major (indptr, user indices, ratings): the kept copy when there is
+        one, else a transpose of the user-major ratings."""
+        if getattr(self, "train_t_indptr_", None) is not None:
+            return self.train_t_indptr_, self.train_t_indices_, self.train_t_values_
+        m = sp.csr_matrix((self.train_values_, self.train_indices_, self.train_indptr_),
+                          shape=(len(self.train_indptr_) - 1, self.n_items_)).T.tocsr()
+        m.sort_indices()
+        return m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float32)
 
     def resolve_users(self, users: np.ndarray) -> None:
         """Solve `users`' vectors exactly over their kept ratings, item factors fixed."""
