@@ -160,7 +160,8 @@ def result_tables(results_md: str) -> dict[str, str]:
     name = None
     for line in results_md.splitlines():
         if line.startswith("### "):
-            name = line[4:].split()[0] if line[4:].split() else None
+            words = line[4:].split()
+            name = words[0] if words else None
             continue
         if name and line.startswith("|"):
             tables[name] = tables.get(name, "") + line + "\n"

@@ -386,9 +386,6 @@ class ALS(MF):
         Gram, as the training solve does.
         """
         stats = self._item_stats_ready()
-        if stats:  # items are solved from the statistics: no item-major copy to keep up
-            for name in ("train_t_indptr_", "train_t_indices_", "train_t_values_"):
-                self.__dict__.pop(name, None)
         up = upsert_ratings(self, events)
         self._grow_state(self.n_users_, self.n_items_)
         if stats:
@@ -450,7 +447,11 @@ class ALS(MF):
         return conf - 1.0, conf
 
     def _item_stats_ready(self) -> bool:
-        """Build the per-item Gram statistics from the current state if missing; False: over budget."""
+        """Build the per-item Gram statistics from the current state if missing; False: over budget.
+
+        Also brings state saved by an earlier version up to date: full k×k statistics are packed,
+        missing `item_count_` is counted, and a kept item-major copy is dropped (items are solved
+        from the statistics, so it would only cost its upkeep)."""
         k = self.user_factors_.shape[1]
         if not self._stats_fit():
             return False
@@ -467,6 +468,8 @@ class ALS(MF):
             self.item_count_ = np.diff(indptr).astype(np.int64)
         elif getattr(self, "item_count_", None) is None:  # statistics saved by an earlier version
             self.item_count_ = np.bincount(self.train_indices_, minlength=len(self.item_gram_)).astype(np.int64)
+        for name in ("train_t_indptr_", "train_t_indices_", "train_t_values_"):
+            self.__dict__.pop(name, None)
         return True
 
     def _item_major(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
